@@ -1,0 +1,78 @@
+"""gunicorn settings for flaskstream: gevent workers sized for long-lived streams.
+
+Every setting can be overridden from the environment (names in the README):
+PORT / GUNICORN_BIND, WEB_CONCURRENCY, GUNICORN_WORKER_CONNECTIONS,
+GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE,
+GUNICORN_ACCESSLOG, GUNICORN_LOGLEVEL, GUNICORN_CONTROL_SOCKET.
+
+The master owns the embedded PostgreSQL (when no database URL is configured):
+``on_starting`` starts it before any worker forks, ``on_exit`` stops it, and
+workers only attach — see ``flaskstream/embedded.py`` for why.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+_env = os.environ.get
+
+# One worker per core by default: each gevent worker holds thousands of streams.
+bind = _env("GUNICORN_BIND") or f"{_env('HOST', '127.0.0.1')}:{_env('PORT', '8000')}"
+workers = int(_env("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Open connections per worker (streams included). SSE admission stays below this
+# (FLASKSTREAM_SSE_MAX_STREAMS) so /healthz always gets through.
+worker_connections = int(_env("GUNICORN_WORKER_CONNECTIONS", "10000"))
+# With gevent this is an event-loop heartbeat, not a request timeout: a worker
+# is killed only if its loop is blocked this long.
+timeout = int(_env("GUNICORN_TIMEOUT", "30"))
+# Streams are ended by the app at shutdown, so this is only a backstop.
+graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", "10"))
+keepalive = int(_env("GUNICORN_KEEPALIVE", "5"))
+accesslog = _env("GUNICORN_ACCESSLOG", "-") or None
+errorlog = "-"
+loglevel = _env("GUNICORN_LOGLEVEL", "info")
+# Uploads and streams are long; never let a proxy-less client hold a header forever.
+limit_request_field_size = 16384
+proc_name = "flaskstream"
+# gunicorn's control socket (gunicornc) is off unless a path is given: the
+# default path is shared by every gunicorn of the user, so two would collide.
+control_socket = _env("GUNICORN_CONTROL_SOCKET") or "/dev/null"
+control_socket_disable = not _env("GUNICORN_CONTROL_SOCKET")
+
+
+def _instance_path() -> str:
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.abspath(_env("FLASKSTREAM_INSTANCE_PATH") or os.path.join(checkout, "instance"))
+
+
+def _database_url() -> str | None:
+    return _env("FLASKSTREAM_DATABASE_URL") or _env("DATABASE_URL")
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    # Thousands of sockets per worker need descriptors: raise the soft limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if not _database_url():
+        from flaskstream import embedded
+
+        os.makedirs(_instance_path(), exist_ok=True)
+        uri = embedded.ensure_running(embedded.pgdata_path(_instance_path()), own=False)
+        server.log.info("embedded PostgreSQL ready: %s", uri)
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001
+    from flaskstream import embedded
+
+    embedded.attach_only()
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    if not _database_url():
+        from flaskstream import embedded
+
+        embedded.stop(embedded.pgdata_path(_instance_path()))

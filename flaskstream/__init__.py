@@ -1,0 +1,54 @@
+"""flaskstream: the four streaming jobs of a web backend, with flat memory.
+
+``create_app`` is the application factory (gunicorn's and ``flask --app wsgi``'s
+target through ``wsgi.py``): configuration layers, database, auth, errors, then
+one blueprint per pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    instance_path = os.environ.get("FLASKSTREAM_INSTANCE_PATH")
+    if test_config and test_config.get("INSTANCE_PATH"):
+        instance_path = str(test_config["INSTANCE_PATH"])
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+    )
+
+    from flaskstream import config
+
+    config.load_config(app, test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
+    if not app.debug and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+
+    from flaskstream import auth, cors, db, errors
+
+    db.init_app(app)
+    errors.init_app(app)
+    auth.init_app(app)
+    cors.init_app(app)
+
+    from flaskstream import core
+    from flaskstream.etl import views as etl_views
+    from flaskstream.events import views as events_views
+    from flaskstream.media import views as media_views
+    from flaskstream.uploads import views as uploads_views
+
+    app.register_blueprint(core.bp)
+    app.register_blueprint(events_views.bp)
+    app.register_blueprint(uploads_views.bp)
+    app.register_blueprint(media_views.bp)
+    app.register_blueprint(etl_views.bp)
+    return app

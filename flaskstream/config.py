@@ -1,0 +1,91 @@
+"""Configuration defaults and their layering.
+
+Order (later wins): the defaults below → ``FLASKSTREAM_*`` environment variables
+(values parsed as JSON where they can be, so ``FLASKSTREAM_SSE_HEARTBEAT=5`` is an
+int) → ``DATABASE_URL`` → the ``test_config`` mapping given to ``create_app``.
+Nothing here reads the environment at import time; ``load_config`` does, when
+``create_app`` calls it. Every key is documented in the README's table.
+
+Each pattern keeps its settings in its own section so that the table stays in
+the same order as the code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+DEFAULTS: dict[str, Any] = {
+    # --- core -------------------------------------------------------------
+    # postgresql://user:pass@host:port/db or postgresql://user@/db?host=/socket/dir.
+    # None → an embedded PostgreSQL (pgserver) in INSTANCE_PATH/pgdata.
+    "DATABASE_URL": None,
+    # Bearer token required on every write (POST/PUT/PATCH/DELETE) when set.
+    "API_TOKEN": None,
+    # Connections kept per worker process; more requests than this wait for one.
+    "DB_POOL_SIZE": 10,
+    # Seconds to wait when connecting to PostgreSQL (health checks use it too).
+    "DB_CONNECT_TIMEOUT": 5,
+    # Where uploads are stored (staging files live in UPLOAD_DIR/.staging, same filesystem).
+    "UPLOAD_DIR": None,  # None → INSTANCE_PATH/uploads
+    # Where /media/ serves files from.
+    "MEDIA_DIR": None,  # None → <checkout>/media
+    # Origins allowed to call the API from another site (CORS), e.g. ["https://app.example"].
+    "CORS_ALLOWED_ORIGINS": [],
+    # --- events (SSE) -----------------------------------------------------
+    "SSE_HEARTBEAT": 15,
+    "SSE_RETRY_MS": 3000,
+    "SSE_QUEUE_SIZE": 256,
+    "SSE_MAX_STREAMS": 5000,
+    "EVENTS_RETENTION_COUNT": 10000,
+    "EVENTS_RETENTION_SECONDS": 86400,
+    # --- uploads ----------------------------------------------------------
+    "UPLOAD_CHUNK_SIZE": 256 * KiB,
+    "LIMIT_BODY_SIZE": 8 * GiB,
+    "LIMIT_FILE_SIZE": 4 * GiB,
+    "LIMIT_FILE_COUNT": 20,
+    "LIMIT_FIELD_COUNT": 100,
+    "LIMIT_FIELD_SIZE": 64 * KiB,
+    "LIMIT_PART_HEADERS": 8 * KiB,
+    "LIMIT_FILENAME_LENGTH": 255,
+    "UPLOAD_IDLE_TIMEOUT": 60,
+    "UPLOAD_ALLOWED_TYPES": [],
+    "BENCH_BUFFERED_ROUTE": False,
+    "TUS_MAX_SIZE": 8 * GiB,
+    "TUS_EXPIRATION_SECONDS": 86400,
+    # --- media ------------------------------------------------------------
+    "MEDIA_CHUNK_SIZE": 512 * KiB,
+    "MEDIA_MAX_RANGES": 16,
+    "MEDIA_CACHE_CONTROL": "public, max-age=3600",
+    # --- etl --------------------------------------------------------------
+    "ETL_BATCH_SIZE": 50000,
+    "ETL_MAX_ERRORS": None,
+    "ETL_FIELD_SIZE_LIMIT": 1 * MiB,
+}
+
+ENV_PREFIX = "FLASKSTREAM"
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
+    """Fill ``app.config`` in the documented order and resolve derived paths."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env(ENV_PREFIX)
+    if os.environ.get("DATABASE_URL") and not os.environ.get(f"{ENV_PREFIX}_DATABASE_URL"):
+        app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not app.config["UPLOAD_DIR"]:
+        app.config["UPLOAD_DIR"] = os.path.join(app.instance_path, "uploads")
+    if not app.config["MEDIA_DIR"]:
+        app.config["MEDIA_DIR"] = os.path.join(checkout, "media")
+    if app.config["API_TOKEN"] is not None:
+        app.config["API_TOKEN"] = str(app.config["API_TOKEN"])

@@ -1,0 +1,264 @@
+"""PostgreSQL access: one place that knows how to connect.
+
+pg8000 is pure Python, so under gunicorn's gevent worker (which monkey-patches
+sockets before the app is imported) every query yields to other greenlets.
+Each worker process keeps a small LIFO pool of ``pg8000.native.Connection``;
+``connection()`` borrows one for a ``with`` block — use it in generators, whose
+bodies run after the request context is gone — and ``get_db()`` borrows one for
+the rest of a request (returned in ``teardown_appcontext``).
+
+The schema is the core ``schema.sql`` plus every ``flaskstream/*/schema.sql``,
+applied idempotently under an advisory lock the first time a process connects,
+so two workers starting together do not race.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pg8000.native
+from flask import Flask, current_app, g
+
+from flaskstream import embedded
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).parent
+SCHEMA_LOCK_KEY = 0x666C736D  # "flsm": advisory lock id for schema creation
+
+Connection = pg8000.native.Connection
+DatabaseError = pg8000.native.DatabaseError
+InterfaceError = pg8000.native.InterfaceError
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """pg8000 keyword arguments for a ``postgresql://`` URL.
+
+    Supports ``postgresql://user:pw@host:port/db`` and the unix-socket forms
+    ``postgresql://user@/db?host=/run/postgresql`` (libpq style: host is a
+    directory holding ``.s.PGSQL.<port>``).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"not a postgresql:// URL: {parts.scheme}://...")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    kwargs: dict[str, Any] = {"user": unquote(parts.username or "postgres")}
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname")
+    if database:
+        kwargs["database"] = database
+    host = query.get("host") or (unquote(parts.hostname) if parts.hostname else None)
+    port = int(query.get("port") or parts.port or 5432)
+    if host and host.startswith("/"):
+        kwargs["unix_sock"] = f"{host.rstrip('/')}/.s.PGSQL.{port}"
+    else:
+        kwargs["host"] = host or "localhost"
+        kwargs["port"] = port
+    return kwargs
+
+
+def schema_files() -> list[Path]:
+    """Core schema first, then each pattern's, in a stable order."""
+    return [PACKAGE_DIR / "schema.sql", *sorted(PACKAGE_DIR.glob("*/schema.sql"))]
+
+
+def apply_schema(con: Connection) -> None:
+    con.run("BEGIN")
+    try:
+        con.run(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        for path in schema_files():
+            for statement in split_sql(path.read_text(encoding="utf-8")):
+                con.run(statement)
+        con.run("COMMIT")
+    except BaseException:
+        con.run("ROLLBACK")
+        raise
+
+
+def split_sql(text: str) -> list[str]:
+    """Split a schema file on ``;`` at line ends (our schema files keep to that).
+
+    Statements that contain ``;`` inside (function bodies) end with ``$$;`` and
+    are kept whole by splitting only on lines that end the statement.
+    """
+    statements, current, in_body = [], [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") and not current:
+            continue
+        current.append(line)
+        if stripped.count("$$") % 2 == 1:
+            in_body = not in_body
+        if stripped.endswith(";") and not in_body:
+            statements.append("\n".join(current).strip())
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements
+
+
+class Database:
+    """Per-process connection pool for one app."""
+
+    def __init__(self, app: Flask) -> None:
+        self.configured_url: str | None = app.config["DATABASE_URL"]
+        self.pgdata = embedded.pgdata_path(app.instance_path)
+        self.pool_size = int(app.config["DB_POOL_SIZE"])
+        self.timeout = float(app.config["DB_CONNECT_TIMEOUT"])
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(self.pool_size)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    @property
+    def embedded(self) -> bool:
+        return not self.configured_url
+
+    def url(self) -> str:
+        """The URL to connect to, starting the embedded server on first need."""
+        if self.configured_url:
+            return self.configured_url
+        return embedded.ensure_running(self.pgdata)
+
+    def new_connection(self, **extra: Any) -> Connection:
+        """A fresh, unpooled connection (listeners, COPY sinks that outlive a request)."""
+        kwargs = connect_kwargs(self.url())
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs["application_name"] = "flaskstream"
+        kwargs.update(extra)
+        con = pg8000.native.Connection(**kwargs)
+        if not self._schema_ready:
+            self.ensure_schema(con)
+        return con
+
+    def ensure_schema(self, con: Connection | None = None) -> None:
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            if con is None:
+                with self.connection() as pooled:
+                    apply_schema(pooled)
+            else:
+                apply_schema(con)
+            self._schema_ready = True
+
+    def acquire(self) -> Connection:
+        if not self._slots.acquire(timeout=30):
+            raise TimeoutError("no database connection free within 30 s")
+        try:
+            while True:
+                try:
+                    con = self._idle.get_nowait()
+                except queue.Empty:
+                    return self.new_connection()
+                return con
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, con: Connection, *, broken: bool = False) -> None:
+        """Return ``con`` to the idle list, or drop it if it is broken."""
+        if not broken:
+            try:
+                if getattr(con, "_transaction_status", b"I") != b"I":
+                    con.run("ROLLBACK")
+                self._idle.put(con)
+                return
+            except Exception:  # noqa: BLE001 - one that cannot roll back is dropped
+                pass
+        close_quietly(con)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow a pooled connection; it is rolled back (if left in a transaction)
+        and returned, or discarded if the connection broke."""
+        con = self.acquire()
+        broken = False
+        try:
+            yield con
+        except BaseException as exc:
+            broken = is_connection_lost(exc)
+            raise
+        finally:
+            try:
+                self.release(con, broken=broken)
+            finally:
+                self._slots.release()
+
+    def close_all(self) -> None:
+        while True:
+            try:
+                close_quietly(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a pg8000 DatabaseError (its first arg is the server's fields)."""
+    if isinstance(exc, DatabaseError) and exc.args and isinstance(exc.args[0], dict):
+        return exc.args[0].get("C")
+    return None
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Errors after which the connection must not go back to the pool."""
+    if isinstance(exc, (InterfaceError, OSError, TimeoutError, GeneratorExit)):
+        return True
+    code = sqlstate(exc) or ""
+    return code.startswith(("08", "57P"))  # connection exception, operator intervention
+
+
+def close_quietly(con: Connection) -> None:
+    try:
+        con.close()
+    except Exception:  # noqa: BLE001 - closing a dead socket may fail in many ways
+        pass
+
+
+def get_database(app: Flask | None = None) -> Database:
+    return (app or current_app).extensions["flaskstream.db"]
+
+
+def connection() -> Any:
+    """``with db.connection() as con:`` — a pooled connection of the current app."""
+    return get_database().connection()
+
+
+def get_db() -> Connection:
+    """A connection held for the rest of this request (flaskr's ``get_db``)."""
+    if "db_cm" not in g:
+        cm = get_database().connection()
+        g.db = cm.__enter__()
+        g.db_cm = cm
+    return g.db
+
+
+def close_db(exc: BaseException | None = None) -> None:
+    cm = g.pop("db_cm", None)
+    g.pop("db", None)
+    if cm is not None:
+        cm.__exit__(type(exc) if exc else None, exc, None)
+
+
+def check_health() -> str:
+    """"ok", or a short reason the database cannot be used right now."""
+    try:
+        with connection() as con:
+            con.run("SELECT 1")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure is a degraded database
+        reason = str(exc).strip() or type(exc).__name__
+        return reason.splitlines()[0][:200]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["flaskstream.db"] = Database(app)
+    app.teardown_appcontext(close_db)

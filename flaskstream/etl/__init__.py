@@ -1,0 +1,1 @@
+"""The etl pattern (see README)."""

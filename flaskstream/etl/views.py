@@ -1,0 +1,7 @@
+"""HTTP routes of the etl pattern."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("etl", __name__)

@@ -1,0 +1,1 @@
+"""The events pattern (see README)."""

@@ -1,0 +1,7 @@
+"""HTTP routes of the events pattern."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("events", __name__)

@@ -1,0 +1,1 @@
+"""The media pattern (see README)."""

@@ -1,0 +1,1 @@
+"""The uploads pattern (see README)."""

@@ -1,0 +1,7 @@
+"""HTTP routes of the uploads pattern."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("uploads", __name__)

@@ -1,0 +1,67 @@
+"""Configuration layering: defaults → FLASKSTREAM_* environment → test_config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flaskstream import create_app
+from flaskstream.db import connect_kwargs
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = create_app({"INSTANCE_PATH": str(tmp_path)})
+    assert app.config["SSE_HEARTBEAT"] == 15
+    assert app.config["DATABASE_URL"] is None
+    assert app.config["UPLOAD_DIR"] == str(tmp_path / "uploads")
+    assert Path(app.config["MEDIA_DIR"]).name == "media"
+
+
+def test_environment_overrides_defaults_and_test_config_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASKSTREAM_SSE_HEARTBEAT", "5")
+    monkeypatch.setenv("FLASKSTREAM_API_TOKEN", "s3cret")
+    monkeypatch.setenv("FLASKSTREAM_LIMIT_FILE_SIZE", "1024")
+    app = create_app({"INSTANCE_PATH": str(tmp_path), "LIMIT_FILE_SIZE": 2048})
+    assert app.config["SSE_HEARTBEAT"] == 5
+    assert app.config["API_TOKEN"] == "s3cret"
+    assert app.config["LIMIT_FILE_SIZE"] == 2048
+
+
+def test_database_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db.example:6543/x")
+    assert create_app({"INSTANCE_PATH": str(tmp_path)}).config["DATABASE_URL"].endswith("/x")
+    monkeypatch.setenv("FLASKSTREAM_DATABASE_URL", "postgresql://u@/y?host=/run/pg")
+    assert create_app({"INSTANCE_PATH": str(tmp_path)}).config["DATABASE_URL"].endswith("/run/pg")
+
+
+def test_instance_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASKSTREAM_INSTANCE_PATH", str(tmp_path / "inst"))
+    app = create_app()
+    assert app.instance_path == str(tmp_path / "inst")
+    assert (tmp_path / "inst" / "uploads").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://alice:pw%40x@db:6543/app",
+         {"user": "alice", "password": "pw@x", "host": "db", "port": 6543, "database": "app"}),
+        ("postgres://bob@localhost/app", {"user": "bob", "host": "localhost", "port": 5432,
+                                          "database": "app"}),
+        ("postgresql://postgres:@/postgres?host=/tmp/pg",
+         {"user": "postgres", "database": "postgres", "unix_sock": "/tmp/pg/.s.PGSQL.5432"}),
+        ("postgresql:///db?host=%2Fvar%2Frun&port=5433",
+         {"user": "postgres", "database": "db", "unix_sock": "/var/run/.s.PGSQL.5433"}),
+    ],
+)
+def test_connect_kwargs(url: str, expected: dict[str, object]) -> None:
+    assert connect_kwargs(url) == expected
+
+
+def test_connect_kwargs_rejects_other_schemes() -> None:
+    with pytest.raises(ValueError, match="postgresql"):
+        connect_kwargs("mysql://x@y/z")
