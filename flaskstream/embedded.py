@@ -56,7 +56,13 @@ def ensure_running(pgdata: Path, *, own: bool | None = None) -> str:
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL in %s", pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    cached = pgserver.PostgresServer._instances.get(pgdata.resolve())
+    if cached is not None:  # pgserver caches handles per process: restart through it
+        with cached._lock:
+            cached.ensure_postgres_running()
+        server = cached
+    else:
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
     uri = server.get_uri()
     if own is None:
         own = not _attach_only
