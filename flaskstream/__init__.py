@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Flask
 
+LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     instance_path = os.environ.get("FLASKSTREAM_INSTANCE_PATH")
@@ -31,7 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
     if not app.debug and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
     from flaskstream import auth, cors, db, errors
 

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
 from flask import Flask, current_app, g
+from pg8000.exceptions import DatabaseError, InterfaceError
+from pg8000.native import Connection
 
 from flaskstream import embedded
 
@@ -33,9 +35,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).parent
 SCHEMA_LOCK_KEY = 0x666C736D  # "flsm": advisory lock id for schema creation
 
-Connection = pg8000.native.Connection
-DatabaseError = pg8000.native.DatabaseError
-InterfaceError = pg8000.native.InterfaceError
+__all__ = ["Connection", "DatabaseError", "InterfaceError", "connection", "get_db"]
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -89,7 +89,9 @@ def split_sql(text: str) -> list[str]:
     Statements that contain ``;`` inside (function bodies) end with ``$$;`` and
     are kept whole by splitting only on lines that end the statement.
     """
-    statements, current, in_body = [], [], False
+    statements: list[str] = []
+    current: list[str] = []
+    in_body = False
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("--") and not current:

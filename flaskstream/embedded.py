@@ -74,7 +74,7 @@ def ensure_running(pgdata: Path, *, own: bool | None = None) -> str:
 
 def stop(pgdata: Path) -> None:
     """Stop the server on ``pgdata`` (fast shutdown) if one is running."""
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     _owned.discard(pgdata.resolve())
     if running_uri(pgdata) is None:
