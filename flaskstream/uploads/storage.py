@@ -1,0 +1,348 @@
+"""Upload storage: staging files, SHA-256 while streaming, fsync + atomic rename, metadata rows.
+
+Why it is shaped like this:
+
+- A request's bytes go to a **staging file** in ``UPLOAD_DIR/.staging`` — the
+  same filesystem as the final folder, so the final ``rename`` is atomic and
+  never a copy (a tmpfs ``/tmp`` would be both a copy and a RAM cost).
+- The SHA-256 is updated on every chunk as it is written, so no second read of
+  a 4 GB file is needed to learn its checksum.
+- ``finalize`` fsyncs the file, renames it to a **server-generated name**
+  (the upload id; the client's filename is metadata only), then fsyncs the
+  folder: after ``finalize`` returns, the file survives a power cut.
+- Rows go into PostgreSQL after every file of a request is in place, in one
+  transaction; if that fails, the finalized files are removed again. Together
+  with ``StagingFile.discard`` this makes a request all-or-nothing.
+
+Under gunicorn's gevent worker, ``fsync`` of a large file can take seconds; it
+runs on gevent's thread pool so other greenlets (SSE streams, health checks)
+keep running. Everything else here is plain blocking file I/O on the page cache.
+
+Public API (the tus pattern builds on it)::
+
+    staging = StagingFile.create(upload_dir)          # or StagingFile.resume(upload_dir, name)
+    staging.write(chunk)                              # hashes as it writes
+    path = staging.finalize(upload_id)                # fsync + atomic rename
+    upload = Upload.new(...); insert_uploads(con, [upload])
+    staging.discard()                                 # on any failure (idempotent)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import errno
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+STAGING_DIRNAME = ".staging"
+STAGING_SUFFIX = ".part"
+# Errors that mean "the disk (or the user's quota) is full" → HTTP 507.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FILE_MODE = 0o640
+
+T = TypeVar("T")
+
+
+class InsufficientStorage(OSError):
+    """The filesystem is full (ENOSPC/EDQUOT) while staging or finalizing."""
+
+
+def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run a call that may block for long (fsync) off the gevent loop when gevent is active."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a runtime dependency
+        return func(*args)
+    if not monkey.is_module_patched("os") and not monkey.is_module_patched("socket"):
+        return func(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(func, args)
+
+
+def _raise_storage_error(exc: OSError) -> None:
+    if exc.errno in NO_SPACE_ERRNOS:
+        raise InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
+    raise exc
+
+
+def staging_dir(upload_dir: str | os.PathLike[str]) -> Path:
+    """``UPLOAD_DIR/.staging``, created on first use."""
+    path = Path(upload_dir) / STAGING_DIRNAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def final_path(upload_dir: str | os.PathLike[str], upload_id: str) -> Path:
+    """Where an upload's bytes live: ``UPLOAD_DIR/<id>`` (ids are server-generated hex)."""
+    if not is_upload_id(upload_id):
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return Path(upload_dir) / upload_id
+
+
+def new_upload_id() -> str:
+    """A random 32-hex-digit id (uuid4), used both as the row key and the file name."""
+    return uuid.uuid4().hex
+
+
+def is_upload_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename/unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagingFile:
+    """One file being received, written under ``UPLOAD_DIR/.staging`` and hashed as it grows.
+
+    Not thread-safe; one request (greenlet) owns it. Use as a context manager
+    (or call ``discard`` in a ``finally``): unless ``finalize`` succeeded, the
+    staging file is removed.
+    """
+
+    def __init__(self, upload_dir: str | os.PathLike[str], path: Path, fd: int,
+                 size: int, hasher: Any | None) -> None:
+        self.upload_dir = Path(upload_dir)
+        self.path = path
+        self.size = size
+        self._fd: int | None = fd
+        self._hasher = hasher
+        self.finalized_path: Path | None = None
+
+    @classmethod
+    def create(cls, upload_dir: str | os.PathLike[str], prefix: str = "up-") -> StagingFile:
+        """A new empty staging file named ``<prefix><random>.part``."""
+        directory = staging_dir(upload_dir)
+        path = directory / f"{prefix}{secrets.token_hex(16)}{STAGING_SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            _raise_storage_error(exc)
+        return cls(upload_dir, path, fd, 0, hashlib.sha256())
+
+    @classmethod
+    def resume(cls, upload_dir: str | os.PathLike[str], name: str) -> StagingFile:
+        """Reopen an existing staging file (by its name in ``.staging``) to append to it.
+
+        For resumable uploads across requests: the running hash cannot be kept
+        between requests, so the SHA-256 is computed once, at ``finalize``, by
+        reading the file back in chunks.
+        """
+        path = staging_dir(upload_dir) / Path(name).name
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        return cls(upload_dir, path, fd, os.fstat(fd).st_size, None)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` (fully: short writes are retried) and update the hash.
+
+        Raises ``InsufficientStorage`` when the disk is full; the caller then
+        discards the file.
+        """
+        if self._fd is None:
+            raise ValueError("staging file is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            _raise_storage_error(exc)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self.size += len(data)
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written so far (computed by reading back if resumed)."""
+        if self._hasher is None:
+            self._hasher = hash_file(self.path)
+        return self._hasher.hexdigest()
+
+    def finalize(self, upload_id: str) -> Path:
+        """fsync, close, and atomically rename to ``UPLOAD_DIR/<upload_id>``; fsync the folder.
+
+        Returns the final path. On failure the staging file is removed and the
+        error re-raised (``InsufficientStorage`` for a full disk).
+        """
+        if self._fd is None:
+            raise ValueError("staging file is closed")
+        target = final_path(self.upload_dir, upload_id)
+        try:
+            self.sha256  # noqa: B018 - resumed files hash now, before the rename
+            run_blocking(os.fsync, self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.rename(self.path, target)
+            self.finalized_path = target
+            fsync_dir(self.upload_dir)
+        except OSError as exc:
+            self.discard()
+            _raise_storage_error(exc)
+        return target
+
+    def close(self) -> None:
+        """Close the descriptor, keeping the staging file (resumable uploads)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Close and remove the staging file; also the final file if it was finalized. Idempotent."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        if self.finalized_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.finalized_path)
+            self.finalized_path = None
+
+    def __enter__(self) -> StagingFile:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None or self.finalized_path is None:
+            self.discard()
+
+
+def hash_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> Any:
+    """A sha256 hasher fed with the file's bytes, read in chunks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            hasher.update(chunk)
+    return hasher
+
+
+def sweep_staging(upload_dir: str | os.PathLike[str], older_than: float,
+                  prefix: str = "up-") -> int:
+    """Remove staging files with ``prefix`` not modified for ``older_than`` seconds.
+
+    A worker killed hard (SIGKILL, OOM) runs no ``finally``; this is the backstop.
+    Returns how many were removed.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    for entry in os.scandir(staging_dir(upload_dir)):
+        if entry.name.startswith(prefix) and entry.name.endswith(STAGING_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+# --- metadata rows (schema in uploads/schema.sql) -------------------------------
+
+COLUMNS = "id, filename, size, sha256, content_type, field, created"
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """One stored upload: its row in ``uploads`` and the file at ``final_path(dir, id)``."""
+
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    content_type: str
+    field: str | None = None
+    created: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Upload:
+        return cls(*row)
+
+    def to_json(self, url: str | None = None) -> dict[str, Any]:
+        """The contract's file object (``url`` is added by the view that knows the route)."""
+        body: dict[str, Any] = {
+            "id": self.id, "field": self.field, "filename": self.filename, "size": self.size,
+            "sha256": self.sha256, "content_type": self.content_type,
+            "created": self.created.isoformat(),
+        }
+        if url is not None:
+            body["url"] = url
+        return body
+
+
+def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
+    """Insert every row in one transaction: all or none (``con`` is a pg8000.native connection)."""
+    con.run("BEGIN")
+    try:
+        for u in uploads:
+            con.run(
+                f"INSERT INTO uploads ({COLUMNS}) VALUES "
+                "(:id, :filename, :size, :sha256, :content_type, :field, :created)",
+                id=u.id, filename=u.filename, size=u.size, sha256=u.sha256,
+                content_type=u.content_type, field=u.field, created=u.created,
+            )
+        con.run("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.run("ROLLBACK")
+        raise
+
+
+def get_upload(con: Any, upload_id: str) -> Upload | None:
+    if not is_upload_id(upload_id):
+        return None
+    rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE id = :id", id=upload_id)
+    return Upload.from_row(rows[0]) if rows else None
+
+
+def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = None
+                 ) -> list[Upload]:
+    """Newest first, keyset-paginated: ``before`` is the (created, id) of the last row seen."""
+    if before is None:
+        rows = con.run(f"SELECT {COLUMNS} FROM uploads ORDER BY created DESC, id DESC "
+                       "LIMIT :limit", limit=limit)
+    else:
+        rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE (created, id) < (:c, :i) "
+                       "ORDER BY created DESC, id DESC LIMIT :limit",
+                       c=before[0], i=before[1], limit=limit)
+    return [Upload.from_row(r) for r in rows]
+
+
+def delete_upload(con: Any, upload_dir: str | os.PathLike[str], upload_id: str) -> bool:
+    """Delete the row, then the file. False if there was no such upload."""
+    if not is_upload_id(upload_id):
+        return False
+    rows = con.run("DELETE FROM uploads WHERE id = :id RETURNING id", id=upload_id)
+    if not rows:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(final_path(upload_dir, upload_id))
+    return True
+
+
+def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> None:
+    """Finalize every staging file, then insert every row in one transaction.
+
+    All-or-nothing: if any rename or the insert fails, every file of the batch
+    (staging or final) is removed and the error re-raised.
+    """
+    try:
+        for staging, upload in staged:
+            staging.finalize(upload.id)
+        insert_uploads(con, [upload for _, upload in staged])
+    except BaseException:
+        for staging, _ in staged:
+            staging.discard()
+        raise
