@@ -1,7 +1,285 @@
-"""HTTP routes of the media pattern."""
+"""HTTP routes of the media pattern: ``GET``/``HEAD /media/<path>`` and ``GET /media/``.
+
+The decisions (which status, which bytes) are made by the pure ``ranges``
+module; this module does the I/O: resolve the path safely, take one ``fstat``
+snapshot of an open descriptor, and stream the chosen bytes with ``os.pread``
+at absolute offsets. ``serve_file`` is public: uploads' ``/uploads/<id>/content``
+serves stored files through it.
+
+Why not werkzeug's ``send_file``: under gunicorn it reads from byte 0 up to a
+range's start (gunicorn's ``FileWrapper`` cannot seek), answers multi-range with
+416 and skips 304/412 when a Range is present; and gunicorn's sendfile path under
+gevent is an 8 KiB read/send loop, about 3x slower than 256 KiB–1 MiB ``pread``
+chunks. The response is built by hand (``direct_passthrough``, explicit
+Content-Length, no ``make_conditional``) so werkzeug never re-wraps or
+re-evaluates it.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import mimetypes
+import os
+import stat
+import unicodedata
+from collections.abc import Iterator
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from flaskstream.errors import ApiError, error_response
+from flaskstream.media import ranges
 
 bp = Blueprint("media", __name__)
+
+#: Extension → Content-Type, ahead of ``mimetypes`` (whose table depends on the host).
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".ogv": "video/ogg",
+    ".ts": "video/mp2t",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    # .opus files are Ogg streams; browsers play them as audio/ogg.
+    ".opus": "audio/ogg; codecs=opus",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".weba": "audio/webm",
+    ".vtt": "text/vtt; charset=utf-8",
+    ".srt": "application/x-subrip",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".pdf": "application/pdf",
+}
+LISTING_LIMIT = 1000
+MIN_CHUNK = 4096
+
+
+class FileShrunk(OSError):
+    """The file got shorter mid-stream: better a broken connection than a short body."""
+
+
+def content_type_for(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    if ext in CONTENT_TYPES:
+        return CONTENT_TYPES[ext]
+    guessed, encoding = mimetypes.guess_type(name)
+    if guessed and not encoding:
+        return guessed + ("; charset=utf-8" if guessed.startswith("text/") else "")
+    return "application/octet-stream"
+
+
+class PreadStream:
+    """A WSGI body that streams byte ranges of an open descriptor with ``os.pread``.
+
+    ``pieces`` are literal bytes (multipart framing) or ``(start, stop)`` ranges.
+    It owns ``fd`` from the ``fstat`` snapshot to the last byte and closes it in
+    ``close()`` — which gunicorn calls after the last byte, on a client abort
+    and even when iteration never started (a plain generator's ``finally``
+    would not run then, and ``direct_passthrough`` bypasses ``call_on_close``).
+    """
+
+    def __init__(self, fd: int, pieces: list[bytes | ranges.ByteRange], chunk_size: int) -> None:
+        self.fd = fd
+        self.pieces = pieces
+        self.chunk_size = max(MIN_CHUNK, chunk_size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for piece in self.pieces:
+                if isinstance(piece, bytes):
+                    yield piece
+                    continue
+                offset, stop = piece
+                while offset < stop:
+                    if self.fd < 0:
+                        return
+                    data = os.pread(self.fd, min(self.chunk_size, stop - offset), offset)
+                    if not data:
+                        raise FileShrunk(f"file ended at {offset}, {stop - offset} bytes short")
+                    offset += len(data)
+                    yield data
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _content_disposition(download_name: str, as_attachment: bool) -> str:
+    """RFC 6266: an ASCII ``filename`` fallback plus the UTF-8 ``filename*``."""
+    kind = "attachment" if as_attachment else "inline"
+    ascii_name = unicodedata.normalize("NFKD", download_name).encode("ascii", "ignore").decode()
+    ascii_name = "".join(c for c in ascii_name if c.isprintable() and c not in '"\\') or "download"
+    value = f'{kind}; filename="{ascii_name}"'
+    if ascii_name != download_name:
+        value += f"; filename*=UTF-8''{quote(download_name, safe='')}"
+    return value
+
+
+def serve_file(
+    path: str | os.PathLike[str],
+    download_name: str | None = None,
+    content_type: str | None = None,
+    *,
+    as_attachment: bool = False,
+    cache_control: str | None = None,
+) -> Response:
+    """Serve ``path`` with RFC 9110 ranges and conditional requests (GET or HEAD).
+
+    200, 206 (single or ``multipart/byteranges``), 304, 412 or 416 as
+    ``ranges.evaluate`` decides; strong ETag from inode/size/mtime_ns. Raises
+    ``ApiError(404)`` when ``path`` is not a readable regular file. The caller
+    is responsible for ``path`` being one it may serve.
+    """
+    config = current_app.config
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ApiError(404, "NOT_FOUND", "no such file") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ApiError(404, "NOT_FOUND", "no such file")
+        size = info.st_size
+        etag = ranges.make_etag(info.st_ino, size, info.st_mtime_ns)
+        last_modified = int(info.st_mtime)
+        decision = ranges.evaluate(request.method, request.headers, size, etag, last_modified,
+                                   int(config["MEDIA_MAX_RANGES"]))
+        ctype = content_type or content_type_for(download_name or os.fspath(path))
+        headers = {
+            "ETag": etag,
+            "Last-Modified": ranges.http_date(last_modified),
+            "Cache-Control": cache_control or config["MEDIA_CACHE_CONTROL"],
+        }
+        if decision.status in (304, 412):
+            return Response(status=decision.status, headers=headers)
+        if decision.status == 416:
+            headers["Content-Range"] = ranges.unsatisfied_range(size)
+            return error_response(416, "RANGE_NOT_SATISFIABLE",
+                                  f"no requested range overlaps the {size} bytes", headers)
+
+        headers["Accept-Ranges"] = "bytes"
+        headers["X-Content-Type-Options"] = "nosniff"
+        if download_name:
+            headers["Content-Disposition"] = _content_disposition(download_name, as_attachment)
+        pieces: list[bytes | ranges.ByteRange]
+        if decision.status == 200:
+            pieces, length = [(0, size)], size
+            headers["Content-Type"] = ctype
+        elif not decision.multipart:
+            start, stop = decision.ranges[0]
+            pieces, length = [(start, stop)], stop - start
+            headers["Content-Type"] = ctype
+            headers["Content-Range"] = ranges.content_range(start, stop, size)
+        else:
+            plan = ranges.plan_multipart(decision.ranges, size, ctype)
+            pieces = []
+            for head, start, stop in plan.parts:
+                pieces += [head, (start, stop)]
+            pieces.append(plan.tail)
+            length = plan.content_length
+            headers["Content-Type"] = plan.content_type
+        headers["Content-Length"] = str(length)
+
+        if request.method == "HEAD" or length == 0:
+            return Response(status=decision.status, headers=headers)
+        body = PreadStream(fd, pieces, int(config["MEDIA_CHUNK_SIZE"]))
+        fd = -1  # the body owns it now
+        return Response(body, status=decision.status, headers=headers, direct_passthrough=True)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+# --- MEDIA_DIR ------------------------------------------------------------------------
+
+
+def _hidden_or_dotted(parts: list[str]) -> bool:
+    return any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+
+
+def resolve_media_path(root: str, subpath: str) -> str | None:
+    """The real path of ``subpath`` inside ``root``, or None when it must be a 404.
+
+    The URL is already percent-decoded (``%2e%2e`` arrives as ``..``). Rejected:
+    ``..``/``.``/empty segments, absolute paths, backslashes and NULs, hidden
+    files and folders, and symlinks resolving outside ``root`` or to a hidden name.
+    """
+    if "\x00" in subpath or "\\" in subpath or subpath.startswith("/"):
+        return None
+    if _hidden_or_dotted(subpath.split("/")):
+        return None
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, subpath))
+    relative = os.path.relpath(real, real_root)
+    if relative.startswith(".." + os.sep) or relative == ".." or os.path.isabs(relative):
+        return None
+    if relative == "." or _hidden_or_dotted(relative.split(os.sep)):
+        return None
+    return real
+
+
+@bp.route("/media/<path:subpath>", methods=["GET", "HEAD"])
+def media_file(subpath: str) -> Response:
+    real = resolve_media_path(current_app.config["MEDIA_DIR"], subpath)
+    if real is None:
+        raise ApiError(404, "NOT_FOUND", "no such media file")
+    return serve_file(real)
+
+
+@bp.get("/media/")
+def media_listing() -> Response:
+    """Regular files under MEDIA_DIR (hidden ones skipped), for the dashboard."""
+    root = os.path.realpath(current_app.config["MEDIA_DIR"])
+    files: list[dict[str, object]] = []
+    stack = [""]
+    seen: set[str] = set()  # real folders already listed: symlinked loops end here
+    while stack and len(files) < LISTING_LIMIT:
+        folder = stack.pop()
+        real_folder = os.path.realpath(os.path.join(root, folder))
+        if real_folder in seen:
+            continue
+        seen.add(real_folder)
+        try:
+            entries = sorted(os.scandir(os.path.join(root, folder)), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            name = f"{folder}/{entry.name}" if folder else entry.name
+            if entry.name.startswith(".") or resolve_media_path(root, name) is None:
+                continue
+            try:
+                if entry.is_dir():
+                    stack.append(name)
+                    continue
+                if not entry.is_file():
+                    continue
+                size = entry.stat().st_size
+            except OSError:
+                continue
+            files.append({
+                "name": name,
+                "size": size,
+                "content_type": content_type_for(name),
+                "url": url_for("media.media_file", subpath=name),
+            })
+    files.sort(key=lambda f: str(f["name"]))
+    response = jsonify({"files": files[:LISTING_LIMIT]})
+    response.headers["Cache-Control"] = "no-cache"
+    return response

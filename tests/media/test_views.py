@@ -1,0 +1,213 @@
+"""The media blueprint through Flask's test client: responses as the core decides,
+bodies from pread, path safety, the listing and ``serve_file`` for other blueprints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flaskstream.media import views
+from flaskstream.media.views import PreadStream, resolve_media_path, serve_file
+
+DATA = os.urandom(3 * 256 * 1024 + 123)
+
+
+@pytest.fixture
+def clip(media_dir: Path) -> Path:
+    path = media_dir / "clip.mp4"
+    path.write_bytes(DATA)
+    return path
+
+
+def test_full_get(client: FlaskClient, clip: Path) -> None:
+    res = client.get("/media/clip.mp4")
+    assert res.status_code == 200
+    assert res.data == DATA
+    assert res.headers["Content-Length"] == str(len(DATA))
+    assert res.headers["Content-Type"] == "video/mp4"
+    assert res.headers["Accept-Ranges"] == "bytes"
+    assert res.headers["Cache-Control"] == "public, max-age=3600"
+    assert res.headers["ETag"].startswith('"') and "Last-Modified" in res.headers
+
+
+def test_single_range(client: FlaskClient, clip: Path) -> None:
+    res = client.get("/media/clip.mp4", headers={"Range": "bytes=262100-524300"})
+    assert res.status_code == 206
+    assert res.data == DATA[262100:524301]
+    assert res.headers["Content-Range"] == f"bytes 262100-524300/{len(DATA)}"
+    assert res.headers["Content-Length"] == str(524301 - 262100)
+
+
+def test_multi_range(client: FlaskClient, clip: Path) -> None:
+    res = client.get("/media/clip.mp4", headers={"Range": "bytes=500000-500009,0-9"})
+    assert res.status_code == 206
+    ctype = res.headers["Content-Type"]
+    assert ctype.startswith("multipart/byteranges; boundary=")
+    boundary = ctype.split("=", 1)[1].encode()
+    assert int(res.headers["Content-Length"]) == len(res.data)
+    parts = (b"\r\n" + res.data).split(b"\r\n--" + boundary)
+    assert parts[-1] == b"--\r\n"
+    assert parts[1].endswith(b"\r\n\r\n" + DATA[500000:500010])
+    assert parts[2].endswith(b"\r\n\r\n" + DATA[0:10])
+
+
+def test_head_has_headers_no_body(client: FlaskClient, clip: Path) -> None:
+    res = client.head("/media/clip.mp4", headers={"Range": "bytes=0-9"})
+    assert res.status_code == 206
+    assert res.data == b""
+    assert res.headers["Content-Length"] == "10"
+
+
+def test_304_and_412_have_no_body(client: FlaskClient, clip: Path) -> None:
+    etag = client.head("/media/clip.mp4").headers["ETag"]
+    res = client.get("/media/clip.mp4", headers={"If-None-Match": etag, "Range": "bytes=0-1"})
+    assert res.status_code == 304 and res.data == b"" and res.headers["ETag"] == etag
+    res = client.get("/media/clip.mp4", headers={"If-Match": '"nope"'})
+    assert res.status_code == 412 and res.data == b""
+
+
+def test_416_has_content_range(client: FlaskClient, clip: Path) -> None:
+    res = client.get("/media/clip.mp4", headers={"Range": f"bytes={len(DATA)}-"})
+    assert res.status_code == 416
+    assert res.headers["Content-Range"] == f"bytes */{len(DATA)}"
+    assert res.get_json()["error"]["code"] == "RANGE_NOT_SATISFIABLE"
+
+
+def test_empty_file(client: FlaskClient, media_dir: Path) -> None:
+    (media_dir / "empty.wav").write_bytes(b"")
+    res = client.get("/media/empty.wav")
+    assert res.status_code == 200 and res.data == b"" and res.headers["Content-Length"] == "0"
+
+
+@pytest.mark.parametrize("name,ctype", [
+    ("a.mp4", "video/mp4"), ("a.webm", "video/webm"), ("a.mp3", "audio/mpeg"),
+    ("a.m4a", "audio/mp4"), ("a.ogg", "audio/ogg"), ("a.opus", "audio/ogg; codecs=opus"),
+    ("a.wav", "audio/wav"), ("a.mkv", "video/x-matroska"), ("a.MP4", "video/mp4"),
+    ("a.unknownext", "application/octet-stream"), ("a.txt", "text/plain; charset=utf-8"),
+])
+def test_content_types(name: str, ctype: str) -> None:
+    assert views.content_type_for(name) == ctype
+
+
+# --- path safety ---------------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path: Path, media_dir: Path) -> Path:
+    (tmp_path / "secret.txt").write_text("secret")
+    (media_dir / "sub").mkdir()
+    (media_dir / "sub" / "ok.mp3").write_bytes(b"ID3")
+    (media_dir / ".hidden").write_text("x")
+    (media_dir / ".git").mkdir()
+    (media_dir / ".git" / "config").write_text("x")
+    (media_dir / "escape.txt").symlink_to(tmp_path / "secret.txt")
+    (media_dir / "inside.mp3").symlink_to(media_dir / "sub" / "ok.mp3")
+    (media_dir / "loop").symlink_to(media_dir)
+    return media_dir
+
+
+@pytest.mark.parametrize("url", [
+    "/media/../secret.txt", "/media/%2e%2e/secret.txt", "/media/sub/%2E%2E/../secret.txt",
+    "/media/sub/..%2f..%2fsecret.txt", "/media//etc/passwd", "/media/escape.txt",
+    "/media/.hidden", "/media/.git/config", "/media/sub", "/media/nope.mp4",
+    "/media/sub/%00ok.mp3", "/media/sub\\ok.mp3",
+])
+def test_unsafe_paths_are_404(client: FlaskClient, tree: Path, url: str) -> None:
+    res = client.get(url, follow_redirects=True)  # "//" is merged by a 308 first
+    assert res.status_code == 404, url
+    assert b"secret" not in res.data
+
+
+def test_symlink_inside_is_served(client: FlaskClient, tree: Path) -> None:
+    assert client.get("/media/inside.mp3").data == b"ID3"
+    assert client.get("/media/sub/ok.mp3").data == b"ID3"
+
+
+def test_resolve_rejects_absolute(tree: Path) -> None:
+    assert resolve_media_path(str(tree), "/etc/passwd") is None
+    assert resolve_media_path(str(tree), "sub/ok.mp3") == str(tree / "sub" / "ok.mp3")
+
+
+def test_listing(client: FlaskClient, tree: Path) -> None:
+    res = client.get("/media/")
+    assert res.status_code == 200
+    names = [f["name"] for f in res.get_json()["files"]]
+    assert names == ["inside.mp3", "sub/ok.mp3"]
+    first = res.get_json()["files"][0]
+    assert first == {"name": "inside.mp3", "size": 3, "content_type": "audio/mpeg",
+                     "url": "/media/inside.mp3"}
+
+
+# --- the body and serve_file ------------------------------------------------------------
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_pread_stream_exact_and_closes(clip: Path) -> None:
+    fd = os.open(clip, os.O_RDONLY)
+    body = PreadStream(fd, [b"<", (10, 300_000), b">"], 65536)
+    out = b"".join(body)
+    assert out == b"<" + DATA[10:300_000] + b">"
+    assert body.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_pread_stream_closes_on_abort_and_when_never_started(clip: Path) -> None:
+    before = open_fds()
+    body = PreadStream(os.open(clip, os.O_RDONLY), [(0, len(DATA))], 65536)
+    iterator = iter(body)
+    next(iterator)
+    iterator.close()  # GeneratorExit at the yield
+    body.close()
+    unstarted = PreadStream(os.open(clip, os.O_RDONLY), [(0, len(DATA))], 65536)
+    unstarted.close()
+    assert open_fds() == before
+
+
+def test_pread_stream_raises_when_file_shrinks(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(DATA)
+    body = PreadStream(os.open(path, os.O_RDONLY), [(0, len(DATA))], 256 * 1024)
+    iterator = iter(body)
+    assert next(iterator) == DATA[: 256 * 1024]
+    os.truncate(path, 300_000)
+    with pytest.raises(views.FileShrunk):
+        list(iterator)
+    assert body.fd == -1
+
+
+def test_serve_file_for_other_blueprints(app: Flask, clip: Path) -> None:
+    @app.get("/x/<int:n>")
+    def x(n: int):  # noqa: ANN202
+        return serve_file(clip, download_name="vidéo clip.mp4", as_attachment=n == 1)
+
+    client = app.test_client()
+    res = client.get("/x/1", headers={"Range": "bytes=-5"})
+    assert res.status_code == 206 and res.data == DATA[-5:]
+    assert res.headers["Content-Type"] == "video/mp4"
+    assert res.headers["Content-Disposition"] == (
+        "attachment; filename=\"video clip.mp4\"; filename*=UTF-8''vid%C3%A9o%20clip.mp4")
+    assert client.get("/x/0").headers["Content-Disposition"].startswith("inline;")
+
+
+def test_serve_file_missing_is_404(app: Flask, tmp_path: Path) -> None:
+    @app.get("/y")
+    def y():  # noqa: ANN202
+        return serve_file(tmp_path / "missing")
+
+    assert app.test_client().get("/y").status_code == 404
+
+
+def test_no_descriptor_leaks(client: FlaskClient, clip: Path) -> None:
+    client.get("/media/clip.mp4")
+    before = open_fds()
+    for headers in ({}, {"Range": "bytes=0-9"}, {"Range": "bytes=0-9,600000-600009"},
+                    {"If-None-Match": "*"}, {"If-Match": '"x"'}, {"Range": "bytes=99999999-"}):
+        client.get("/media/clip.mp4", headers=headers).close()
+        client.head("/media/clip.mp4", headers=headers).close()
+    assert open_fds() == before
