@@ -1,0 +1,389 @@
+"""Pure multipart/form-data core: a byte-exact decoder, every limit, filename rules.
+
+No Flask, no I/O: ``FormReader.feed(chunk)`` takes bytes and returns small
+events (``FileStart``, ``FileData``, ``FileEnd``, ``FieldValue``); the view is
+the loop that reads ``request.stream`` and routes ``FileData`` to disk.
+
+Three things here exist because the parsers we build on get them wrong or leave
+them out:
+
+- ``ExactMultipartDecoder`` fixes werkzeug 3.1.9's partial-delimiter look-back
+  (pallets/werkzeug#3285): when a read ends inside a closing delimiter, e.g.
+  ``payload\\r\\n--BOUNDARY-`` | ``-\\r\\n``, werkzeug only holds back a
+  delimiter-length tail, so the ``\\r`` before ``\\n--BOUNDARY-`` leaks into
+  the file as a stray byte. Ours holds back exactly the bytes that could still
+  become a delimiter. ``tests/uploads/test_multipart.py`` splits bodies at
+  every position to prove it.
+- Limits as complete as busboy/multer's (body, file, file count, field count,
+  field size, part headers size and count, filename length), each with its own
+  error code, checked as bytes arrive so an over-limit request stops early.
+- Filenames are metadata: UTF-8, NFC, basename on ``/`` and ``\\``, control and
+  bidi-override characters removed, at most 255 bytes (OWASP's upload rules).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import (
+    NEED_DATA,
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+    State,
+)
+
+# --- errors ----------------------------------------------------------------------
+
+
+class MultipartError(Exception):
+    """A request the form reader refuses: ``status`` and a stable ``code`` for the API."""
+
+    status = 400
+    code = "MALFORMED_MULTIPART"
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class LimitExceeded(MultipartError):
+    """A configured limit was crossed; always 413 with a ``LIMIT_*`` code."""
+
+    status = 413
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound on one request (``None`` = unbounded). Defaults mirror config.py."""
+
+    body_size: int | None = 8 << 30
+    file_size: int | None = 4 << 30
+    file_count: int | None = 20
+    field_count: int | None = 100
+    field_size: int | None = 64 << 10
+    part_headers: int | None = 8 << 10
+    part_header_count: int | None = 32
+    filename_length: int | None = 1024
+
+    def check_body(self, received: int) -> None:
+        if self.body_size is not None and received > self.body_size:
+            raise LimitExceeded("LIMIT_BODY_SIZE",
+                                f"request body exceeds {self.body_size} bytes")
+
+    def check_file(self, size: int) -> None:
+        if self.file_size is not None and size > self.file_size:
+            raise LimitExceeded("LIMIT_FILE_SIZE", f"a file exceeds {self.file_size} bytes")
+
+
+# --- the corrected decoder -----------------------------------------------------------
+
+_DELIMITER_TAIL_RE = re.compile(rb"-|--[ \t]*(?:\r\n?|\n)?|[ \t]*(?:\r\n?|\n)?")
+
+
+class ExactMultipartDecoder(MultipartDecoder):
+    """werkzeug's sans-IO decoder with a correct partial-delimiter look-back.
+
+    ``_last_partial_boundary_index(data)`` must return the first index from
+    which ``data`` could still be the start of a delimiter
+    (``LB --boundary ( --[ \\t]*LB? | [ \\t]*LB )``) once more bytes arrive;
+    everything before it is safe to hand out as part data.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        super().__init__(boundary)
+        self._dash_boundary = b"--" + boundary
+
+    def _could_start_delimiter(self, tail: bytes | bytearray) -> bool:
+        """Is ``tail`` (starting with CR or LF) a prefix of some delimiter?"""
+        if tail == b"\r":
+            return True
+        dash = self._dash_boundary
+        for line_break in (b"\r\n", b"\n", b"\r"):
+            if not tail.startswith(line_break):
+                continue
+            rest = bytes(tail[len(line_break):])
+            if len(rest) <= len(dash):
+                if dash.startswith(rest):
+                    return True
+            elif rest.startswith(dash) and _DELIMITER_TAIL_RE.fullmatch(rest[len(dash):]):
+                return True
+        return False
+
+    def _last_partial_boundary_index(self, data: bytes | bytearray) -> int:
+        n = len(data)
+        candidates: list[int] = []
+        # Short candidates: a line break in the last len(LB + dash + "-") bytes.
+        window_start = max(0, n - (len(self._dash_boundary) + 3))
+        for i in range(window_start, n):
+            if data[i] in (0x0D, 0x0A):
+                candidates.append(i)
+        # A long candidate: a complete dash-boundary followed by transport padding.
+        end = n
+        while end > 0 and data[end - 1] in (0x20, 0x09):
+            end -= 1
+        dash_at = end - len(self._dash_boundary)
+        if end < n and dash_at >= 1 and data[dash_at:end] == self._dash_boundary:
+            if data[dash_at - 1] == 0x0A and dash_at >= 2 and data[dash_at - 2] == 0x0D:
+                candidates.append(dash_at - 2)
+            elif data[dash_at - 1] in (0x0D, 0x0A):
+                candidates.append(dash_at - 1)
+        for i in sorted(candidates):
+            if self._could_start_delimiter(data[i:]):
+                return i
+        return n
+
+
+# --- filenames ---------------------------------------------------------------------
+
+_BIDI_CONTROLS = {"\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)),
+                  *map(chr, range(0x2066, 0x206A))}
+_PATH_SEPARATORS_RE = re.compile(r"[/\\]")
+FILENAME_MAX_BYTES = 255
+FALLBACK_FILENAME = "upload"
+
+
+def sanitize_filename(raw: str, max_bytes: int = FILENAME_MAX_BYTES) -> str:
+    """The client's filename made safe to store and show (never used as a path).
+
+    NFC-normalised; reduced to its last component on both ``/`` and ``\\``;
+    control, unassigned, private-use, surrogate and bidi-override characters
+    removed; surrounding whitespace stripped; ``.``/``..``/empty become
+    ``upload``; cut to ``max_bytes`` of UTF-8 at a character boundary, keeping a
+    short extension.
+    """
+    name = unicodedata.normalize("NFC", raw)
+    name = _PATH_SEPARATORS_RE.split(name)[-1]
+    name = "".join(ch for ch in name if ch not in _BIDI_CONTROLS
+                   and unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn"))
+    name = name.strip()
+    if name in ("", ".", ".."):
+        return FALLBACK_FILENAME
+    if len(name.encode("utf-8")) <= max_bytes:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    suffix = dot + ext if stem and len((dot + ext).encode("utf-8")) <= 16 else ""
+    stem = name[: len(name) - len(suffix)]
+    budget = max_bytes - len(suffix.encode("utf-8"))
+    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    return unicodedata.normalize("NFC", cut.rstrip()) + suffix
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def clean_content_type(value: str | None) -> str:
+    """``type/subtype`` lower-cased (parameters dropped), or application/octet-stream."""
+    if not value:
+        return DEFAULT_CONTENT_TYPE
+    mimetype = value.split(";", 1)[0].strip().lower()
+    if len(mimetype) > 127 or not _MEDIA_TYPE_RE.fullmatch(mimetype):
+        return DEFAULT_CONTENT_TYPE
+    return mimetype
+
+
+def type_allowed(filename: str, content_type: str, allowed: list[str] | tuple[str, ...]) -> bool:
+    """Allow-list check: entries are ``.ext``, ``type/subtype`` or ``type/*``; empty = all."""
+    if not allowed:
+        return True
+    lower_name = filename.lower()
+    major = content_type.split("/", 1)[0]
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry.startswith(".") and lower_name.endswith(entry):
+            return True
+        if entry == content_type or (entry.endswith("/*") and entry[:-2] == major):
+            return True
+    return False
+
+
+def parse_boundary(content_type: str | None) -> bytes:
+    """The boundary of a ``multipart/form-data`` Content-Type (RFC 2046: 1-70 bchars)."""
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype != "multipart/form-data":
+        raise MultipartError("expected multipart/form-data", code="UNSUPPORTED_MEDIA_TYPE",
+                             status=415)
+    boundary = options.get("boundary", "")
+    if not 1 <= len(boundary) <= 70 or not re.fullmatch(r"[0-9A-Za-z'()+_,\-./:=? ]*"
+                                                        r"[0-9A-Za-z'()+_,\-./:=?]", boundary):
+        raise MultipartError("missing or invalid multipart boundary")
+    return boundary.encode("ascii")
+
+
+# --- the reader: decoder + limits → events -------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileStart:
+    field: str
+    filename: str        # sanitised, for metadata and Content-Disposition
+    content_type: str
+
+
+@dataclass(frozen=True)
+class FileData:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FileEnd:
+    size: int
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    name: str
+    value: str
+
+
+ReaderEvent = FileStart | FileData | FileEnd | FieldValue
+
+
+class FormReader:
+    """Feed it the body in chunks; it returns events and raises on the first violation.
+
+    ``feed(None)`` marks the end of the body: a body that ends before its
+    closing delimiter raises ``MultipartError`` (never an empty success).
+    File parts with an empty filename (a browser's unused ``<input type=file>``)
+    are skipped, as Django and werkzeug do.
+    """
+
+    def __init__(self, boundary: bytes, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.decoder = ExactMultipartDecoder(boundary)
+        self.received = 0
+        self.file_count = 0
+        self.field_count = 0
+        self.complete = False
+        self._in_file = False
+        self._skipping = False
+        self._file_size = 0
+        self._field_name: str | None = None
+        self._field_value = bytearray()
+
+    def feed(self, chunk: bytes | None) -> list[ReaderEvent]:
+        if chunk is None:
+            return self._finish()
+        self.received += len(chunk)
+        self.limits.check_body(self.received)
+        if self.decoder.state in (State.EPILOGUE, State.COMPLETE):
+            return []  # epilogue bytes are counted (body limit) and dropped
+        self.decoder.receive_data(chunk)
+        return self._drain()
+
+    def _finish(self) -> list[ReaderEvent]:
+        if self.decoder.state not in (State.EPILOGUE, State.COMPLETE):
+            raise MultipartError("multipart body ended before its closing boundary")
+        self.decoder.buffer.clear()  # epilogue content is never used
+        self.decoder.receive_data(None)
+        self.decoder.next_event()  # the Epilogue event: state becomes COMPLETE
+        self.complete = True
+        return []
+
+    def _drain(self) -> list[ReaderEvent]:
+        out: list[ReaderEvent] = []
+        while True:
+            before = len(self.decoder.buffer)
+            try:
+                event = self.decoder.next_event()
+            except ValueError as exc:  # also UnicodeDecodeError from part headers
+                raise MultipartError(f"malformed multipart body: {exc}") from exc
+            if event is NEED_DATA:
+                if self.decoder.state is State.PART:
+                    self._check_header_bytes(len(self.decoder.buffer))
+                elif self.decoder.state is State.PREAMBLE and self.limits.part_headers \
+                        is not None and len(self.decoder.buffer) > self.limits.part_headers:
+                    raise MultipartError("no multipart boundary at the start of the body")
+                return out
+            if isinstance(event, (File, Field)):
+                self._check_header_bytes(before - len(self.decoder.buffer))
+                self._start_part(event, out)
+            elif isinstance(event, Data):
+                self._part_data(event, out)
+            elif isinstance(event, Epilogue):
+                return out
+
+    def _check_header_bytes(self, size: int) -> None:
+        limit = self.limits.part_headers
+        if limit is not None and size > limit:
+            raise LimitExceeded("LIMIT_PART_HEADERS", f"part headers exceed {limit} bytes")
+
+    def _start_part(self, event: File | Field, out: list[ReaderEvent]) -> None:
+        limits = self.limits
+        if limits.part_header_count is not None and len(event.headers) > limits.part_header_count:
+            raise LimitExceeded("LIMIT_PART_HEADERS",
+                                f"a part has more than {limits.part_header_count} headers")
+        if not event.name:
+            raise MultipartError("a part's Content-Disposition has no name")
+        if isinstance(event, File):
+            raw = event.filename
+            if limits.filename_length is not None \
+                    and len(raw.encode("utf-8", "surrogateescape")) > limits.filename_length:
+                raise LimitExceeded("LIMIT_FILENAME_LENGTH",
+                                    f"a filename exceeds {limits.filename_length} bytes")
+            self._in_file = True
+            self._file_size = 0
+            self._skipping = raw == ""
+            if self._skipping:
+                return
+            self.file_count += 1
+            if limits.file_count is not None and self.file_count > limits.file_count:
+                raise LimitExceeded("LIMIT_FILE_COUNT", f"more than {limits.file_count} files")
+            out.append(FileStart(event.name, sanitize_filename(raw),
+                                 clean_content_type(event.headers.get("Content-Type"))))
+        else:
+            self.field_count += 1
+            if limits.field_count is not None and self.field_count > limits.field_count:
+                raise LimitExceeded("LIMIT_FIELD_COUNT", f"more than {limits.field_count} fields")
+            self._in_file = False
+            self._field_name = event.name
+            self._field_value.clear()
+
+    def _part_data(self, event: Data, out: list[ReaderEvent]) -> None:
+        if self._in_file:
+            self._file_size += len(event.data)
+            self.limits.check_file(self._file_size)
+            if not self._skipping:
+                if event.data:
+                    out.append(FileData(event.data))
+                if not event.more_data:
+                    out.append(FileEnd(self._file_size))
+            return
+        self._field_value += event.data
+        limit = self.limits.field_size
+        if limit is not None and len(self._field_value) > limit:
+            raise LimitExceeded("LIMIT_FIELD_SIZE", f"a field value exceeds {limit} bytes")
+        if not event.more_data:
+            try:
+                value = self._field_value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MultipartError(f"field {self._field_name!r} is not UTF-8") from exc
+            out.append(FieldValue(str(self._field_name), value))
+            self._field_value.clear()
+
+
+def collect_fields(events: list[Any], fields: dict[str, Any]) -> None:
+    """Fold ``FieldValue`` events into ``fields`` (a repeated name becomes a list)."""
+    for event in events:
+        if isinstance(event, FieldValue):
+            if event.name in fields:
+                prev = fields[event.name]
+                fields[event.name] = [*prev, event.value] if isinstance(prev, list) \
+                    else [prev, event.value]
+            else:
+                fields[event.name] = event.value
