@@ -40,12 +40,25 @@ DEFAULTS: dict[str, Any] = {
     # Origins allowed to call the API from another site (CORS), e.g. ["https://app.example"].
     "CORS_ALLOWED_ORIGINS": [],
     # --- events (SSE) -----------------------------------------------------
+    # Seconds between heartbeat comments; also bounds how long a dead client lingers.
     "SSE_HEARTBEAT": 15,
+    # `retry:` hint sent at open (ms); rejected/shut-down streams get it plus jitter.
     "SSE_RETRY_MS": 3000,
+    "SSE_RETRY_JITTER_MS": 5000,
+    # Events queued per subscriber; a full queue ends that stream (slow consumer).
     "SSE_QUEUE_SIZE": 256,
+    # Open streams per worker; keep below GUNICORN_WORKER_CONNECTIONS so API calls get through.
     "SSE_MAX_STREAMS": 5000,
+    # Retention: newest N events, none older than S seconds (pruned from publish).
     "EVENTS_RETENTION_COUNT": 10000,
     "EVENTS_RETENTION_SECONDS": 86400,
+    "EVENTS_PRUNE_INTERVAL": 30,
+    # The listener re-reads the events table at least this often, notification or not.
+    "EVENTS_POLL_SECONDS": 1.0,
+    # Per-worker stats line in the log at most this often (when anything is open or moving).
+    "EVENTS_STATS_LOG_SECONDS": 60,
+    # Delay between words of /stream/tokens (the stand-in for an upstream model).
+    "TOKENS_DELAY": 0.05,
     # --- uploads ----------------------------------------------------------
     "UPLOAD_CHUNK_SIZE": 256 * KiB,
     "LIMIT_BODY_SIZE": 8 * GiB,

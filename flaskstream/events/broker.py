@@ -1,0 +1,358 @@
+"""Publishing, and the per-worker fan-out from one LISTEN connection to many streams.
+
+``publish`` is the cross-pattern API: it stores the event and NOTIFYs its id
+(see ``store.py`` for why ids commit in order). Each worker process that serves
+streams has one ``Broker``: a single listener (a thread, i.e. a greenlet under
+gevent's monkey-patching) holding the worker's only LISTEN connection, and a map
+channel → subscribers with bounded queues.
+
+The listener never trusts notifications for content: pg8000 only collects them
+while a query runs, into a deque of 100 that silently drops the oldest. So it
+waits for the socket to become readable (or ``EVENTS_POLL_SECONDS``), then runs
+"events with id > last seen" — that query both drains the deque and is the
+whole truth, so an overflowed deque, a lost connection or a notification that
+sat in pg8000's read buffer costs latency, never an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, current_app
+
+from flaskstream import db
+from flaskstream.events import store
+
+log = logging.getLogger(__name__)
+
+FETCH_PAGE = 500
+_brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
+_brokers_lock = threading.RLock()
+
+
+def publish(
+    channel: str,
+    data: Any,
+    event: str | None = None,
+    *,
+    key: str | int | None = None,
+    app: Flask | None = None,
+) -> int:
+    """Store an event on ``channel`` and fan it out to every worker and host; return its id.
+
+    ``data`` that is not a ``str`` is sent as compact JSON. ``key`` makes the call
+    idempotent per channel (a retry returns the first call's id). Needs an app
+    context or ``app=``. Raises ``ValueError`` for a bad channel, event name or data.
+    """
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    channel = store.check_channel(channel)
+    text = store.data_text(data)
+    event = store.check_event_name(event)
+    key = store.check_key(key)
+    broker = get_broker(app)
+    with db.get_database(app).connection() as con:
+        event_id, created = store.insert_event(con, channel, text, event, key)
+        if created:
+            broker.count("published")
+            if broker.prune_due():
+                broker.prune(con)
+    return event_id
+
+
+class Stream:
+    """An open streaming response: admission counting, shutdown, disconnect wake-ups."""
+
+    __slots__ = ("kind", "wake", "reason", "peer_check", "__weakref__")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.wake = threading.Event()
+        self.reason: str | None = None  # set once: "shutdown", "slow", "disconnect"
+        self.peer_check = False  # the client socket became readable: EOF or stray bytes
+
+    def end(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.wake.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken or ``timeout``; True if woken."""
+        woken = self.wake.wait(timeout)
+        self.wake.clear()
+        return woken
+
+
+class Subscriber(Stream):
+    """A stream that receives channel events through a bounded queue."""
+
+    __slots__ = ("channels", "queue", "maxsize")
+
+    def __init__(self, channels: Iterable[str], maxsize: int) -> None:
+        super().__init__("subscribe")
+        self.channels = tuple(channels)
+        self.queue: deque[store.StoredEvent] = deque()
+        self.maxsize = maxsize
+
+    def offer(self, event: store.StoredEvent) -> bool:
+        """Queue without ever blocking the caller; on overflow the stream ends."""
+        if self.reason is not None:
+            return False
+        if len(self.queue) >= self.maxsize:
+            self.queue.clear()
+            self.end("slow")
+            return False
+        self.queue.append(event)
+        self.wake.set()
+        return True
+
+
+class Broker:
+    """Per-process (per-worker) event hub of one app."""
+
+    def __init__(self, app: Flask) -> None:
+        cfg = app.config
+        self.app = app
+        self.pid = os.getpid()
+        self.max_streams = int(cfg["SSE_MAX_STREAMS"])
+        self.queue_size = int(cfg["SSE_QUEUE_SIZE"])
+        self.poll_seconds = float(cfg["EVENTS_POLL_SECONDS"])
+        self.keep_count = int(cfg["EVENTS_RETENTION_COUNT"])
+        self.keep_seconds = float(cfg["EVENTS_RETENTION_SECONDS"])
+        self.prune_interval = float(cfg["EVENTS_PRUNE_INTERVAL"])
+        self.stats_log_seconds = float(cfg["EVENTS_STATS_LOG_SECONDS"])
+        self.lock = threading.RLock()
+        self.streams: weakref.WeakSet[Stream] = weakref.WeakSet()
+        self.open_streams = 0
+        self.by_channel: dict[str, set[Subscriber]] = {}
+        self.counters: dict[str, int] = dict.fromkeys((
+            "published", "delivered", "dropped_slow", "replays", "replayed_events", "resets",
+            "rejected", "opened", "closed", "disconnects", "shutdown_ended", "listener_reconnects",
+            "catchups", "pruned"), 0)
+        self.shutting_down = False
+        self.last_id: int | None = None  # highest id the listener has fanned out
+        self.connected = False
+        self._ready = threading.Event()
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._publishes_since_prune = 0
+        self._last_prune = 0.0
+        self._last_stats_log = time.monotonic()
+        with _brokers_lock:
+            _brokers.add(self)
+
+    # --- counters and stats ------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            channels = {name: len(subs) for name, subs in self.by_channel.items()}
+            kinds: dict[str, int] = {}
+            for stream in list(self.streams):
+                kinds[stream.kind] = kinds.get(stream.kind, 0) + 1
+        return {
+            "pid": self.pid,
+            "open_streams": self.open_streams,
+            "max_streams": self.max_streams,
+            "streams_by_kind": kinds,
+            "subscribers": sum(channels.values()),
+            "channels": dict(sorted(channels.items(), key=lambda kv: -kv[1])[:100]),
+            "counters": dict(self.counters),
+            "listener": {"running": self._listener is not None and self._listener.is_alive(),
+                         "connected": self.connected, "last_id": self.last_id},
+            "shutting_down": self.shutting_down,
+        }
+
+    # --- retention -----------------------------------------------------------
+    def prune_due(self) -> bool:
+        self._publishes_since_prune += 1
+        return (self._publishes_since_prune >= max(100, self.keep_count // 10)
+                or time.monotonic() - self._last_prune >= self.prune_interval)
+
+    def prune(self, con: Any) -> None:
+        self._publishes_since_prune = 0
+        self._last_prune = time.monotonic()
+        try:
+            deleted = store.prune(con, self.keep_count, self.keep_seconds)
+        except db.DatabaseError:
+            log.exception("events retention failed")
+            return
+        if deleted:
+            self.count("pruned", deleted)
+            log.info("events retention removed %d events", deleted)
+
+    # --- streams -------------------------------------------------------------
+    def open_stream(self, stream: Stream) -> bool:
+        """Admit ``stream`` unless over ``SSE_MAX_STREAMS`` or shutting down."""
+        with self.lock:
+            if self.shutting_down or self.open_streams >= self.max_streams:
+                self.count("rejected")
+                return False
+            self.open_streams += 1
+            self.streams.add(stream)
+            self.count("opened")
+            return True
+
+    def close_stream(self, stream: Stream) -> None:
+        with self.lock:
+            if stream not in self.streams:
+                return
+            self.streams.discard(stream)
+            self.open_streams -= 1
+            self.count("closed")
+            if stream.reason == "disconnect":
+                self.count("disconnects")
+            if isinstance(stream, Subscriber):
+                for name in stream.channels:
+                    subs = self.by_channel.get(name)
+                    if subs is not None:
+                        subs.discard(stream)
+                        if not subs:
+                            del self.by_channel[name]
+
+    def subscribe(self, subscriber: Subscriber) -> int:
+        """Start delivering to an admitted subscriber; return the id it is current to.
+
+        Every event with a larger id will reach its queue: the listener's
+        position is read under the same lock that registers the subscriber.
+        """
+        with self.lock:
+            for name in subscriber.channels:
+                self.by_channel.setdefault(name, set()).add(subscriber)
+            return self.last_id or 0
+
+    def begin_shutdown(self) -> None:
+        """End every open stream now (each sends a jittered ``retry:`` first)."""
+        with self.lock:
+            if self.shutting_down:
+                return
+            self.shutting_down = True
+            streams = list(self.streams)
+        log.info("shutdown: ending %d open streams", len(streams))
+        for stream in streams:
+            stream.end("shutdown")
+        self._stop.set()
+
+    # --- listener ------------------------------------------------------------
+    def ensure_listener(self, timeout: float) -> bool:
+        """Start the LISTEN loop once per process; True once it is current."""
+        if self._listener is None or not self._listener.is_alive():
+            with self.lock:
+                if self._listener is None or not self._listener.is_alive():
+                    self._stop.clear()
+                    self._listener = threading.Thread(
+                        target=self._listen_forever, name="flaskstream-events-listener", daemon=True)
+                    self._listener.start()
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the listener (tests, app teardown); streams are left alone."""
+        self._stop.set()
+        if self._listener is not None and self._listener is not threading.current_thread():
+            self._listener.join(self.poll_seconds + 5)
+
+    def _listen_forever(self) -> None:
+        backoff = 0.5
+        database = db.get_database(self.app)
+        while not self._stop.is_set():
+            con = None
+            try:
+                con = database.new_connection()
+                con.run(f"LISTEN {store.NOTIFY_CHANNEL}")
+                if self.last_id is None:
+                    self.last_id = store.max_id(con)
+                self.connected = True
+                self._ready.set()
+                backoff = 0.5
+                self._catch_up(con)  # anything committed while we were away
+                sock = con._usock  # noqa: SLF001 - pg8000 exposes no fileno()
+                while not self._stop.is_set():
+                    select.select([sock], [], [], self.poll_seconds)
+                    self._catch_up(con)
+                    self._log_stats()
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect and re-read
+                if self._stop.is_set():
+                    break
+                self.count("listener_reconnects")
+                log.warning("events listener lost its connection (%s); retrying in %.1fs",
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                            backoff)
+            finally:
+                self.connected = False
+                if con is not None:
+                    db.close_quietly(con)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _catch_up(self, con: Any) -> None:
+        """Fan out every event after ``last_id``; also drains pg8000's notification deque."""
+        while True:
+            with self.lock:
+                watched = list(self.by_channel)
+            rows = store.fetch_after(con, self.last_id or 0, watched, FETCH_PAGE)
+            con.notifications.clear()
+            if rows:
+                self.count("catchups")
+            for event in rows:
+                self._dispatch(event)
+            if len(rows) < FETCH_PAGE:
+                return
+
+    def _dispatch(self, event: store.StoredEvent) -> None:
+        delivered = dropped = 0
+        with self.lock:
+            subs = self.by_channel.get(event.channel)
+            if subs and event.data is not None:
+                for sub in list(subs):
+                    if sub.offer(event):
+                        delivered += 1
+                    elif sub.reason == "slow":
+                        dropped += 1
+                        subs.discard(sub)
+            self.last_id = event.id
+        if delivered:
+            self.count("delivered", delivered)
+        if dropped:
+            self.count("dropped_slow", dropped)
+            log.warning("slow consumer: %d stream(s) on %r ended (queue of %d full)",
+                        dropped, event.channel, self.queue_size)
+
+    def _log_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats_log < self.stats_log_seconds:
+            return
+        self._last_stats_log = now
+        if self.open_streams or self.counters["published"] or self.counters["delivered"]:
+            s = self.snapshot()
+            log.info("events stats: open=%d subscribers=%d channels=%d counters=%s last_id=%s",
+                     s["open_streams"], s["subscribers"], len(s["channels"]), s["counters"],
+                     self.last_id)
+
+
+def get_broker(app: Flask | None = None) -> Broker:
+    """This process's broker for ``app`` (a fresh one after a fork)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    broker = app.extensions.get("flaskstream.events")
+    if broker is None or broker.pid != os.getpid():
+        with _brokers_lock:
+            broker = app.extensions.get("flaskstream.events")
+            if broker is None or broker.pid != os.getpid():
+                broker = Broker(app)
+                app.extensions["flaskstream.events"] = broker
+    return broker
+
+
+def shutdown_all() -> None:
+    """End every stream of every broker in this process (SIGTERM, worker exit)."""
+    with _brokers_lock:
+        brokers = [b for b in _brokers if b.pid == os.getpid()]
+    for broker in brokers:
+        broker.begin_shutdown()
