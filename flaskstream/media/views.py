@@ -68,8 +68,13 @@ LISTING_LIMIT = 1000
 MIN_CHUNK = 4096
 
 
-class FileShrunk(OSError):
-    """The file got shorter mid-stream: better a broken connection than a short body."""
+class FileShrunk(RuntimeError):
+    """The file got shorter mid-stream: better a broken connection than a short body.
+
+    Raised from the body after the headers went out, so gunicorn logs it and
+    shuts the socket down; the client sees fewer bytes than Content-Length.
+    (Not an OSError: gunicorn would take that for a client socket error.)
+    """
 
 
 def content_type_for(name: str) -> str:
