@@ -1,0 +1,237 @@
+"""Exact tests of the pure ETL stages (no database)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flaskstream.etl.pipeline import (
+    InputError,
+    Progress,
+    Reject,
+    batch,
+    decode,
+    gunzip_if_needed,
+    read_chunks,
+    read_records,
+    take_header,
+)
+from flaskstream.etl.tables import (
+    USERS,
+    Column,
+    HeaderError,
+    Invalid,
+    Table,
+    convert_value,
+    csv_batches,
+    map_header,
+)
+
+
+def run(data: bytes, table: Table = USERS, chunk: int = 1 << 20, **kw):
+    progress = Progress()
+    batches = list(csv_batches(read_chunks(io.BytesIO(data), progress, chunk), table,
+                               progress=progress, **kw))
+    text = b"".join(c for b in batches for c in b.chunks).decode()
+    lines = [n for b in batches for n in b.lines]
+    rejects = [r for b in batches for r in b.rejects]
+    return text, lines, rejects, progress
+
+
+def test_valid_and_invalid_rows_with_exact_reasons_and_lines():
+    data = (b"email,age,name\n"
+            b" Ann@Example.COM ,42,  Ann  \n"
+            b"bob@example.com,abc,Bob\n"
+            b"not-an-email,30,\n"
+            b",200,Nobody\n"
+            b"carol@example.com,0,\n"
+            b"dave@example.com,150\n")
+    text, lines, rejects, progress = run(data)
+    assert text == "ann@example.com\t42\tAnn\ncarol@example.com\t0\t\\N\n"
+    assert lines == [2, 6]
+    assert rejects == [
+        Reject(3, "age: not an integer: 'abc'", "bob@example.com,abc,Bob"),
+        Reject(4, "email: not a plausible email address: 'not-an-email'", "not-an-email,30,"),
+        Reject(5, "email: required; age: 200 out of range 0..150", ",200,Nobody"),
+        Reject(7, "expected 3 fields, found 2", "dave@example.com,150"),
+    ]
+    assert progress.rows_read == 6
+
+
+def test_quoted_newlines_keep_line_numbers_and_are_escaped():
+    data = (b'email,age,name\r\n'
+            b'a@x.io,1,"two\r\nlines"\r\n'
+            b'b@x.io,2,"tab\there \\ back"\r\n'
+            b'bad,3,"x\ny"\r\n'
+            b'c@x.io,4,plain\r\n')
+    text, lines, rejects, _ = run(data)
+    assert text == ("a@x.io\t1\ttwo\\r\\nlines\n"
+                    "b@x.io\t2\ttab\\there \\\\ back\n"
+                    "c@x.io\t4\tplain\n")
+    assert lines == [2, 4, 7]
+    assert [(r.line, r.text) for r in rejects] == [(5, 'bad,3,"x\ny"')]
+
+
+def test_bom_is_stripped_and_header_is_case_insensitive():
+    text, lines, rejects, _ = run("\ufeffEmail , AGE,Name\nz@x.io,5,Zoë\n".encode())
+    assert text == "z@x.io\t5\tZoë\n" and rejects == []
+
+
+def test_undecodable_bytes_reject_only_that_row():
+    data = b"email,age,name\na@x.io,1,ok\nb@x.io,2,caf\xe9\nc@x.io,3,nul\x00\nd@x.io,4,fine\n"
+    text, lines, rejects, progress = run(data)
+    assert text == "a@x.io\t1\tok\nd@x.io\t4\tfine\n"
+    assert [(r.line, r.reason) for r in rejects] == [
+        (3, "undecodable byte 0xe9 (wrong --encoding?)"), (4, "NUL byte in field")]
+    # the original bytes survive in the reject text
+    assert rejects[0].text.encode("utf-8", "surrogateescape") == b"b@x.io,2,caf\xe9"
+    assert progress.dirty
+
+
+def test_encoding_option_decodes_latin1():
+    text, _, rejects, _ = run(b"email,age,name\nb@x.io,2,caf\xe9\n", encoding="latin-1")
+    assert text == "b@x.io\t2\tcafé\n" and rejects == []
+
+
+def test_unknown_encoding_is_an_input_error():
+    with pytest.raises(InputError, match="unknown encoding"):
+        run(b"email,age\n", encoding="nope-42")
+
+
+def test_missing_required_column_is_a_clear_error_before_any_batch():
+    gen = csv_batches(iter([b"name,age\nx,1\n"]), USERS)
+    with pytest.raises(HeaderError) as info:
+        next(gen)
+    assert str(info.value) == ("header is missing required column(s) email for table users; "
+                               "found: name, age")
+
+
+def test_optional_column_may_be_absent_and_extra_columns_are_ignored():
+    text, _, _, _ = run(b"id,age,email,extra\n9,7,a@x.io,zzz\n")
+    assert text == "a@x.io\t7\t\\N\n"
+
+
+def test_gzip_input_and_concatenated_members():
+    raw = b"email,age\na@x.io,1\n"
+    text, _, _, _ = run(gzip.compress(raw) + gzip.compress(b"b@x.io,2\n"), chunk=7)
+    assert text == "a@x.io\t1\t\\N\nb@x.io\t2\t\\N\n"
+
+
+def test_truncated_gzip_is_an_input_error():
+    with pytest.raises(InputError, match="truncated"):
+        run(gzip.compress(b"email,age\n" * 1000)[:-20])
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\n\n"])
+def test_empty_input_yields_nothing(data):
+    assert run(data)[:3] == ("", [], [])
+
+
+def test_blank_lines_are_not_rows():
+    text, lines, rejects, progress = run(b"email,age\n\na@x.io,1\n\n")
+    assert lines == [3] and rejects == [] and progress.rows_read == 1
+
+
+def test_oversized_field_is_a_reject_and_limit_is_configurable():
+    table = Table("t", (Column("a"), Column("b")))
+    data = f"a,b\n1,{'x' * 5000}\n2,ok\n".encode()
+    try:
+        _, lines, rejects, progress = run(data, table, field_size_limit=1000)
+        assert lines == [3]
+        assert rejects == [Reject(2, "malformed CSV: field larger than field limit (1000)", "")]
+        assert progress.rows_read == 2
+        assert run(data, table, field_size_limit=1 << 20)[1] == [2, 3]
+    finally:
+        csv.field_size_limit(1 << 20)
+
+
+def test_sql_shaped_values_pass_verbatim():
+    name = "Robert'); DROP TABLE users;--"
+    text, _, _, _ = run(f'email,age,name\nr@x.io,9,"{name}"\n'.encode())
+    assert text == f"r@x.io\t9\t{name}\n"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (" 7 ", 7), ("+3", 3), ("0", 0), ("150", 150)])
+def test_convert_int(raw, expected):
+    assert convert_value(USERS.columns[1], raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("-1", "age: -1 out of range 0..150"), ("1.5", "age: not an integer: '1.5'"),
+    ("", "age: required"), ("9" * 30, "age: out of range 0..150")])
+def test_convert_int_rejects(raw, reason):
+    with pytest.raises(Invalid, match=reason.replace(".", r"\.")):
+        convert_value(USERS.columns[1], raw)
+
+
+def test_decode_cuts_on_line_boundaries_across_chunks():
+    pieces = list(decode([b"a,b\r", b"\nc,d\n", b"e,", b"f"]))
+    assert "".join(pieces) == "a,b\r\nc,d\ne,f"
+    assert all(p.endswith(("\n", "\r")) for p in pieces[:-1])
+
+
+def test_map_header_aliases():
+    table = Table("t", (Column("email", "email", required=True, aliases=("mail",)),))
+    assert map_header(table, ["x", "MAIL"]).indices == (1,)
+
+
+def test_batch_bounds_rows_and_chunks():
+    blocks = list(read_records(["a\n" * 10]))
+    header, rest = take_header(blocks)
+    from flaskstream.etl.pipeline import CopyBlock
+    copy_blocks = [CopyBlock("x\n", [i], []) for i in range(10)]
+    out = list(batch(copy_blocks, batch_rows=4, chunk_size=4))
+    assert [b.rows for b in out] == [4, 4, 2]
+    assert all(len(c) <= 4 for b in out for c in b.chunks)
+    assert header == ["a"]
+
+
+def test_gunzip_passes_plain_bytes_through():
+    assert b"".join(gunzip_if_needed([b"a", b"bc"])) == b"abc"
+
+
+cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+               max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(cell, st.integers(-5, 200), cell), max_size=30),
+       chunk=st.integers(1, 64), crlf=st.booleans())
+def test_any_csv_any_split_matches_per_value_reference(rows, chunk, crlf):
+    """Columnar fast path == per-value conversion, for every chunking."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n")
+    writer.writerow(["email", "age", "name"])
+    for email, age, name in rows:
+        writer.writerow([f"{email}@x.io" if email.isalnum() else email, age, name])
+    data = out.getvalue().encode()
+    text, lines, rejects, progress = run(data, chunk=chunk)
+    expected_rows, expected_rejects = [], []
+    reader = csv.reader(io.StringIO(out.getvalue(), newline=""))
+    next(reader)
+    line = 2
+    for record in reader:
+        start, line = line, line + 1 + sum(v.count("\n") + v.count("\r") - v.count("\r\n")
+                                           for v in record)
+        values, errors = [], []
+        for column, raw in zip(USERS.columns, record, strict=True):
+            try:
+                values.append(convert_value(column, raw))
+            except Invalid as exc:
+                errors.append(str(exc))
+        if errors:
+            expected_rejects.append((start, "; ".join(errors)))
+            continue
+        esc = ["\\N" if v is None else str(v).replace("\\", "\\\\").replace("\t", "\\t")
+               .replace("\n", "\\n").replace("\r", "\\r") for v in values]
+        expected_rows.append(("\t".join(esc), start))
+    assert text == "".join(r + "\n" for r, _ in expected_rows)
+    assert lines == [n for _, n in expected_rows]
+    assert [(r.line, r.reason) for r in rejects] == expected_rejects
+    assert progress.rows_read == len(rows)
