@@ -71,6 +71,14 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
     embedded.attach_only()
 
 
+def post_worker_init(worker) -> None:  # noqa: ANN001
+    # SSE streams never end by themselves: end them (with a jittered retry:) as
+    # soon as the worker stops being alive, so it exits in ~2 s, not graceful_timeout.
+    from flaskstream.events.lifecycle import watch_worker
+
+    watch_worker(worker)
+
+
 def on_exit(server) -> None:  # noqa: ANN001
     if not _database_url():
         from flaskstream import embedded

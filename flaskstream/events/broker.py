@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import threading
 import time
 import weakref
@@ -70,18 +71,47 @@ def publish(
 class Stream:
     """An open streaming response: admission counting, shutdown, disconnect wake-ups."""
 
-    __slots__ = ("kind", "wake", "reason", "peer_check", "__weakref__")
+    __slots__ = ("kind", "wake", "reason", "peer_check", "sock", "__weakref__")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.wake = threading.Event()
         self.reason: str | None = None  # set once: "shutdown", "slow", "disconnect"
         self.peer_check = False  # the client socket became readable: EOF or stray bytes
+        self.sock: Any = None  # the client socket, when the server exposes it
 
     def end(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
         self.wake.set()
+
+    def finish(self) -> None:
+        """At shutdown, stop the server waiting for a next request on this connection.
+
+        gunicorn decides keep-alive when the response starts; a stream that began
+        before SIGTERM would otherwise hold the worker for ``keepalive`` seconds
+        after its last byte. Shutting the read side makes that wait see EOF at once;
+        the final chunk still goes out.
+        """
+        if self.reason == "shutdown" and self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def abort(self) -> None:
+        """Shut the client socket down so a write blocked on a full socket fails now.
+
+        A stream stuck in ``sendall`` to a client that stopped reading never gets
+        back to its loop to see ``reason``; without this it would hold its
+        greenlet until TCP gives up (many minutes). Bytes already written still
+        reach the client before the FIN.
+        """
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def wait(self, timeout: float) -> bool:
         """Sleep until woken or ``timeout``; True if woken."""
@@ -108,6 +138,7 @@ class Subscriber(Stream):
         if len(self.queue) >= self.maxsize:
             self.queue.clear()
             self.end("slow")
+            self.abort()
             return False
         self.queue.append(event)
         self.wake.set()
@@ -240,6 +271,17 @@ class Broker:
         for stream in streams:
             stream.end("shutdown")
         self._stop.set()
+        # Streams blocked writing to clients that do not read cannot send their
+        # retry: cut them off shortly after, well before graceful_timeout.
+        timer = threading.Timer(1.0, self._abort_remaining)
+        timer.daemon = True
+        timer.start()
+
+    def _abort_remaining(self) -> None:
+        with self.lock:
+            streams = list(self.streams)
+        for stream in streams:
+            stream.abort()
 
     # --- listener ------------------------------------------------------------
     def ensure_listener(self, timeout: float) -> bool:

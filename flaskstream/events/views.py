@@ -1,7 +1,305 @@
-"""HTTP routes of the events pattern."""
+"""HTTP routes of the events pattern: subscribe, publish, tick demo, token streaming, stats.
+
+Every stream is a generator over ``encode.py``; headers are fixed before the
+first yield and cleanup (unsubscribe, admission slot, socket watcher) happens in
+``finally``, which runs whether the stream ends itself, the client leaves
+(``GeneratorExit`` at a ``yield``) or the worker shuts down.
+
+Nothing here ever answers a stream request with a non-200 status once the
+request is well-formed: EventSource gives up for good on any other status, so
+"come back later" (admission cap, shutdown, database down) is a 200 stream with
+a jittered ``retry:`` that ends at once.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+import random
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from flaskstream import db
+from flaskstream.errors import ApiError
+from flaskstream.events import cli, store
+from flaskstream.events.broker import Broker, Stream, Subscriber, get_broker, publish
+from flaskstream.events.encode import encode_comment, encode_event, encode_retry, json_data
+from flaskstream.events.lifecycle import PeerWatch
+from flaskstream.events.tokens import answer_tokens, is_sse_accept
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("events", __name__)
+
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+REPLAY_PAGE = 500
+LISTENER_READY_TIMEOUT = 5.0
+
+
+def _stream_response(body: Iterator[bytes], content_type: str = SSE_CONTENT_TYPE) -> Response:
+    response = Response(body, status=200, content_type=content_type, direct_passthrough=True)
+    response.headers["Cache-Control"] = "no-cache, no-transform"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _jittered_retry(app: Flask) -> bytes:
+    base = int(app.config["SSE_RETRY_MS"])
+    return encode_retry(base + random.randint(0, int(app.config["SSE_RETRY_JITTER_MS"])))
+
+
+def _come_back_later(app: Flask, reason: str) -> Response:
+    """A 200 stream that only says when to reconnect (EventSource stops on non-200)."""
+    return _stream_response(iter([_jittered_retry(app) + encode_comment(reason)]))
+
+
+def _wait(stream: Stream, watch: PeerWatch, timeout: float) -> None:
+    """Sleep until woken or ``timeout``; turn a closed client socket into ``reason``."""
+    stream.wait(max(0.0, timeout))
+    if stream.peer_check and watch.gone():
+        stream.end("disconnect")
+
+
+def _last_event_id() -> str | None:
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        value = request.args.get("lastEventId")
+    return value.strip() if value is not None else None
+
+
+# --- subscribe ---------------------------------------------------------------
+
+
+@bp.get("/events")
+def subscribe_many() -> Response:
+    channels = request.args.getlist("channel")
+    if not channels:
+        raise ApiError(400, "CHANNEL_REQUIRED", "give one or more ?channel=NAME")
+    return _subscribe(channels)
+
+
+@bp.get("/events/<channel>")
+def subscribe_one(channel: str) -> Response:
+    return _subscribe([channel])
+
+
+def _subscribe(channels: list[str]) -> Response:
+    unique = list(dict.fromkeys(channels))
+    if len(unique) > store.MAX_CHANNELS:
+        raise ApiError(400, "TOO_MANY_CHANNELS", f"at most {store.MAX_CHANNELS} channels")
+    try:
+        for name in unique:
+            store.check_channel(name)
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_CHANNEL", str(exc)) from None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    broker = get_broker(app)
+    if not broker.ensure_listener(LISTENER_READY_TIMEOUT):
+        return _come_back_later(app, "event bus unavailable")
+    sub = Subscriber(unique, broker.queue_size)
+    if not broker.open_stream(sub):
+        return _come_back_later(app, "too many streams on this worker")
+    watch = PeerWatch(request.environ, sub)
+    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id()))
+
+
+def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
+                  raw_last: str | None) -> tuple[int, bytes | None, bool]:
+    """(id to continue after, reset event or None, whether to replay from the table)."""
+    if raw_last is None or raw_last == "":
+        return current, None, False
+    with db.get_database(app).connection() as con:
+        top = store.max_id(con)
+        reason = None
+        if not raw_last.isdigit():
+            reason = "unknown-id"
+        else:
+            last = int(raw_last)
+            if last > top:
+                reason = "unknown-id"  # from the future: the store was reset
+            elif last < store.pruned_through(con, list(sub.channels)):
+                reason = "retention"
+        if reason is None:
+            return int(raw_last), None, True
+    broker.count("resets")
+    body = json_data({"reason": reason, "lastEventId": raw_last, "id": top})
+    return top, encode_event(body, event="reset", id=top), False
+
+
+def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
+                  raw_last: str | None) -> Iterator[bytes]:
+    heartbeat = float(app.config["SSE_HEARTBEAT"])
+    try:
+        current = broker.subscribe(sub)  # before any replay: nothing can fall between
+        try:
+            sent, reset, replaying = _resume_point(app, broker, sub, current, raw_last)
+        except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("subscribe: cannot read the event store: %s", exc)
+            yield _jittered_retry(app) + encode_comment("event store unavailable")
+            return
+        head = encode_event(retry=int(app.config["SSE_RETRY_MS"]),
+                            id=sent if (raw_last is None and sent) else None)
+        yield head + encode_comment(f"worker {broker.pid}") + (reset or b"")
+        if replaying:
+            broker.count("replays")
+            while sub.reason is None:
+                with db.get_database(app).connection() as con:
+                    page = store.replay(con, list(sub.channels), sent, REPLAY_PAGE)
+                if page:
+                    broker.count("replayed_events", len(page))
+                    sent = page[-1].id
+                    yield b"".join(encode_event(e.data, event=e.event, id=e.id) for e in page)
+                while sub.queue and sub.queue[0].id <= sent:
+                    sub.queue.popleft()  # already replayed
+                if len(page) < REPLAY_PAGE:
+                    break
+        last_write = time.monotonic()
+        while sub.reason is None:
+            chunks = []
+            while sub.queue:
+                event = sub.queue.popleft()
+                if event.id > sent:
+                    chunks.append(encode_event(event.data, event=event.event, id=event.id))
+                    sent = event.id
+            now = time.monotonic()
+            if chunks:
+                yield b"".join(chunks)
+                last_write = now
+            elif now - last_write >= heartbeat:
+                yield encode_comment()
+                last_write = now
+            else:
+                _wait(sub, watch, heartbeat - (now - last_write))
+        if sub.reason == "shutdown":
+            broker.count("shutdown_ended")
+            yield _jittered_retry(app)
+    finally:
+        watch.stop()
+        sub.finish()
+        broker.close_stream(sub)
+
+
+# --- publish -----------------------------------------------------------------
+
+
+@bp.post("/events/<channel>")
+def publish_route(channel: str) -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "data" not in body:
+        raise ApiError(400, "INVALID_EVENT", 'send JSON {"event": "...", "data": any, "id"?: key}')
+    event = body.get("event")
+    if event is not None and not isinstance(event, str):
+        raise ApiError(400, "INVALID_EVENT", "event must be a string")
+    try:
+        event_id = publish(channel, body["data"], event, key=body.get("id"))
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_EVENT", str(exc)) from None
+    return jsonify({"id": event_id}), 202
+
+
+# --- demo, tokens, stats -----------------------------------------------------
+
+
+def _float_arg(name: str, default: float, low: float, high: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{name} must be between {low} and {high}")
+    return value
+
+
+@bp.get("/events/tick")
+def tick() -> Response:
+    """The classic demo: per-connection ``tick`` events ``{"ts", "id"}`` every ``interval`` s."""
+    interval = _float_arg("interval", 1.0, 0.01, 3600.0)
+    raw_last = _last_event_id()
+    start = int(raw_last) if raw_last and raw_last.isdigit() else 0
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    broker = get_broker(app)
+    stream = Stream("tick")
+    if not broker.open_stream(stream):
+        return _come_back_later(app, "too many streams on this worker")
+    watch = PeerWatch(request.environ, stream)
+
+    def ticks() -> Iterator[bytes]:
+        try:
+            yield encode_retry(int(app.config["SSE_RETRY_MS"]))
+            n, due = start, time.monotonic()
+            while stream.reason is None:
+                n += 1
+                yield encode_event(json_data({"ts": int(time.time() * 1000), "id": n}),
+                                   event="tick", id=n)
+                due += interval
+                while stream.reason is None and time.monotonic() < due:
+                    _wait(stream, watch, due - time.monotonic())
+            if stream.reason == "shutdown":
+                yield _jittered_retry(app)
+        finally:
+            watch.stop()
+            stream.finish()
+            broker.close_stream(stream)
+
+    return _stream_response(ticks())
+
+
+@bp.get("/stream/tokens")
+def tokens() -> Response:
+    """Word-by-word answer: chunked text/plain, or SSE ``token`` events and a ``done``."""
+    prompt = request.args.get("prompt", "")
+    max_tokens = int(_float_arg("max_tokens", 200, 0, 10000))
+    delay = _float_arg("delay", float(current_app.config["TOKENS_DELAY"]), 0.0, 10.0)
+    as_sse = is_sse_accept(request.headers.get("Accept", ""))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    broker = get_broker(app)
+    stream = Stream("tokens")
+    if not broker.open_stream(stream):
+        if as_sse:
+            return _come_back_later(app, "too many streams on this worker")
+        raise ApiError(503, "TOO_MANY_STREAMS", "too many streams on this worker",
+                       headers={"Retry-After": "5"})
+    watch = PeerWatch(request.environ, stream)
+    words = answer_tokens(prompt, max_tokens)
+
+    def generate() -> Iterator[bytes]:
+        sent = 0
+        try:
+            for index, word in enumerate(words):
+                if index:
+                    _wait(stream, watch, delay)  # the "model" thinking; wakes on disconnect
+                if stream.reason is not None:
+                    return
+                if as_sse:
+                    yield encode_event(json_data({"index": index, "text": word}), event="token")
+                else:
+                    yield word.encode("utf-8")
+                sent += 1
+            if as_sse:
+                yield encode_event(json_data({"tokens": sent}), event="done")
+        finally:
+            watch.stop()
+            stream.finish()
+            broker.close_stream(stream)
+            if sent < len(words):
+                log.info("token stream stopped after %d of %d tokens (%s)",
+                         sent, len(words), stream.reason or "client gone")
+
+    content_type = SSE_CONTENT_TYPE if as_sse else "text/plain; charset=utf-8"
+    return _stream_response(generate(), content_type)
+
+
+@bp.get("/events/stats")
+def stats() -> Response:
+    """This worker's counters (each worker answers for itself)."""
+    response = jsonify(get_broker().snapshot())
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+
+cli.register(bp.cli)
