@@ -17,6 +17,7 @@ re-evaluates it.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import os
 import stat
@@ -137,6 +138,24 @@ def _content_disposition(download_name: str, as_attachment: bool) -> str:
     return value
 
 
+#: The request headers ``ranges.evaluate`` reads, by WSGI environ key.
+CONDITIONAL_HEADERS = tuple(
+    (name, "HTTP_" + name.upper().replace("-", "_"))
+    for name in ("Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
+                 "If-Unmodified-Since")
+)
+
+
+def _conditional_headers() -> dict[str, str]:
+    """Only the headers that matter, straight from the environ (cheaper than
+    walking every request header on each of thousands of range requests/s)."""
+    environ = request.environ
+    return {name: environ[key] for name, key in CONDITIONAL_HEADERS if key in environ}
+
+
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # a FIFO must not block
+
+
 def serve_file(
     path: str | os.PathLike[str],
     download_name: str | None = None,
@@ -150,13 +169,28 @@ def serve_file(
     200, 206 (single or ``multipart/byteranges``), 304, 412 or 416 as
     ``ranges.evaluate`` decides; strong ETag from inode/size/mtime_ns. Raises
     ``ApiError(404)`` when ``path`` is not a readable regular file. The caller
-    is responsible for ``path`` being one it may serve.
+    is responsible for ``path`` being one it may serve. ``content_type`` wins
+    over the guess from ``download_name`` or ``path``; ``download_name`` also
+    sets Content-Disposition (inline unless ``as_attachment``).
     """
-    config = current_app.config
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError as exc:
         raise ApiError(404, "NOT_FOUND", "no such file") from exc
+    ctype = content_type or content_type_for(download_name or os.fspath(path))
+    return serve_descriptor(fd, ctype, download_name, as_attachment, cache_control)
+
+
+def serve_descriptor(
+    fd: int,
+    content_type: str,
+    download_name: str | None = None,
+    as_attachment: bool = False,
+    cache_control: str | None = None,
+) -> Response:
+    """``serve_file`` for a descriptor the caller opened; it is always consumed
+    (closed here, or handed to the response body, which closes it)."""
+    config = current_app.config
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -164,9 +198,8 @@ def serve_file(
         size = info.st_size
         etag = ranges.make_etag(info.st_ino, size, info.st_mtime_ns)
         last_modified = int(info.st_mtime)
-        decision = ranges.evaluate(request.method, request.headers, size, etag, last_modified,
-                                   int(config["MEDIA_MAX_RANGES"]))
-        ctype = content_type or content_type_for(download_name or os.fspath(path))
+        decision = ranges.evaluate(request.method, _conditional_headers(), size, etag,
+                                   last_modified, int(config["MEDIA_MAX_RANGES"]))
         headers = {
             "ETag": etag,
             "Last-Modified": ranges.http_date(last_modified),
@@ -186,14 +219,14 @@ def serve_file(
         pieces: list[bytes | ranges.ByteRange]
         if decision.status == 200:
             pieces, length = [(0, size)], size
-            headers["Content-Type"] = ctype
+            headers["Content-Type"] = content_type
         elif not decision.multipart:
             start, stop = decision.ranges[0]
             pieces, length = [(start, stop)], stop - start
-            headers["Content-Type"] = ctype
+            headers["Content-Type"] = content_type
             headers["Content-Range"] = ranges.content_range(start, stop, size)
         else:
-            plan = ranges.plan_multipart(decision.ranges, size, ctype)
+            plan = ranges.plan_multipart(decision.ranges, size, content_type)
             pieces = []
             for head, start, stop in plan.parts:
                 pieces += [head, (start, stop)]
@@ -219,39 +252,73 @@ def _hidden_or_dotted(parts: list[str]) -> bool:
     return any(part in ("", ".", "..") or part.startswith(".") for part in parts)
 
 
-def resolve_media_path(root: str, subpath: str) -> str | None:
-    """The real path of ``subpath`` inside ``root``, or None when it must be a 404.
+@functools.lru_cache(maxsize=16)
+def real_root(root: str) -> str:
+    """MEDIA_DIR with symlinks resolved, once per process (it is configuration)."""
+    return os.path.realpath(root)
 
-    The URL is already percent-decoded (``%2e%2e`` arrives as ``..``). Rejected:
-    ``..``/``.``/empty segments, absolute paths, backslashes and NULs, hidden
-    files and folders, and symlinks resolving outside ``root`` or to a hidden name.
+
+def _safe_subpath(subpath: str) -> bool:
+    """The URL path (already percent-decoded: ``%2e%2e`` arrives as ``..``) names a
+    visible file below the root: no ``..``/``.``/empty segments, no absolute
+    path, no backslash or NUL, no hidden file or folder."""
+    return not ("\x00" in subpath or "\\" in subpath or subpath.startswith("/")
+                or _hidden_or_dotted(subpath.split("/")))
+
+
+def _inside(root: str, real: str) -> bool:
+    """``real`` (symlinks resolved) lies below ``root`` and is not hidden there."""
+    if not real.startswith(root + os.sep):
+        return False
+    return not _hidden_or_dotted(real[len(root) + 1:].split(os.sep))
+
+
+def resolve_media_path(root: str, subpath: str) -> str | None:
+    """The real path of ``subpath`` inside ``root``, or None when it must be a 404
+    (unsafe name, or a symlink resolving outside ``root`` or to a hidden name)."""
+    if not _safe_subpath(subpath):
+        return None
+    base = real_root(root)
+    real = os.path.realpath(os.path.join(base, subpath))
+    return real if _inside(base, real) else None
+
+
+def open_media_file(root: str, subpath: str) -> int | None:
+    """A descriptor on ``subpath`` inside ``root``, or None for a 404.
+
+    The containment check runs on what was actually opened: Linux names the
+    descriptor's real path in ``/proc/self/fd`` (one syscall, where
+    ``realpath`` costs an ``lstat`` per component, and no swap-a-symlink race).
     """
-    if "\x00" in subpath or "\\" in subpath or subpath.startswith("/"):
+    if not _safe_subpath(subpath):
         return None
-    if _hidden_or_dotted(subpath.split("/")):
+    base = real_root(root)
+    try:
+        fd = os.open(os.path.join(base, subpath), OPEN_FLAGS)
+    except OSError:
         return None
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, subpath))
-    relative = os.path.relpath(real, real_root)
-    if relative.startswith(".." + os.sep) or relative == ".." or os.path.isabs(relative):
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(os.path.join(base, subpath))
+    if not _inside(base, real):
+        os.close(fd)
         return None
-    if relative == "." or _hidden_or_dotted(relative.split(os.sep)):
-        return None
-    return real
+    return fd
 
 
 @bp.route("/media/<path:subpath>", methods=["GET", "HEAD"])
 def media_file(subpath: str) -> Response:
-    real = resolve_media_path(current_app.config["MEDIA_DIR"], subpath)
-    if real is None:
+    fd = open_media_file(current_app.config["MEDIA_DIR"], subpath)
+    if fd is None:
         raise ApiError(404, "NOT_FOUND", "no such media file")
-    return serve_file(real)
+    return serve_descriptor(fd, content_type_for(subpath))
 
 
 @bp.get("/media/")
 def media_listing() -> Response:
     """Regular files under MEDIA_DIR (hidden ones skipped), for the dashboard."""
-    root = os.path.realpath(current_app.config["MEDIA_DIR"])
+    root = real_root(current_app.config["MEDIA_DIR"])
     files: list[dict[str, object]] = []
     stack = [""]
     seen: set[str] = set()  # real folders already listed: symlinked loops end here

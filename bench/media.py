@@ -1,0 +1,253 @@
+"""Media benchmark: flaskstream's pread ranges vs werkzeug's ``send_file`` in the
+same gunicorn (1 gevent worker), and optionally the lesson's Node server.
+
+    .venv/bin/python bench/media.py [--seconds 5] [--node /tmp/video-server.js]
+
+Figures, side by side in one run (the machine is shared and noisy — compare
+ratios, not absolutes):
+  1. req/s for random 64 KiB ranges (keep-alive, 2 client processes x 4 connections)
+     on a 16 MiB and a 256 MiB file of random bytes;
+  2. MB/s for whole-file transfers of the 256 MiB file (2 concurrent clients);
+  3. latency of ``bytes=-65536`` on a 1 GiB (sparse) file: median and p95.
+The Node column (``video-server.js`` copied outside the repo) serves one file at
+``/video`` and knows no suffix ranges: it gets the equivalent ``bytes=a-b``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.live import free_port  # noqa: E402
+
+KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
+RANGE = 64 * KiB
+
+
+def start_gunicorn(folder: Path, instance: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASKSTREAM_")}
+    env.update({
+        "PORT": str(port), "WEB_CONCURRENCY": "1", "GUNICORN_ACCESSLOG": "",
+        "GUNICORN_LOGLEVEL": "warning", "FLASKSTREAM_INSTANCE_PATH": str(instance),
+        "FLASKSTREAM_MEDIA_DIR": str(folder),
+        # Media routes never touch PostgreSQL; a dummy URL keeps the embedded one off.
+        "FLASKSTREAM_DATABASE_URL": "postgresql://unused@127.0.0.1:9/unused",
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "conf/gunicorn.conf.py",
+                             "bench.media_app:app"], cwd=ROOT, env=env)
+    wait_ready(port, "/media/")
+    return proc, port
+
+
+def start_node(script: str, video: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), VIDEO=str(video))
+    proc = subprocess.Popen(["node", script], env=env, stdout=subprocess.DEVNULL)
+    wait_ready(port, "/video", {"Range": "bytes=0-0"})
+    return proc, port
+
+
+def wait_ready(port: int, path: str, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path, headers=headers or {})
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on {port} not ready")
+
+
+def get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str],
+        buf: bytearray) -> tuple[int, int]:
+    """One request on a keep-alive connection; the body is read and discarded."""
+    conn.request("GET", path, headers=headers)
+    res = conn.getresponse()
+    total = 0
+    view = memoryview(buf)
+    while True:
+        n = res.readinto(view)
+        if not n:
+            break
+        total += n
+    return res.status, total
+
+
+def _client_proc(port: int, path: str, size: int, expect: int, seconds: float,
+                 conns: int, mode: str, out: multiprocessing.Queue) -> None:
+    stop_at = time.monotonic() + seconds
+    counts = [0, 0, 0]  # requests, bytes, errors
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        buf = bytearray(MiB)
+        while time.monotonic() < stop_at:
+            headers = {}
+            if mode == "range":
+                start = rng.randrange(0, size - RANGE)
+                headers["Range"] = f"bytes={start}-{start + RANGE - 1}"
+            try:
+                status, got = get(conn, path, headers, buf)
+            except (OSError, http.client.HTTPException):
+                counts[2] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            if status != expect or got != (RANGE if mode == "range" else size):
+                counts[2] += 1
+            counts[0] += 1
+            counts[1] += got
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(os.getpid() * 100 + i,)) for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(tuple(counts))
+
+
+def load(port: int, path: str, size: int, expect: int, seconds: float, mode: str,
+         procs: int = 2, conns: int = 4) -> tuple[float, float, int]:
+    """(requests/s, MB/s, errors) over ``seconds`` of closed-loop load."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    started = time.monotonic()
+    workers = [multiprocessing.Process(target=_client_proc, args=(
+        port, path, size, expect, seconds, conns, mode, queue)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    results = [queue.get() for _ in workers]
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    requests_ = sum(r[0] for r in results)
+    return requests_ / elapsed, sum(r[1] for r in results) / elapsed / 1e6, sum(r[2] for r in results)
+
+
+def latency(port: int, path: str, headers: dict[str, str], count: int) -> tuple[float, float]:
+    """(median ms, p95 ms) of sequential requests on one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    buf = bytearray(MiB)
+    get(conn, path, headers, buf)  # warm
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        status, got = get(conn, path, headers, buf)
+        samples.append((time.perf_counter() - t0) * 1000)
+        assert status == 206 and got == RANGE, (status, got)
+    conn.close()
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+
+
+def write_random(path: Path, size: int) -> None:
+    rng = random.Random(7)
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(rng.randbytes(MiB))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--node", help="path to a copy of the lesson's video-server.js")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="fs-bench-media-"))
+    folder = base / "media"
+    folder.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        write_random(folder / "m16.bin", 16 * MiB)
+        write_random(folder / "m256.bin", 256 * MiB)
+        with open(folder / "g1.bin", "wb") as f:
+            f.truncate(GiB)
+        for name in ("m16.bin", "m256.bin", "g1.bin"):  # warm the page cache
+            with open(folder / name, "rb") as f:
+                while f.read(8 * MiB):
+                    pass
+        gunicorn, gport = start_gunicorn(folder, base / "instance")
+        procs.append(gunicorn)
+        servers = {"flaskstream": (gport, "/media/{}"), "send_file": (gport, "/bench/send_file/{}")}
+        nodes: dict[str, subprocess.Popen[bytes]] = {}
+        print(f"# media bench {time.strftime('%Y-%m-%d %H:%M')} - 1 gunicorn gevent worker, "
+              f"{args.seconds:.0f} s per figure, 2 procs x 4 keep-alive connections")
+
+        def node_for(name: str) -> int | None:
+            if not args.node:
+                return None
+            for proc in nodes.values():
+                proc.terminate()
+                proc.wait()
+            nodes.clear()
+            proc, port = start_node(args.node, folder / name)
+            nodes[name] = proc
+            procs.append(proc)
+            return port
+
+        for name, size in (("m16.bin", 16 * MiB), ("m256.bin", 256 * MiB)):
+            row = []
+            for label, (port, pattern) in servers.items():
+                rps, _, errors = load(port, pattern.format(name), size, 206, args.seconds, "range")
+                row.append(f"{label} {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
+            nport = node_for(name)
+            if nport:
+                rps, _, errors = load(nport, "/video", size, 206, args.seconds, "range")
+                row.append(f"node {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
+            print(f"random 64 KiB ranges, {size // MiB} MiB file: " + " | ".join(row))
+
+        row = []
+        for label, (port, pattern) in servers.items():
+            _, mbs, errors = load(port, pattern.format("m256.bin"), 256 * MiB, 200,
+                                  args.seconds, "whole", procs=2, conns=1)
+            row.append(f"{label} {mbs:7.0f} MB/s" + (f" ({errors} errors)" if errors else ""))
+        nport = node_for("m256.bin")
+        if nport:
+            _, mbs, errors = load(nport, "/video", 256 * MiB, 200, args.seconds, "whole",
+                                  procs=2, conns=1)
+            row.append(f"node {mbs:7.0f} MB/s" + (f" ({errors} errors)" if errors else ""))
+        print("whole-file 256 MiB, 2 clients: " + " | ".join(row))
+
+        row = []
+        for label, (port, pattern) in servers.items():
+            count = 200 if label == "flaskstream" else 10
+            med, p95 = latency(port, pattern.format("g1.bin"), {"Range": f"bytes=-{RANGE}"}, count)
+            row.append(f"{label} median {med:7.2f} ms p95 {p95:7.2f} ms")
+        nport = node_for("g1.bin")
+        if nport:
+            spec = f"bytes={GiB - RANGE}-{GiB - 1}"  # the seed server has no suffix ranges
+            med, p95 = latency(nport, "/video", {"Range": spec}, 200)
+            row.append(f"node median {med:7.2f} ms p95 {p95:7.2f} ms")
+        print("bytes=-65536 of a 1 GiB file: " + " | ".join(row))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

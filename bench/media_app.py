@@ -1,0 +1,24 @@
+"""Bench-only app: flaskstream plus werkzeug's ``send_file(conditional=True)`` on
+``/bench/send_file/<path>``, so bench/media.py can compare both in one gunicorn.
+
+Never imported by the application or the tests: gunicorn loads it only when the
+benchmark names ``bench.media_app:app`` as its target.
+"""
+
+from __future__ import annotations
+
+from flask import Response, send_file
+
+from flaskstream import create_app
+from flaskstream.errors import ApiError
+from flaskstream.media.views import resolve_media_path
+
+app = create_app()
+
+
+@app.get("/bench/send_file/<path:subpath>")
+def bench_send_file(subpath: str) -> Response:
+    real = resolve_media_path(app.config["MEDIA_DIR"], subpath)
+    if real is None:
+        raise ApiError(404, "NOT_FOUND", "no such media file")
+    return send_file(real, conditional=True, etag=True, max_age=3600)
