@@ -1,0 +1,216 @@
+"""The read loops of the upload routes: request body → chunks → staging files.
+
+Kept apart from the routes so that each step is testable: ``read_chunks`` is
+the only place that touches the request body (idle timeout, disconnects),
+``receive_multipart``/``receive_raw`` route chunks through the pure core
+(``multipart.FormReader``) into ``storage.StagingFile`` objects, and
+``Progress`` throttles the SSE progress events. Every function here cleans up
+what it staged before it re-raises: the caller only ever holds complete,
+verified staging files, which ``storage.commit_staged`` then moves into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from flaskstream.uploads import multipart, storage
+
+log = logging.getLogger(__name__)
+
+DRAIN_MAX_BYTES = 1 << 20   # after a rejection, read at most this much more of the body
+DRAIN_SECONDS = 2.0
+
+
+class IdleTimeout(Exception):
+    """No chunk of the body arrived within ``UPLOAD_IDLE_TIMEOUT`` seconds."""
+
+
+class ClientGone(Exception):
+    """Reading the body failed: the client disconnected or sent a broken chunked body."""
+
+
+class TypeNotAllowed(Exception):
+    """A file's extension/content type is not in ``UPLOAD_ALLOWED_TYPES``."""
+
+
+def _gevent_active() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def read_chunks(stream: IO[bytes], raw_input: Any, chunk_size: int,
+                idle_timeout: float | None) -> Iterator[bytes]:
+    """Yield the body in chunks of up to ``chunk_size`` until EOF.
+
+    The idle timeout bounds each chunk read. Under gunicorn's gevent worker it
+    is a ``gevent.Timeout`` around the read (gunicorn's body reader blocks until
+    a whole chunk or EOF, so a 256 KiB chunk must arrive within the timeout:
+    only clients slower than chunk/timeout, ~4 KiB/s by default, or stalled
+    ones trip it). Without gevent (tests, other servers) it is a ``select`` on
+    the raw input's file descriptor when it has one.
+    """
+    use_gevent = idle_timeout is not None and _gevent_active()
+    fd: int | None = None
+    if idle_timeout is not None and not use_gevent:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fd = raw_input.fileno()
+    while True:
+        try:
+            if use_gevent:
+                import gevent
+
+                with gevent.Timeout(idle_timeout, IdleTimeout):
+                    chunk = stream.read(chunk_size)
+            else:
+                if fd is not None:
+                    ready, _, _ = select.select([fd], [], [], idle_timeout)
+                    if not ready:
+                        raise IdleTimeout()
+                chunk = stream.read(chunk_size)
+        except IdleTimeout:
+            raise
+        except Exception as exc:  # werkzeug ClientDisconnected, gunicorn chunk errors, OSError
+            raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def drain(chunks: Iterator[bytes], max_bytes: int = DRAIN_MAX_BYTES,
+          seconds: float = DRAIN_SECONDS) -> bool:
+    """Read and drop what is left of a rejected body, boundedly; True if it reached EOF.
+
+    A client still sending when the error response goes out may see a reset
+    instead of the response; a short drain avoids that for small overruns.
+    """
+    deadline = time.monotonic() + seconds
+    read = 0
+    try:
+        for chunk in chunks:
+            read += len(chunk)
+            if read > max_bytes or time.monotonic() > deadline:
+                return False
+    except (IdleTimeout, ClientGone):
+        return False
+    return True
+
+
+class Progress:
+    """``progress`` events on SSE channel ``uploads.<id>``, at most every ``interval`` s.
+
+    Publishing is best effort: a failing event bus must not fail the upload,
+    so errors are logged once and progress is switched off.
+    """
+
+    def __init__(self, progress_id: str | None, total: int | None,
+                 publish: Callable[..., Any] | None, interval: float = 0.25) -> None:
+        self.channel = f"uploads.{progress_id}" if progress_id else None
+        self.total = total
+        self.publish = publish if self.channel else None
+        self.interval = interval
+        self.bytes = 0
+        self._last = 0.0
+
+    def _send(self, event: str, data: Any) -> None:
+        if self.publish is None or self.channel is None:
+            return
+        try:
+            self.publish(self.channel, data, event)
+        except Exception:  # noqa: BLE001 - progress must never break the upload
+            log.warning("progress events on %s disabled", self.channel, exc_info=True)
+            self.publish = None
+
+    def advance(self, n: int) -> None:
+        self.bytes += n
+        now = time.monotonic()
+        if self.publish is not None and now - self._last >= self.interval:
+            self._last = now
+            self._send("progress", {"bytes": self.bytes, "total": self.total})
+
+    def done(self, files: list[dict[str, Any]]) -> None:
+        self._send("progress", {"bytes": self.bytes, "total": self.total})
+        self._send("done", {"bytes": self.bytes, "files": files})
+
+    def error(self, code: str, message: str) -> None:
+        self._send("error", {"code": code, "message": message, "bytes": self.bytes})
+
+
+Staged = list[tuple[storage.StagingFile, storage.Upload]]
+
+
+def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipart.Limits,
+                      upload_dir: str, allowed_types: list[str], progress: Progress,
+                      ) -> tuple[Staged, dict[str, Any]]:
+    """Stream a multipart body into staging files; return them (unfinalized) and the fields.
+
+    On any error every staging file of the request is discarded before the
+    error propagates.
+    """
+    reader = multipart.FormReader(boundary, limits)
+    staged: Staged = []
+    fields: dict[str, Any] = {}
+    current: storage.StagingFile | None = None
+    start: multipart.FileStart | None = None
+    try:
+        for chunk in _with_end(_progressed(chunks, progress)):
+            events = reader.feed(chunk)
+            multipart.collect_fields(events, fields)
+            for event in events:
+                if isinstance(event, multipart.FileStart):
+                    if not multipart.type_allowed(event.filename, event.content_type,
+                                                  allowed_types):
+                        raise TypeNotAllowed(f"{event.filename!r} ({event.content_type}) "
+                                             "is not an allowed upload type")
+                    start = event
+                    current = storage.StagingFile.create(upload_dir)
+                elif isinstance(event, multipart.FileData):
+                    assert current is not None
+                    current.write(event.data)
+                elif isinstance(event, multipart.FileEnd):
+                    assert current is not None and start is not None
+                    staged.append((current, storage.Upload(
+                        storage.new_upload_id(), start.filename, current.size,
+                        current.sha256, start.content_type, start.field)))
+                    current = None
+        return staged, fields
+    except BaseException:
+        if current is not None:
+            current.discard()
+        for staging, _ in staged:
+            staging.discard()
+        raise
+
+
+def receive_raw(chunks: Iterator[bytes], filename: str, content_type: str,
+                limits: multipart.Limits, upload_dir: str, progress: Progress) -> Staged:
+    """Stream a raw body (``PUT``, ``curl -T``) into one staging file."""
+    staging = storage.StagingFile.create(upload_dir)
+    try:
+        for chunk in _progressed(chunks, progress):
+            limits.check_body(progress.bytes)
+            limits.check_file(progress.bytes)
+            staging.write(chunk)
+        return [(staging, storage.Upload(storage.new_upload_id(), filename, staging.size,
+                                         staging.sha256, content_type, None))]
+    except BaseException:
+        staging.discard()
+        raise
+
+
+def _progressed(chunks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
+    for chunk in chunks:
+        progress.advance(len(chunk))
+        yield chunk
+
+
+def _with_end(chunks: Iterator[bytes]) -> Iterator[bytes | None]:
+    yield from chunks
+    yield None
