@@ -66,10 +66,14 @@ DEFAULTS: dict[str, Any] = {
     "LIMIT_FILE_COUNT": 20,
     "LIMIT_FIELD_COUNT": 100,
     "LIMIT_FIELD_SIZE": 64 * KiB,
-    "LIMIT_PART_HEADERS": 8 * KiB,
-    "LIMIT_FILENAME_LENGTH": 255,
-    "UPLOAD_IDLE_TIMEOUT": 60,
+    "LIMIT_PART_HEADERS": 8 * KiB,  # bytes of one part's headers
+    "LIMIT_PART_HEADER_COUNT": 32,  # header lines in one part
+    # Raw filename as sent (bytes); stored names are further cut to 255 bytes.
+    "LIMIT_FILENAME_LENGTH": 1 * KiB,
+    "UPLOAD_IDLE_TIMEOUT": 60,  # seconds for one chunk of the body to arrive → 408
+    # Allow-list of ".ext", "type/subtype", "type/*" entries; empty allows everything.
     "UPLOAD_ALLOWED_TYPES": [],
+    # Registers POST /uploads/buffered (request.get_data() first): benchmarks only.
     "BENCH_BUFFERED_ROUTE": False,
     "TUS_MAX_SIZE": 8 * GiB,
     "TUS_EXPIRATION_SECONDS": 86400,
