@@ -6,6 +6,7 @@ import json
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from flaskstream import db
 from flaskstream.events import store
@@ -23,6 +24,7 @@ def register(group: click.Group) -> None:
 @click.option("--event", "event", default=None, help="SSE event name (default: message)")
 @click.option("--json", "as_json", is_flag=True, help="parse DATA as JSON before sending")
 @click.option("--key", default=None, help="idempotency key: a repeat returns the first id")
+@with_appcontext
 def publish_command(channel: str, data: str, event: str | None, as_json: bool,
                     key: str | None) -> None:
     """Publish DATA on CHANNEL to every subscriber on every worker; print its id."""
@@ -35,6 +37,7 @@ def publish_command(channel: str, data: str, event: str | None, as_json: bool,
 
 
 @click.command("prune")
+@with_appcontext
 def prune_command() -> None:
     """Apply retention now (EVENTS_RETENTION_COUNT / EVENTS_RETENTION_SECONDS)."""
     broker = get_broker()

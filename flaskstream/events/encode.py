@@ -8,7 +8,9 @@ trailing LF. So to make a browser see exactly the string we were given:
 * ``data`` is split on ``\\r\\n``, ``\\r`` and ``\\n`` only — not
   ``str.splitlines()``, which also splits on U+2028, U+0085, form feed and so on,
   characters the parser keeps inside a line. A trailing line break becomes an
-  extra empty ``data:`` line, so ``"a\\n"`` arrives as ``"a\\n"``.
+  extra empty ``data:`` line, so ``"a\\n"`` arrives as ``"a\\n"``. The format
+  cannot carry CR: ``\\r\\n`` and ``\\r`` arrive as ``\\n`` (send JSON when
+  they matter — ``publish`` does for non-``str`` data).
 * ``id`` and ``event`` cannot contain CR or LF (they would end the field) and an
   ``id`` with NUL is ignored by the parser, so both are rejected here rather
   than silently mangled. ``retry`` is only honoured as ASCII digits, so it is an

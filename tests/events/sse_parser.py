@@ -1,0 +1,84 @@
+"""A test-only event-stream parser written from the HTML standard (9.2.6).
+
+It follows the algorithm step by step — BOM, CRLF/CR/LF line splitting, field
+parsing with one optional leading space, data buffer with trailing-LF removal,
+``id`` containing NUL ignored, ``retry`` only as ASCII digits — so that the
+encoder's tests check against the standard, not against the encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Dispatched:
+    type: str
+    data: str
+    last_event_id: str
+
+
+@dataclass
+class ParseResult:
+    events: list[Dispatched] = field(default_factory=list)
+    retry: int | None = None
+    last_event_id: str = ""
+    comments: list[str] = field(default_factory=list)
+
+
+def split_stream_lines(text: str) -> tuple[list[str], str]:
+    """Complete lines (CRLF, CR or LF terminated) and the unterminated rest."""
+    lines, start, i = [], 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\r":
+            lines.append(text[start:i])
+            i += 2 if text[i + 1:i + 2] == "\n" else 1
+            start = i
+        elif ch == "\n":
+            lines.append(text[start:i])
+            i += 1
+            start = i
+        else:
+            i += 1
+    return lines, text[start:]
+
+
+def parse(stream: bytes) -> ParseResult:
+    text = stream.decode("utf-8")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines, _rest = split_stream_lines(text)  # an unterminated last line is never processed
+    result = ParseResult()
+    data, event_type, id_buffer = "", "", result.last_event_id
+    for line in lines:
+        if line == "":
+            result.last_event_id = id_buffer
+            if data == "":
+                event_type = ""
+                continue
+            if data.endswith("\n"):
+                data = data[:-1]
+            result.events.append(Dispatched(event_type or "message", data, result.last_event_id))
+            data, event_type = "", ""
+            continue
+        if line.startswith(":"):
+            result.comments.append(line[1:])
+            continue
+        if ":" in line:
+            name, value = line.split(":", 1)
+            if value.startswith(" "):
+                value = value[1:]
+        else:
+            name, value = line, ""
+        if name == "event":
+            event_type = value
+        elif name == "data":
+            data += value + "\n"
+        elif name == "id":
+            if "\x00" not in value:
+                id_buffer = value
+        elif name == "retry":
+            if value and all("0" <= c <= "9" for c in value):
+                result.retry = int(value)
+    return result
