@@ -1,0 +1,210 @@
+"""Uploads against a real gunicorn (gevent worker): integrity, memory, limits, faults."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.live import LiveServer
+
+pytestmark = [pytest.mark.live, pytest.mark.db]
+
+KiB, MiB = 1024, 1024 * 1024
+FILE_LIMIT = 129 * MiB
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    from tests.conftest import truncate_all
+
+    truncate_all(database_url)
+    path = tmp_path_factory.mktemp("uploads-live")
+    live = LiveServer(path, database_url=database_url, env={
+        "FLASKSTREAM_LIMIT_FILE_SIZE": str(FILE_LIMIT),
+        "FLASKSTREAM_UPLOAD_IDLE_TIMEOUT": "2",
+        "FLASKSTREAM_UPLOAD_DIR": str(path / "uploads"),
+    })
+    with live:
+        yield live
+
+
+def upload_dir(server: LiveServer) -> Path:
+    return server.instance_path / "uploads"
+
+
+def staging_files(server: LiveServer) -> list[str]:
+    staging = upload_dir(server) / ".staging"
+    return sorted(os.listdir(staging)) if staging.exists() else []
+
+
+def stored_files(server: LiveServer) -> set[str]:
+    return {p.name for p in upload_dir(server).iterdir() if p.is_file()}
+
+
+def wait_for(predicate: object, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def sizes_around_64k() -> list[int]:
+    return [k * 64 * KiB + d for k in (1, 2, 3, 4, 16) for d in range(-8, 9)]
+
+
+def test_random_files_around_64k_multiples_are_byte_exact(server: LiveServer) -> None:
+    rng = __import__("random").Random(64)
+    sizes = sizes_around_64k()
+    blobs = [rng.randbytes(n) for n in sizes]
+    # Multipart, several files per request, as a browser would send them.
+    for start in range(0, len(blobs), 17):
+        batch = blobs[start:start + 17]
+        res = requests.post(server.url + "/uploads", files=[
+            ("file", (f"f{start + i}.bin", blob, "application/octet-stream"))
+            for i, blob in enumerate(batch)], timeout=60)
+        assert res.status_code == 201, res.text
+        got = [(f["size"], f["sha256"]) for f in res.json()["files"]]
+        assert got == [(len(b), hashlib.sha256(b).hexdigest()) for b in batch]
+    # Chunked multipart with awkward chunk sizes, and raw PUT.
+    boundary = "liveBoundary0123"
+    for n, blob in zip(sizes[::5], blobs[::5], strict=True):
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; "
+                f"filename=\"c.bin\"\r\n\r\n").encode() + blob + f"\r\n--{boundary}--\r\n".encode()
+
+        def pieces(body: bytes = body, step: int = 65_531) -> Iterator[bytes]:
+            for i in range(0, len(body), step):
+                yield body[i:i + step]
+
+        res = requests.post(server.url + "/uploads", data=pieces(), timeout=60,
+                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert res.status_code == 201, res.text
+        assert res.json()["files"][0]["sha256"] == hashlib.sha256(blob).hexdigest()
+        put = requests.put(server.url + f"/uploads/raw{n}.bin", data=blob, timeout=60)
+        assert put.json()["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert requests.get(server.url + put.json()["url"], timeout=60).content == blob
+    assert staging_files(server) == []
+
+
+def peak_rss_during(server: LiveServer, action: object) -> tuple[int, int, object]:
+    """(baseline, peak) of the largest worker RSS while ``action()`` runs."""
+    baseline = max(server.worker_rss().values())
+    peak = baseline
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, *server.worker_rss().values())
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        result = action()  # type: ignore[operator]
+    finally:
+        stop.set()
+        thread.join()
+    return baseline, peak, result
+
+
+@pytest.mark.slow
+def test_curl_multipart_128mib_flat_memory(server: LiveServer, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(big, "wb") as f:
+        block = os.urandom(MiB)
+        for i in range(128):
+            chunk = block[i:] + block[:i]
+            digest.update(chunk)
+            f.write(chunk)
+    # Warm up: the first request of a worker imports and connects.
+    requests.put(server.url + "/uploads/warm.bin", data=b"w" * MiB, timeout=30)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-sS", "-F", f"file=@{big}", server.url + "/uploads"],
+                              capture_output=True, text=True, timeout=120)
+
+    baseline, peak, result = peak_rss_during(server, run)
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    body = __import__("json").loads(result.stdout)  # type: ignore[attr-defined]
+    assert body["files"][0]["sha256"] == digest.hexdigest()
+    assert body["files"][0]["size"] == 128 * MiB
+    assert peak - baseline < 16 * MiB, (baseline, peak)
+
+
+def test_over_limit_upload_leaves_nothing_and_stops_early(server: LiveServer) -> None:
+    before = stored_files(server)
+    sent = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal sent
+        while sent < FILE_LIMIT + 64 * MiB:
+            sent += MiB
+            yield b"\0" * MiB
+
+    try:
+        res = requests.put(server.url + "/uploads/too-big.bin", data=endless(), timeout=60)
+        assert res.status_code == 413 and res.json()["error"]["code"] == "LIMIT_FILE_SIZE"
+    except requests.ConnectionError:
+        pass  # the server may close before the client finished sending: also a refusal
+    assert wait_for(lambda: staging_files(server) == [])
+    assert stored_files(server) == before
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    # A declared Content-Length over the limit is refused before reading a byte.
+    res = requests.put(server.url + "/uploads/x.bin", data=b"", timeout=10,
+                       headers={"Content-Length": str(FILE_LIMIT + 1)})
+    assert res.json()["error"]["code"] == "LIMIT_FILE_SIZE"
+
+
+def raw_request(server: LiveServer, head: bytes, body: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(head + body)
+    return sock
+
+
+def test_client_disconnect_mid_upload_cleans_up(server: LiveServer) -> None:
+    pids = server.worker_pids()
+    before = stored_files(server)
+    boundary = "dc0123"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"d.bin\"\r\n"
+            "\r\n").encode()
+    head = (f"POST /uploads HTTP/1.1\r\nHost: x\r\nContent-Length: {50 * MiB}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    sock = raw_request(server, head, part + os.urandom(3 * MiB))
+    assert wait_for(lambda: staging_files(server) != [], 5)
+    sock.close()
+    assert wait_for(lambda: staging_files(server) == [])
+    assert stored_files(server) == before
+    assert server.worker_pids() == pids
+    res = requests.put(server.url + "/uploads/after.txt", data=b"alive", timeout=10)
+    assert res.status_code == 201
+
+
+def test_idle_upload_gets_408_and_cleanup(server: LiveServer) -> None:
+    head = (b"PUT /uploads/slow.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    sock = raw_request(server, head, b"x" * 1000)
+    try:
+        start = time.monotonic()
+        response = b""
+        while b"}}" not in response:
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+        assert response.startswith(b"HTTP/1.1 408"), response[:200]
+        assert b"UPLOAD_IDLE_TIMEOUT" in response
+        assert 1.5 < time.monotonic() - start < 10
+    finally:
+        sock.close()
+    assert wait_for(lambda: staging_files(server) == [])
