@@ -78,8 +78,12 @@ DEFAULTS: dict[str, Any] = {
     "TUS_MAX_SIZE": 8 * GiB,
     "TUS_EXPIRATION_SECONDS": 86400,
     # --- media ------------------------------------------------------------
+    # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
+    # stream holds at most one chunk in memory).
     "MEDIA_CHUNK_SIZE": 512 * KiB,
+    # More ranges than this in one Range header → the whole file with 200 (nginx's rule).
     "MEDIA_MAX_RANGES": 16,
+    # Cache-Control on every /media/ (and uploads content) response, 304s included.
     "MEDIA_CACHE_CONTROL": "public, max-age=3600",
     # --- etl --------------------------------------------------------------
     "ETL_BATCH_SIZE": 50000,
