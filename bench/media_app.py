@@ -14,6 +14,14 @@ from flaskstream.errors import ApiError
 from flaskstream.media.views import resolve_media_path
 
 app = create_app()
+CEILING_BODY = bytes(64 * 1024)
+
+
+@app.get("/bench/ceiling")
+def bench_ceiling() -> Response:
+    """64 KiB from memory, no file, no headers to compute: what Flask + gunicorn
+    alone cost per request on this machine (the ceiling for any Flask file server)."""
+    return Response(CEILING_BODY, 206, content_type="application/octet-stream")
 
 
 @app.get("/bench/send_file/<path:subpath>")
