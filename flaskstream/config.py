@@ -86,9 +86,16 @@ DEFAULTS: dict[str, Any] = {
     # Cache-Control on every /media/ (and uploads content) response, 304s included.
     "MEDIA_CACHE_CONTROL": "public, max-age=3600",
     # --- etl --------------------------------------------------------------
-    "ETL_BATCH_SIZE": 50000,
+    # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).
+    "ETL_BATCH_SIZE": 100000,
+    # Default --max-errors (None: no limit; the rejects are all reported).
     "ETL_MAX_ERRORS": None,
+    # Largest CSV field accepted (csv's own default is 128 KiB).
     "ETL_FIELD_SIZE_LIMIT": 1 * MiB,
+    # Rejects kept per job in etl_rejects for GET /etl/jobs/<id>/rejects (the file gets all).
+    "ETL_STORE_REJECTS": 10000,
+    # Largest request body POST /etl/jobs accepts (None: no limit).
+    "ETL_MAX_BODY": None,
 }
 
 ENV_PREFIX = "FLASKSTREAM"

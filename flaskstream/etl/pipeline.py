@@ -45,6 +45,7 @@ class Progress:
     rows_loaded: int = 0
     rows_rejected: int = 0
     dirty: bool = False  # an undecodable byte or a NUL has been seen: check rows
+    bom_bytes: int = 0  # length of the byte order mark the decoder dropped
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,20 @@ class RecordBlock:
     lines: list[int]  # physical line on which each record starts (1-based)
     rejects: list[Reject] = field(default_factory=list)  # records csv could not parse
     end_line: int = 0  # last physical line the block consumed
+    position: Position | None = None
 
 
 @dataclass
 class Batch:
-    """One bounded COPY: ``chunks`` of COPY text (one row per line), the source
-    line of every row, and the rows rejected before the database saw them."""
+    """One bounded COPY: the ``chunks`` of COPY text sent (one row per line), the
+    source line of every row, and the rows rejected before the database saw them."""
 
-    chunks: list[bytes]
-    lines: array
-    rejects: list[Reject]
+    chunks: list[bytes] = field(default_factory=list)
+    lines: array = field(default_factory=lambda: array("q"))
+    rejects: list[Reject] = field(default_factory=list)
     end_line: int = 0  # last physical line consumed when the batch was closed
+    position: Position | None = None
+    exhausted: bool = False  # no input left after this batch
 
     @property
     def rows(self) -> int:
@@ -158,6 +162,14 @@ def _has_undecodable(text: str) -> bool:
     return False
 
 
+def codec_name(encoding: str) -> str:
+    """Python's canonical name for ``encoding``; ``InputError`` if unknown."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise InputError(f"unknown encoding: {encoding}") from None
+
+
 def decode(chunks: Iterable[bytes], encoding: str = "utf-8", progress: Progress | None = None,
            max_line: int = 64 * CHUNK_SIZE) -> Iterator[str]:
     """Decode bytes to text pieces that end on a line boundary.
@@ -167,18 +179,20 @@ def decode(chunks: Iterable[bytes], encoding: str = "utf-8", progress: Progress 
     validator rejects the rows holding them. A "line" longer than ``max_line``
     with no line break at all is refused as a whole (it is not a CSV).
     """
-    try:
-        codec = codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding: {encoding}") from None
-    name = "utf-8-sig" if codec.name == "utf-8" else codec.name
+    name = codec_name(encoding)
+    name = "utf-8-sig" if name == "utf-8" else name
     decoder = codecs.getincrementaldecoder(name)(errors="surrogateescape")
     carry = ""
     final = False
+    first = True
     it = iter(chunks)
     while not final:
         chunk = next(it, None)
         final = chunk is None
+        if first and chunk:
+            first = False
+            if name == "utf-8-sig" and chunk.startswith(codecs.BOM_UTF8) and progress is not None:
+                progress.bom_bytes = len(codecs.BOM_UTF8)
         if progress is not None and chunk:
             progress.bytes_decoded += len(chunk)
         text = carry + decoder.decode(chunk or b"", final=final)
@@ -220,20 +234,52 @@ def csv_text(record: Iterable[str]) -> str:
     return out.getvalue()[:-2]
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a block ended in the decoded byte stream; the offset is computed
+    only when asked (checkpoints), because it re-encodes part of a chunk."""
+
+    done: int  # bytes of the texts fully consumed before ``text``
+    text: str
+    chars: int  # characters of ``text`` consumed
+    encoding: str = "utf-8"
+
+    @property
+    def offset(self) -> int:
+        head = self.text[:self.chars]
+        if head.isascii() and self.encoding in _ASCII_COMPATIBLE:
+            return self.done + len(head)
+        return self.done + len(head.encode(self.encoding, "surrogateescape"))
+
+
+_ASCII_COMPATIBLE = {"utf-8", "latin-1", "iso8859-1", "cp1252", "ascii", "iso8859-15"}
+
+
 def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                  field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT,
-                 dialect: str | type[csv.Dialect] = "excel") -> Iterator[RecordBlock]:
+                 dialect: str | type[csv.Dialect] = "excel", encoding: str = "utf-8",
+                 base_offset: int = 0) -> Iterator[RecordBlock]:
     """Parse text into blocks of records with the line each record starts on.
 
     ``csv.reader`` runs over ``StringIO(newline='')`` pieces, so quoted CR/LF
     are kept as written. Line numbers are arithmetic while no record spans
     lines (the common case, checked once per block) and counted otherwise.
-    A record ``csv`` refuses (an oversized field) becomes a reject.
+    A record ``csv`` refuses (an oversized field) becomes a reject. Each block
+    knows its end ``Position`` (for resumable checkpoints).
     """
     if csv.field_size_limit() != field_size_limit:
         csv.field_size_limit(field_size_limit)  # process-wide in the csv module
-    lines_in = itertools.chain.from_iterable(io.StringIO(t, newline="") for t in texts)
-    reader = csv.reader(lines_in, dialect)
+    encoding = codec_name(encoding)
+    state: list = [base_offset, "", None]  # bytes done, current text, its StringIO
+
+    def sources() -> Iterator[io.StringIO]:
+        for text in texts:
+            if state[2] is not None:
+                state[0] = Position(state[0], state[1], len(state[1]), encoding).offset
+            state[1], state[2] = text, io.StringIO(text, newline="")
+            yield state[2]
+
+    reader = csv.reader(itertools.chain.from_iterable(sources()), dialect)
     end = 0  # physical line on which the previous block ended
     while True:
         records: list[list[str]] = []
@@ -255,7 +301,8 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
             if error is not None:
                 rejects.append(Reject(pos, f"malformed CSV: {error}", ""))
         end = reader.line_num
-        yield RecordBlock(records, lines, rejects, end)
+        where = Position(state[0], state[1], state[2].tell() if state[2] else 0, encoding)
+        yield RecordBlock(records, lines, rejects, end, where)
 
 
 def take_header(blocks: Iterable[RecordBlock]) -> tuple[list[str] | None, Iterator[RecordBlock]]:
@@ -265,7 +312,7 @@ def take_header(blocks: Iterable[RecordBlock]) -> tuple[list[str] | None, Iterat
         for i, record in enumerate(block.records):
             if record:
                 rest = RecordBlock(block.records[i + 1:], block.lines[i + 1:], block.rejects,
-                                  block.end_line)
+                                  block.end_line, block.position)
                 return record, itertools.chain((rest,), it)
     return None, iter(())
 
@@ -281,39 +328,53 @@ class CopyBlock:
     lines: list[int]
     rejects: list[Reject]
     end_line: int = 0
+    position: Position | None = None
 
 
-def batch(blocks: Iterable[CopyBlock], batch_rows: int = 100_000,
-          chunk_size: int = CHUNK_SIZE) -> Iterator[Batch]:
-    """Group COPY text into bounded batches of ``chunk_size``-ish bytes chunks.
+def fill_batch(blocks: Iterator[CopyBlock], out: Batch, batch_rows: int = 100_000,
+               chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield the COPY chunks of one batch, recording them in ``out`` as they go.
 
-    A batch is the unit of a COPY statement (and of a retry when the database
-    refuses a row); chunks are what pg8000 sends as single CopyData messages,
-    so they are large (pg8000 matches ``psql \\copy`` at 1 MiB).
+    Lazy on purpose: the next block is parsed only after the previous chunk went
+    to the socket, so Python parses while the server inserts. Chunks are large
+    because pg8000 sends each item as one CopyData message (it matches
+    ``psql \\copy`` at 1 MiB). Whenever this generator is suspended at a
+    ``yield``, every row recorded in ``out`` has been yielded.
     """
-    chunks: list[bytes] = []
     pending: list[str] = []
     pending_len = 0
-    lines = array("q")
-    rejects: list[Reject] = []
-    end_line = 0
     for block in blocks:
-        end_line = block.end_line or end_line
-        rejects.extend(block.rejects)
+        out.rejects.extend(block.rejects)
+        out.end_line = block.end_line or out.end_line
+        out.position = block.position or out.position
         if block.text:
             pending.append(block.text)
             pending_len += len(block.text)
-            lines.extend(block.lines)
+            out.lines.extend(block.lines)
         if pending_len >= chunk_size:
-            chunks.append("".join(pending).encode("utf-8"))
+            data = "".join(pending).encode("utf-8")
             pending, pending_len = [], 0
-        if len(lines) >= batch_rows:
-            if pending:
-                chunks.append("".join(pending).encode("utf-8"))
-                pending, pending_len = [], 0
-            yield Batch(chunks, lines, rejects, end_line)
-            chunks, lines, rejects = [], array("q"), []
+            out.chunks.append(data)
+            yield data
+        if len(out.lines) >= batch_rows:
+            break
+    else:
+        out.exhausted = True
     if pending:
-        chunks.append("".join(pending).encode("utf-8"))
-    if lines or rejects:
-        yield Batch(chunks, lines, rejects, end_line)
+        data = "".join(pending).encode("utf-8")
+        out.chunks.append(data)
+        yield data
+
+
+def batches(blocks: Iterable[CopyBlock], batch_rows: int = 100_000,
+            chunk_size: int = CHUNK_SIZE) -> Iterator[Batch]:
+    """Whole batches one after the other (dry runs and tests)."""
+    it = iter(blocks)
+    while True:
+        out = Batch()
+        for _ in fill_batch(it, out, batch_rows, chunk_size):
+            pass
+        if out.rows or out.rejects:
+            yield out
+        if out.exhausted:
+            return

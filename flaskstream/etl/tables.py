@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 from flaskstream.etl.pipeline import (
     DEFAULT_FIELD_SIZE_LIMIT,
-    Batch,
     CopyBlock,
     Progress,
     RecordBlock,
     Reject,
-    batch,
     csv_text,
     decode,
     gunzip_if_needed,
@@ -277,23 +275,21 @@ def validate(blocks: Iterable[RecordBlock], mapping: Mapping,
             rejects.sort(key=lambda r: r.line)
         if progress is not None:
             progress.rows_read += len(lines) + len(rejects)
-        yield CopyBlock(text, lines, rejects, block.end_line)
+        yield CopyBlock(text, lines, rejects, block.end_line, block.position)
 
 
-def csv_batches(chunks: Iterable[bytes], table: Table, *, encoding: str = "utf-8",
-                progress: Progress | None = None, batch_rows: int = 100_000,
-                field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT,
-                on_header: Callable[[Mapping], None] | None = None) -> Iterator[Batch]:
-    """The whole CSV pipeline, top to bottom: bytes → COPY batches.
+def csv_copy_blocks(chunks: Iterable[bytes], table: Table, *, encoding: str = "utf-8",
+                    progress: Progress | None = None,
+                    field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT) -> Iterator[CopyBlock]:
+    """The whole CSV pipeline, top to bottom: bytes → validated COPY text blocks.
 
     The header is read and mapped (``HeaderError`` for a missing required
-    column) when the first batch is asked for, before the sink writes anything.
+    column) when the first block is asked for, before the sink writes anything.
     """
+    progress = progress if progress is not None else Progress()
     texts = decode(gunzip_if_needed(chunks), encoding, progress)
-    header, blocks = take_header(read_records(texts, field_size_limit=field_size_limit))
+    records = read_records(texts, field_size_limit=field_size_limit, encoding=encoding)
+    header, blocks = take_header(records)
     if header is None:
         return
-    mapping = map_header(table, header)
-    if on_header is not None:
-        on_header(mapping)
-    yield from batch(validate(blocks, mapping, progress), batch_rows)
+    yield from validate(blocks, map_header(table, header), progress)

@@ -1,0 +1,236 @@
+"""``flask etl ...``: load, export, init-db, jobs, logs.
+
+Commands print one clear line and exit non-zero on failure — never a traceback
+for bad input. ``load`` draws a progress bar on stderr when stderr is a
+terminal and prints a one-line JSON summary on stdout with ``--json``.
+
+Under the embedded PostgreSQL a command that finds no server running starts
+one and stops it at exit (``flaskstream/embedded.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import IO, Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from flaskstream import db
+from flaskstream.etl import export as exporting
+from flaskstream.etl.jobs import RejectsFile, recent_jobs, run_load, valid_job_id
+from flaskstream.etl.logs import log_copy_blocks
+from flaskstream.etl.sink import MODES, LoadOptions
+from flaskstream.etl.tables import REQUESTS, TABLES
+
+
+class ProgressBar:
+    """``12.3 MB / 40.0 MB  31%  412,000 rows/s  rejects 210`` redrawn on stderr."""
+
+    def __init__(self, total: int | None, stream: IO[str]) -> None:
+        self.total = total
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        done = data["bytes"] / 1e6
+        size = f" / {self.total / 1e6:,.1f} MB {100 * data['bytes'] / self.total:3.0f}%" \
+            if self.total else " MB"
+        line = (f"\r{done:,.1f}{size}  {data['rows_read'] / elapsed:,.0f} rows/s  "
+                f"loaded {data['rows_loaded']:,}  rejects {data['rows_rejected']:,}")
+        self.stream.write(line.ljust(78))
+        if event != "progress":
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def friendly(func: Any) -> Any:
+    """Database and OS failures as one clear line (exit 1), not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (db.DatabaseError, db.InterfaceError, OSError) as exc:
+            message = exc.args[0].get("M") if exc.args and isinstance(exc.args[0], dict) \
+                else (str(exc) or type(exc).__name__)
+            raise click.ClickException(f"database: {message}") from None
+
+    return wrapper
+
+
+def _source(path: str) -> tuple[IO[bytes], int | None, str]:
+    if path == "-":
+        return click.get_binary_stream("stdin"), None, "stdin"
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    size = os.fstat(handle.fileno()).st_size
+    return handle, size or None, os.path.abspath(path)
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, separators=(",", ":")))
+    if result["status"] != "done":
+        raise click.ClickException(result["error"]["message"])
+    if not as_json:
+        verb = "validated" if result["dry_run"] else f"loaded into {result['table']}"
+        click.echo(f"{result['rows_loaded']:,} rows {verb}, {result['rows_rejected']:,} "
+                   f"rejected, in {result['seconds']} s ({result['rows_per_s']:,} rows/s)")
+
+
+def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | None,
+          encoding: str, as_json: bool, job: str | None, parser: Any = None) -> None:
+    if job is not None and not valid_job_id(job):
+        raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
+    table = TABLES[table_name]
+    handle, size, name = _source(path)
+    err = click.get_text_stream("stderr")
+    bar = ProgressBar(size, err) if err.isatty() else None
+    try:
+        rejects_file = RejectsFile(rejects) if rejects else None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {rejects}: {exc.strerror}") from None
+    cfg = current_app.config
+    extra = {"parser": parser} if parser else {}
+    try:
+        result = run_load(
+            None if options.dry_run else db.get_database(), handle, table, options,
+            job_id=job, source_name=name, encoding=encoding, rejects=rejects_file,
+            field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
+            store_rejects=int(cfg["ETL_STORE_REJECTS"]), on_progress=bar, **extra)
+    finally:
+        if path != "-":
+            handle.close()
+    _report(result, as_json)
+
+
+@click.command("load")
+@click.argument("path")
+@click.option("--table", "table_name", type=click.Choice(sorted(TABLES)), default="users",
+              show_default=True, help="Target table (its declarative description).")
+@click.option("--mode", type=click.Choice(MODES), default="insert", show_default=True,
+              help="insert: plain COPY; upsert: merge on the table's key.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Rows per COPY batch (ETL_BATCH_SIZE).")
+@click.option("--rejects", type=click.Path(dir_okay=False), default=None,
+              help="Write rejected rows (line, reason, text) to this CSV.")
+@click.option("--max-errors", type=click.IntRange(0), default=None,
+              help="Abort and roll back when more rows than this are rejected.")
+@click.option("--max-error-ratio", type=click.FloatRange(0, 1), default=None,
+              help="Abort and roll back when rejected/read passes this (e.g. 0.05).")
+@click.option("--commit-every", type=click.IntRange(1), default=None,
+              help="Commit every N rows and record a checkpoint (not all-or-nothing).")
+@click.option("--dry-run", is_flag=True, help="Validate only; write nothing.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--job", default=None, help="Job id (default: random).")
+@click.option("--json", "as_json", is_flag=True, help="One-line JSON summary on stdout.")
+@with_appcontext
+@friendly
+def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
+                 rejects: str | None, max_errors: int | None, max_error_ratio: float | None,
+                 commit_every: int | None, dry_run: bool, encoding: str, job: str | None,
+                 as_json: bool) -> None:
+    """Load a CSV file (or - for stdin; gzip detected) into a table."""
+    cfg = current_app.config
+    if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
+        max_errors = int(cfg["ETL_MAX_ERRORS"])
+    options = LoadOptions(mode=mode, batch_rows=batch_size or int(cfg["ETL_BATCH_SIZE"]),
+                          max_errors=max_errors, max_error_ratio=max_error_ratio,
+                          commit_every=commit_every, dry_run=dry_run)
+    _load(path, table_name, options, rejects=rejects, encoding=encoding, as_json=as_json,
+          job=job)
+
+
+@click.command("logs")
+@click.argument("path")
+@click.option("--rejects", type=click.Path(dir_okay=False), default=None)
+@click.option("--max-errors", type=click.IntRange(0), default=None)
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--dry-run", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+@friendly
+def logs_command(path: str, rejects: str | None, max_errors: int | None, encoding: str,
+                 dry_run: bool, as_json: bool) -> None:
+    """Load a web server access log (Combined Log Format) into the requests table."""
+    options = LoadOptions(batch_rows=int(current_app.config["ETL_BATCH_SIZE"]),
+                          max_errors=max_errors, dry_run=dry_run)
+    _load(path, REQUESTS.name, options, rejects=rejects, encoding=encoding, as_json=as_json,
+          job=None, parser=log_copy_blocks)
+
+
+@click.command("export")
+@click.option("--table", "name", default="users", show_default=True,
+              help="A table or view of the public schema.")
+@click.option("--output", default="-", show_default=True, help="File path, or - for stdout.")
+@with_appcontext
+@friendly
+def export_command(name: str, output: str) -> None:
+    """Stream a whole table or view out as CSV (with a header)."""
+    database = db.get_database()
+    con = database.new_connection()
+    try:
+        if not exporting.exportable(con, name):
+            raise click.ClickException(f"no table or view named {name!r} in schema public")
+        if output == "-":
+            out = click.get_binary_stream("stdout")
+            exporting.copy_out(con, exporting.export_sql(name), out.write)
+            out.flush()
+            return
+        tmp = f"{output}.part"
+        try:
+            with open(tmp, "wb") as out_file:
+                exporting.copy_out(con, exporting.export_sql(name), out_file.write)
+            os.replace(tmp, output)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    finally:
+        db.close_quietly(con)
+
+
+@click.command("init-db")
+@with_appcontext
+@friendly
+def init_db_command() -> None:
+    """Create the tables (idempotent; also done at each process's first connection)."""
+    database = db.get_database()
+    database.ensure_schema()
+    click.echo("schema ready")
+
+
+@click.command("jobs")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+@friendly
+def jobs_command(limit: int, as_json: bool) -> None:
+    """Recent load jobs and their state."""
+    with db.connection() as con:
+        jobs = recent_jobs(con, limit)
+    if as_json:
+        click.echo(json.dumps(jobs))
+        return
+    if not jobs:
+        click.echo("no jobs")
+        return
+    click.echo(f"{'id':<18} {'table':<9} {'status':<8} {'read':>11} {'loaded':>11} "
+               f"{'rejected':>9}  created")
+    for j in jobs:
+        click.echo(f"{j['id']:<18} {j['table']:<9} {j['status']:<8} {j['rows_read']:>11,} "
+                   f"{j['rows_loaded']:>11,} {j['rows_rejected']:>9,}  {j['created_at'][:19]}"
+                   + (f"  {j['error']}" if j["error"] else ""))
+
+
+COMMANDS = (load_command, logs_command, export_command, init_db_command, jobs_command)
+
