@@ -46,10 +46,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from flaskstream.etl import views as etl_views
     from flaskstream.events import views as events_views
     from flaskstream.media import views as media_views
+    from flaskstream.tus import views as tus_views
     from flaskstream.uploads import views as uploads_views
 
     app.register_blueprint(core.bp)
     app.register_blueprint(events_views.bp)
+    app.register_blueprint(tus_views.bp)  # before uploads: /uploads/tus/... is tus's
     app.register_blueprint(uploads_views.bp)
     app.register_blueprint(media_views.bp)
     app.register_blueprint(etl_views.bp)

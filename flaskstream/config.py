@@ -77,6 +77,19 @@ DEFAULTS: dict[str, Any] = {
     "BENCH_BUFFERED_ROUTE": False,
     "TUS_MAX_SIZE": 8 * GiB,
     "TUS_EXPIRATION_SECONDS": 86400,
+    # --- resumable uploads (tus) ---------------------------------------------
+    # A PATCH holds its upload's lease this long between renewals (every TUS_LOCK_POLL s);
+    # a worker that died is waited out after at most this.
+    "TUS_LOCK_LEASE": 10,
+    "TUS_LOCK_POLL": 0.5,
+    # How long a request waits for another to let go of the upload before 423.
+    "TUS_LOCK_WAIT": 15,
+    # Without Upload-Checksum, fsync + commit the offset every this many bytes of a PATCH.
+    "TUS_CHECKPOINT_BYTES": 64 * MiB,
+    # Seconds between janitor passes in each worker (0 = off; `flask tus expire` does one).
+    "TUS_JANITOR_INTERVAL": 60,
+    # Finished/terminated/expired records answer 410 for this long, then 404.
+    "TUS_TOMBSTONE_SECONDS": 7 * 86400,
     # --- media ------------------------------------------------------------
     # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
     # stream holds at most one chunk in memory).

@@ -1,0 +1,222 @@
+"""Streaming a PATCH body into an upload's staging file while holding its lease.
+
+The request greenlet reads ``request.stream`` in chunks and appends them; a
+small watcher greenlet renews the lease every ``interval`` seconds. The
+watcher is what makes takeover work: a request blocked reading from a client
+that vanished without closing its connection would otherwise hold the upload
+until the TCP stack gave up (minutes to hours). When another request asks for
+the upload, when the lease is lost, or when no byte arrived for the idle
+timeout, the watcher interrupts the read; the view then keeps the bytes it has
+(fsync, commit the offset) and lets go.
+
+Without gevent (the Flask test client, other servers) reads never block for
+long, so the same checks run inline between chunks instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from flaskstream.tus import store
+from flaskstream.uploads import storage
+
+log = logging.getLogger(__name__)
+
+# Stop writing this long before the lease could have run out in the database.
+LEASE_MARGIN = 1.0
+
+
+class Interrupted(Exception):
+    """The body stopped before its end; the bytes so far may be kept."""
+
+    status = 400
+    code = "CLIENT_DISCONNECTED"
+
+
+class ClientGone(Interrupted):
+    status, code = 400, "CLIENT_DISCONNECTED"
+
+
+class IdleTimeout(Interrupted):
+    status, code = 408, "UPLOAD_IDLE_TIMEOUT"
+
+
+class TakenOver(Interrupted):
+    status, code = 423, "UPLOAD_TAKEN_OVER"
+
+
+class LeaseExpired(Interrupted):
+    status, code = 423, "UPLOAD_LEASE_LOST"
+
+
+class LengthExceeded(Exception):
+    """More bytes than the upload's length (or the maximum size) allows."""
+
+
+def gevent_active() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a runtime dependency
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+class LeaseKeeper:
+    """Renews a lease while a body streams, and decides when the stream must stop."""
+
+    def __init__(self, connect: Callable[[], Any], upload_id: str, token: str, *,
+                 lease: float, interval: float, idle_timeout: float | None) -> None:
+        self.connect = connect
+        self.upload_id = upload_id
+        self.token = token
+        self.lease = lease
+        self.interval = interval
+        self.idle_timeout = idle_timeout
+        now = time.monotonic()
+        self.valid_until = now + lease - LEASE_MARGIN
+        self.last_data = now
+        self.interrupt: Interrupted | None = None
+        self.reading = False
+        self._next_tick = now + interval
+        self._watcher: Any = None
+        self._owner: Any = None
+
+    def tick(self) -> Interrupted | None:
+        """Renew once; the reason to stop, if there is one."""
+        started = time.monotonic()
+        wanted = False
+        try:
+            with self.connect() as con:
+                wanted = store.renew(con, self.upload_id, self.token, self.lease)
+        except store.LeaseLost:
+            return LeaseExpired("the upload's lease was lost")
+        except Exception:  # noqa: BLE001 - a database hiccup: keep going until the lease runs out
+            log.warning("could not renew the lease of tus upload %s", self.upload_id,
+                        exc_info=True)
+        else:
+            self.valid_until = started + self.lease - LEASE_MARGIN
+        if wanted:
+            return TakenOver("another request took over this upload")
+        if self.idle_timeout and started - self.last_data >= self.idle_timeout:
+            return IdleTimeout(f"no data for {self.idle_timeout:g} s")
+        return None
+
+    def start(self) -> LeaseKeeper:
+        if gevent_active():
+            import gevent
+
+            self._owner = gevent.getcurrent()
+            self._watcher = gevent.spawn(self._watch)
+        return self
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.kill(block=True)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        import gevent
+
+        while self.interrupt is None:
+            gevent.sleep(self.interval)
+            reason = self.tick()
+            if reason is not None:
+                self.interrupt = reason
+                # From the hub, and only if the owner is still blocked in a read:
+                # an exception thrown anywhere else (an fsync, a commit) would
+                # break the bookkeeping that keeps the bytes.
+                gevent.get_hub().loop.run_callback(self._interrupt_read, reason)
+
+    def _interrupt_read(self, reason: Interrupted) -> None:
+        if self.reading and self._owner is not None and not self._owner.dead:
+            self._owner.throw(reason)
+
+    @contextlib.contextmanager
+    def read_guard(self) -> Iterator[None]:
+        self.reading = True
+        try:
+            yield
+        finally:
+            self.reading = False
+
+    def check(self) -> None:
+        """Before each write: raise if the stream must stop (inline renewal without gevent)."""
+        now = time.monotonic()
+        if self._watcher is None and now >= self._next_tick:
+            self._next_tick = now + self.interval
+            reason = self.tick()
+            if reason is not None:
+                self.interrupt = reason
+        if self.interrupt is not None:
+            raise self.interrupt
+        if now >= self.valid_until:
+            raise LeaseExpired("the upload's lease ran out")
+
+
+def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKeeper, *,
+                chunk_size: int, budget: int | None, hasher: Any | None,
+                on_chunk: Callable[[int], None] | None = None) -> int:
+    """Append the body to ``path``; return how many bytes were written (all of them fully).
+
+    ``budget`` bounds the body (the upload's remaining length): one byte more
+    raises ``LengthExceeded``. ``Interrupted`` subclasses carry ``written`` (the
+    bytes appended before the stop) as an attribute; so do ``InsufficientStorage``
+    and ``LengthExceeded``.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    written = 0
+    try:
+        while True:
+            want = chunk_size if budget is None else min(chunk_size, budget - written + 1)
+            try:
+                with keeper.read_guard():
+                    chunk = stream.read(max(want, 1))
+            except Interrupted:
+                raise
+            except Exception as exc:  # werkzeug ClientDisconnected, gunicorn NoMoreData, OSError
+                raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+            if not chunk:
+                return written
+            keeper.last_data = time.monotonic()
+            if budget is not None and written + len(chunk) > budget:
+                raise LengthExceeded(f"the body is longer than the {budget} bytes left")
+            keeper.check()
+            _write_all(fd, chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            written += len(chunk)
+            if on_chunk is not None:
+                on_chunk(written)
+    except BaseException as exc:
+        exc.written = written  # type: ignore[attr-defined]
+        raise
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        if exc.errno in storage.NO_SPACE_ERRNOS:
+            raise storage.InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
+        raise
+
+
+def fsync_path(path: os.PathLike[str] | str) -> None:
+    """fsync a file by path, off the gevent loop (a large fsync can take seconds)."""
+    def sync() -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    storage.run_blocking(sync)

@@ -1,0 +1,302 @@
+"""State of tus uploads: a row in ``tus_uploads`` and a staging file in the shared upload folder.
+
+Why it is shaped like this:
+
+- **Nothing lives in process memory.** Any gunicorn worker (or host sharing
+  the folder and the database) can serve any request of an upload.
+- **The row's offset is the durable offset.** A ``PATCH`` fsyncs the staging
+  file before it writes a new ``upload_offset``, so the offset ``HEAD`` reports
+  is on disk. Bytes past it (written by a worker that died before committing)
+  are unconfirmed: the next holder of the upload truncates them (``reconcile``).
+- **A lease, not a held connection, serialises writers.** ``lock_token`` +
+  ``lock_expires`` mark the one request allowed to write; it renews the lease
+  while it streams. A newer request sets ``release_requested``; a live holder
+  sees that at its next renewal, commits what it has and lets go, and a dead
+  holder's lease simply runs out. A held advisory lock would pin one pooled
+  connection per upload in flight for the whole transfer.
+- **Completion reuses the uploads pattern's storage**: same folder layout
+  (``UPLOAD_DIR/<id>``), same ``uploads`` row, so finished tus uploads are
+  listed, served with ranges and deleted like any other.
+
+Every function takes a pg8000.native connection; times come from the database
+clock (``clock_timestamp()``) so workers on different hosts agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from flaskstream.uploads import storage
+
+STAGING_PREFIX = "tus-"
+COLUMNS = ("id, upload_length, upload_offset, metadata, filename, content_type, staging_name, "
+           "state, created, updated, expires")
+SECONDS = "* interval '1 second'"
+
+
+@dataclasses.dataclass(frozen=True)
+class TusUpload:
+    """One row of ``tus_uploads``."""
+
+    id: str
+    length: int | None
+    offset: int
+    metadata: str | None
+    filename: str
+    content_type: str
+    staging_name: str
+    state: str
+    created: dt.datetime
+    updated: dt.datetime
+    expires: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> TusUpload:
+        return cls(*row)
+
+    @property
+    def complete(self) -> bool:
+        return self.length is not None and self.offset >= self.length
+
+    def staging_path(self, upload_dir: str | os.PathLike[str]) -> Path:
+        return storage.staging_dir(upload_dir) / self.staging_name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "offset": self.offset, "length": self.length,
+                "filename": self.filename, "content_type": self.content_type,
+                "state": self.state, "created": self.created.isoformat(),
+                "expires": self.expires.isoformat()}
+
+
+class UploadLocked(Exception):
+    """Another request holds the upload and did not let go in time."""
+
+
+class LeaseLost(Exception):
+    """This request no longer holds the upload's lease (it ran out, or another took it)."""
+
+
+# --- creation and reads ---------------------------------------------------------------
+
+
+def create(con: Any, upload_dir: str | os.PathLike[str], *, length: int | None,
+           metadata: str | None, filename: str, content_type: str, expires_in: float,
+           lock_token: str | None = None, lease: float = 0) -> TusUpload:
+    """A new upload with an empty staging file; locked by ``lock_token`` if given
+    (creation-with-upload writes right away)."""
+    upload_id = storage.new_upload_id()
+    staging = storage.StagingFile.create(upload_dir, prefix=STAGING_PREFIX)
+    staging.close()
+    try:
+        rows = con.run(
+            f"INSERT INTO tus_uploads (id, upload_length, metadata, filename, content_type, "
+            f"staging_name, expires, lock_token, lock_expires) VALUES (:id, :length, :metadata, "
+            f":filename, :content_type, :staging, clock_timestamp() + :expires_in {SECONDS}, "
+            f":token, CASE WHEN CAST(:token AS text) IS NULL THEN NULL "
+            f"ELSE clock_timestamp() + :lease {SECONDS} END) RETURNING {COLUMNS}",
+            id=upload_id, length=length, metadata=metadata, filename=filename,
+            content_type=content_type, staging=staging.name, expires_in=float(expires_in),
+            token=lock_token, lease=float(lease))
+    except BaseException:
+        staging.discard()
+        raise
+    return TusUpload.from_row(rows[0])
+
+
+def get(con: Any, upload_id: str) -> TusUpload | None:
+    if not storage.is_upload_id(upload_id):
+        return None
+    rows = con.run(f"SELECT {COLUMNS} FROM tus_uploads WHERE id = :id", id=upload_id)
+    return TusUpload.from_row(rows[0]) if rows else None
+
+
+def db_now(con: Any) -> dt.datetime:
+    return con.run("SELECT clock_timestamp()")[0][0]
+
+
+# --- the lease --------------------------------------------------------------------------
+
+
+def try_acquire(con: Any, upload_id: str, token: str, lease: float) -> TusUpload | None:
+    """Take the lease if it is free or ran out; the row, or None if someone holds it."""
+    rows = con.run(
+        f"UPDATE tus_uploads SET lock_token = :token, lock_expires = clock_timestamp() + "
+        f":lease {SECONDS}, release_requested = NULL WHERE id = :id AND (lock_token IS NULL "
+        f"OR lock_expires < clock_timestamp()) RETURNING {COLUMNS}",
+        id=upload_id, token=token, lease=float(lease))
+    return TusUpload.from_row(rows[0]) if rows else None
+
+
+def request_release(con: Any, upload_id: str) -> None:
+    con.run("UPDATE tus_uploads SET release_requested = clock_timestamp() "
+            "WHERE id = :id AND lock_token IS NOT NULL", id=upload_id)
+
+
+def acquire(connect: Callable[[], AbstractContextManager[Any]], upload_id: str, token: str,
+            lease: float, wait: float, sleep: Callable[[float], None] = time.sleep
+            ) -> TusUpload | None:
+    """Take the upload's lease, asking the current holder to let go; None if there is no upload.
+
+    The holder is a request that is still streaming (perhaps from a client that
+    vanished without closing its connection): it sees the request at its next
+    renewal, commits the bytes it has and releases. A holder that died is waited
+    out (its lease runs out). Raises ``UploadLocked`` after ``wait`` seconds.
+    """
+    if not storage.is_upload_id(upload_id):
+        return None
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        with connect() as con:
+            row = try_acquire(con, upload_id, token, lease)
+            if row is not None:
+                return row
+            if not con.run("SELECT 1 FROM tus_uploads WHERE id = :id", id=upload_id):
+                return None
+            request_release(con, upload_id)
+        if time.monotonic() >= deadline:
+            raise UploadLocked(upload_id)
+        sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def renew(con: Any, upload_id: str, token: str, lease: float) -> bool:
+    """Extend the lease; True if another request asked for the upload. Raises ``LeaseLost``."""
+    rows = con.run(
+        f"UPDATE tus_uploads SET lock_expires = clock_timestamp() + :lease {SECONDS} "
+        "WHERE id = :id AND lock_token = :token AND lock_expires >= clock_timestamp() "
+        "RETURNING release_requested IS NOT NULL",
+        id=upload_id, token=token, lease=float(lease))
+    if not rows:
+        raise LeaseLost(upload_id)
+    return bool(rows[0][0])
+
+
+def release(con: Any, upload_id: str, token: str) -> None:
+    con.run("UPDATE tus_uploads SET lock_token = NULL, lock_expires = NULL "
+            "WHERE id = :id AND lock_token = :token", id=upload_id, token=token)
+
+
+# --- progress and completion ----------------------------------------------------------------
+
+
+def commit_offset(con: Any, upload_id: str, token: str, offset: int, length: int | None,
+                  expires_in: float) -> TusUpload:
+    """Record a durable offset (the caller fsync'd up to it) and push the expiry back.
+
+    Only the lease holder can commit: raises ``LeaseLost`` otherwise.
+    """
+    rows = con.run(
+        f"UPDATE tus_uploads SET upload_offset = :offset, upload_length = :length, "
+        f"updated = clock_timestamp(), expires = clock_timestamp() + :expires_in {SECONDS} "
+        f"WHERE id = :id AND lock_token = :token AND state = 'active' RETURNING {COLUMNS}",
+        id=upload_id, token=token, offset=offset, length=length, expires_in=float(expires_in))
+    if not rows:
+        raise LeaseLost(upload_id)
+    return TusUpload.from_row(rows[0])
+
+
+def reconcile(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, token: str
+              ) -> TusUpload:
+    """Make the staging file agree with the durable offset, just after taking the lease.
+
+    Longer: a writer died between writing and committing — its tail is
+    unconfirmed and cut off. Shorter (the folder lost data): the offset falls
+    back to what is really there, so the client re-sends the rest.
+    """
+    path = row.staging_path(upload_dir)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return row
+    if size > row.offset:
+        os.truncate(path, row.offset)
+    elif size < row.offset:
+        row = commit_offset(con, row.id, token, size, row.length,
+                            (row.expires - db_now(con)).total_seconds())
+    return row
+
+
+def finalize(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload,
+             hash_file: Callable[[Path], str] | None = None) -> storage.Upload:
+    """Turn a complete upload into an ordinary one: atomic rename, SHA-256, ``uploads`` row.
+
+    Idempotent, so a worker that dies half-way is finished by the next request:
+    the rename is skipped if it already happened, the row reused if it exists.
+    The staging file was fsync'd by the request that wrote its last byte.
+    """
+    source = row.staging_path(upload_dir)
+    target = storage.final_path(upload_dir, row.id)
+    if source.exists():
+        os.rename(source, target)
+        storage.fsync_dir(upload_dir)
+    elif not target.exists():
+        raise FileNotFoundError(f"upload {row.id}: neither staging nor final file exists")
+    upload = storage.get_upload(con, row.id)
+    if upload is None:
+        digest = (hash_file or _sha256_hex)(target)
+        upload = storage.Upload(id=row.id, filename=row.filename, size=os.stat(target).st_size,
+                                sha256=digest, content_type=row.content_type, field=None)
+        storage.insert_uploads(con, [upload])
+    set_state(con, row.id, "done")
+    return upload
+
+
+def _sha256_hex(path: Path) -> str:
+    return storage.run_blocking(lambda: storage.hash_file(path).hexdigest())
+
+
+def set_state(con: Any, upload_id: str, state: str) -> None:
+    con.run("UPDATE tus_uploads SET state = :state, updated = clock_timestamp(), "
+            "lock_token = NULL, lock_expires = NULL WHERE id = :id", id=upload_id, state=state)
+
+
+def terminate(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload) -> None:
+    """Free everything of an upload (its finished file and row too); later requests get 410."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(row.staging_path(upload_dir))
+    if row.state == "done":
+        storage.delete_upload(con, upload_dir, row.id)
+    set_state(con, row.id, "terminated")
+
+
+def expire(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(row.staging_path(upload_dir))
+    set_state(con, row.id, "expired")
+
+
+# --- the janitor ---------------------------------------------------------------------------
+
+
+def expire_due(con: Any, upload_dir: str | os.PathLike[str], limit: int = 500) -> int:
+    """Remove unfinished uploads past their ``Upload-Expires`` that nobody is writing.
+
+    Rows stay as ``expired`` tombstones (answered with 410) until ``purge``.
+    ``SKIP LOCKED`` lets janitors of several workers run at once.
+    """
+    rows = con.run(
+        "UPDATE tus_uploads SET state = 'expired', updated = clock_timestamp(), "
+        "lock_token = NULL, lock_expires = NULL WHERE id IN (SELECT id FROM tus_uploads "
+        "WHERE state = 'active' AND expires < clock_timestamp() AND (lock_token IS NULL "
+        "OR lock_expires < clock_timestamp()) ORDER BY expires LIMIT :limit "
+        "FOR UPDATE SKIP LOCKED) RETURNING staging_name", limit=limit)
+    for (name,) in rows:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(storage.staging_dir(upload_dir) / name)
+    return len(rows)
+
+
+def purge(con: Any, older_than: float) -> int:
+    """Forget finished/terminated/expired rows older than ``older_than`` s (then 404, not 410)."""
+    rows = con.run(f"DELETE FROM tus_uploads WHERE state <> 'active' AND updated < "
+                   f"clock_timestamp() - :age {SECONDS} RETURNING id", age=float(older_than))
+    return len(rows)
