@@ -160,11 +160,13 @@ class LeaseKeeper:
 
 def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKeeper, *,
                 chunk_size: int, budget: int | None, hasher: Any | None,
+                declared: int | None = None,
                 on_chunk: Callable[[int], None] | None = None) -> int:
     """Append the body to ``path``; return how many bytes were written (all of them fully).
 
     ``budget`` bounds the body (the upload's remaining length): one byte more
-    raises ``LengthExceeded``. ``Interrupted`` subclasses carry ``written`` (the
+    raises ``LengthExceeded``; a body shorter than its ``declared`` Content-Length
+    raises ``ClientGone``. ``Interrupted`` subclasses carry ``written`` (the
     bytes appended before the stop) as an attribute; so do ``InsufficientStorage``
     and ``LengthExceeded``.
     """
@@ -181,6 +183,10 @@ def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKe
             except Exception as exc:  # werkzeug ClientDisconnected, gunicorn NoMoreData, OSError
                 raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
             if not chunk:
+                if declared is not None and written < declared:
+                    # gunicorn's wsgi.input (werkzeug uses it as-is, wsgi.input_terminated)
+                    # just ends early when the peer closes: a short body is a disconnect.
+                    raise ClientGone(f"the body ended after {written} of {declared} bytes")
                 return written
             keeper.last_data = time.monotonic()
             if budget is not None and written + len(chunk) > budget:

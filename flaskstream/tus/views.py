@@ -283,7 +283,8 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
     protocol.check_declared_body(request.content_length, budget)
     path = row.staging_path(upload_dir)
     start = row.offset
-    keeper = receive.LeaseKeeper(_connect, row.id, token, lease=_cfg("TUS_LOCK_LEASE"),
+    # The watcher greenlet runs outside the app context: give it the bound pool.
+    keeper = receive.LeaseKeeper(db.get_database().connection, row.id, token, lease=_cfg("TUS_LOCK_LEASE"),
                                  interval=_cfg("TUS_LOCK_POLL"),
                                  idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None).start()
     checkpoint = int(_cfg("TUS_CHECKPOINT_BYTES") or 0)
@@ -300,7 +301,8 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
     try:
         written = receive.append_body(path, request.stream, keeper,
                                       chunk_size=int(_cfg("UPLOAD_CHUNK_SIZE")), budget=budget,
-                                      hasher=hasher, on_chunk=on_chunk)
+                                      hasher=hasher, declared=request.content_length,
+                                      on_chunk=on_chunk)
         if checksum is not None and not checksum.matches(hasher):
             os.truncate(path, start)
             raise protocol.checksum_mismatch(checksum.algorithm)
