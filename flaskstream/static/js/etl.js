@@ -85,6 +85,7 @@ export function initEtl(root) {
     bar.setAttribute("aria-valuenow", "0");
     const job = `dash-${newId(6)}`;
     const table = $("#etl-table", root).value;
+    const mode = $("#etl-mode", root).value;
     root.dataset.job = job;
     setState(state, "running", "connecting…");
     const progress = await subscribe(`etl.${job}`, {
@@ -94,7 +95,7 @@ export function initEtl(root) {
     });
     setState(state, "running", "loading…");
     try {
-      const response = await api(`/etl/jobs?table=${encodeURIComponent(table)}&job=${job}`, {
+      const response = await api(`/etl/jobs?table=${encodeURIComponent(table)}&mode=${mode}&job=${job}`, {
         method: "POST",
         headers: { "Content-Type": chosen.name.endsWith(".gz") ? "application/gzip" : "text/csv" },
         body: chosen.blob,

@@ -159,7 +159,7 @@ async function uploadPlain(file, row) {
     for (let attempt = 0; attempt < 2; attempt += 1) {
       const outcome = await sendMultipart(file, row, id);
       if (outcome.status === 401 && attempt === 0) {
-        if (await askToken("That token was refused.")) continue;
+        if (await askToken(authHeaders().Authorization ? "That token was refused." : "")) continue;
       }
       return finish(outcome, row);
     }
@@ -209,7 +209,6 @@ function uploadTus(file, row) {
   const tus = window.tus;
   if (!tus || !tus.isSupported) throw new Error("tus-js-client is not available in this browser");
   return new Promise((resolve) => {
-    let resumedFrom = null;
     const upload = new tus.Upload(file, {
       endpoint: TUS_ENDPOINT,
       chunkSize: TUS_CHUNK,
@@ -218,13 +217,12 @@ function uploadTus(file, row) {
       headers: authHeaders(),
       storeFingerprintForResuming: true,
       removeFingerprintOnSuccess: true,
-      onProgress(sent, total) {
-        row.sent(sent, total);
-        row.stored(sent, total); // tus: the offset is what the server has stored
-      },
-      async onSuccess(payload) {
+      onProgress(sent, total) { row.sent(sent, total); },
+      // The offset the server acknowledged after each PATCH: bytes it has made durable.
+      onChunkComplete(_chunk, accepted, total) { row.stored(accepted, total); },
+      async onSuccess() {
         try {
-          row.succeed(await tusResult(upload, payload, file));
+          row.succeed(await tusResult(upload, file));
         } catch (error) {
           row.fail(error.message);
         }
@@ -248,31 +246,23 @@ function uploadTus(file, row) {
     upload.findPreviousUploads().then((previous) => {
       if (previous.length) {
         upload.resumeFromPreviousUpload(previous[0]);
-        resumedFrom = previous[0];
         row.setState("uploading", "resuming");
+        row.node.dataset.resumed = "true";
       }
       row.started = performance.now();
       upload.start();
-      if (resumedFrom) row.node.dataset.resumed = "true";
     });
   });
 }
 
-/** The stored upload behind a finished tus upload: from its Upload-Id header or the list. */
-async function tusResult(upload, payload, file) {
-  const response = payload?.lastResponse;
-  const id = response?.getHeader("Upload-Id") || response?.getHeader("X-Upload-Id");
-  if (id) {
-    const single = await fetch(`/uploads/${encodeURIComponent(id)}`, { cache: "no-store" });
-    if (single.ok) return single.json();
-  }
-  const head = await fetch(upload.url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0" } });
-  const location = head.headers.get("Upload-Id") || head.headers.get("Content-Location");
-  if (location) {
-    const single = await fetch(location.includes("/") ? location : `/uploads/${location}`);
-    if (single.ok) return single.json();
-  }
-  return { size: file.size, sha256: null, url: null };
+/** The stored upload behind a finished tus upload: it keeps the tus upload's id. */
+async function tusResult(upload, file) {
+  const id = decodeURIComponent(new URL(upload.url, location.href).pathname.split("/").pop());
+  const response = await fetch(`/uploads/${encodeURIComponent(id)}`, { cache: "no-store" });
+  if (!response.ok) throw new Error(`upload finished but ${await errorText(response)}`);
+  const stored = await response.json();
+  if (stored.size !== file.size) throw new Error(`server stored ${stored.size} of ${file.size} bytes`);
+  return stored;
 }
 
 async function showPendingTus(root) {
