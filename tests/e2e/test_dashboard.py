@@ -288,6 +288,46 @@ def test_a_cancelled_upload_leaves_nothing_on_the_server(
     assert page.locator("#up-list tr", has_text="cancel-me.bin").count() == 0
 
 
+def test_a_resumable_upload_resumes_after_a_reload(
+        browser: Any, live_server: LiveServer, tmp_path: Path) -> None:
+    """tus-js-client (vendored) against /uploads/tus/: reload mid-upload, pick the file again."""
+    path = tmp_path / "resume-me.bin"
+    size = 40 * MiB
+    sha256 = random_file(path, size)
+    context, page, errors = open_dashboard(browser, live_server.url)
+    try:
+        cdp = throttle_uploads(page, 8 * MiB)
+        page.check("#up-resumable")
+        page.set_input_files("#up-input", str(path))
+        row = "#up-transfers li[data-name='resume-me.bin']"
+        # The first 16 MiB PATCH is acknowledged (the server's offset moved): now reload.
+        page.wait_for_function(
+            f"Number(document.querySelector(\"{row} .bar\")?.dataset.serverEvents) >= 1",
+            timeout=30_000)
+        cdp.detach()
+        page.reload()
+        page.wait_for_selector("html[data-ready=true]")
+        page.wait_for_selector("#up-pending:not([hidden])")
+        assert "resume-me.bin" in text(page, "#up-pending")
+
+        page.evaluate(RECORD_BAR, f"{row} .bar")
+        page.check("#up-resumable")
+        page.set_input_files("#up-input", str(path))
+        page.wait_for_selector(f"{row}[data-resumed=true]")
+        page.locator(f"{row} .pill[data-state=stored]").wait_for(timeout=60_000)
+        assert page.locator(f"{row} .sha256").inner_text() == sha256
+        assert page.locator(f"{row} .size").inner_text() == str(size)
+        seen = [v for v in page.evaluate("window.__bar") if v > 0]
+        assert seen and seen[0] >= 40, seen  # it went on from the server's offset, not from 0
+        page.wait_for_selector("#up-pending[hidden]", state="attached")
+    finally:
+        context.close()
+    stored = [u for u in stored_uploads(live_server) if u["filename"] == "resume-me.bin"]
+    assert [(u["size"], u["sha256"]) for u in stored] == [(size, sha256)]
+    # The aborted PATCH of the reloaded page may log a failed request; nothing else may.
+    assert errors.take(ignore=("net::ERR_",)) == []
+
+
 # --- media ----------------------------------------------------------------------------
 
 
@@ -421,8 +461,14 @@ def test_an_etl_job_completes_with_the_right_counts(
     page.locator("#panel-etl").screenshot(path=artifacts / "panel-etl.png")
 
 
-def test_full_page_screenshot(dashboard: Any, artifacts: Path) -> None:
+def test_full_page_screenshot(dashboard: Any, big_video: dict[str, Any], artifacts: Path) -> None:
+    """The README's picture: every panel after use, the token answer complete."""
     page = dashboard
+    page.fill("#tok-prompt", "Why stream a response?")
+    page.click("#tok-start")
+    page.wait_for_selector("#tok-state[data-state=done]", timeout=30_000)
+    page.click("#up-refresh")
+    page.locator("#up-list tr", has_text="seek-test.mp4").wait_for()
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=artifacts / "dashboard.png", full_page=True)
     assert (artifacts / "dashboard.png").stat().st_size > 10_000

@@ -49,6 +49,7 @@ export function initUploads(root) {
           job.row.fail(error.message || String(error));
         }
         refreshList(root);
+        if (job.resumable) showPendingTus(root);
       }
     } finally {
       busy = false;
@@ -115,8 +116,12 @@ function transferRow(file, resumable) {
       serverBytes.textContent = `server wrote ${formatBytes(bytes)}`;
     },
     succeed(file) {
-      row.sent(1, 1);
+      sent.style.width = "100%";
       stored.style.width = "100%";
+      bar.setAttribute("aria-valuenow", "100");
+      percent.textContent = "100%";
+      const seconds = (performance.now() - row.started) / 1000;
+      speed.textContent = seconds > 0 ? `average ${formatRate(file.size / seconds)}` : "";
       cancel.remove();
       row.setState("stored", "stored");
       result.replaceChildren(
