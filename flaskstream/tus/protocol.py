@@ -205,7 +205,7 @@ def is_offset_stream(content_type: str | None) -> bool:
 def check_patch_content_type(content_type: str | None) -> None:
     if not is_offset_stream(content_type):
         raise TusError(415, "TUS_CONTENT_TYPE",
-                       f"PATCH requests need Content-Type: {OFFSET_CONTENT_TYPE}")
+                       f"upload bodies need Content-Type: {OFFSET_CONTENT_TYPE}")
 
 
 # --- Upload-Metadata -------------------------------------------------------------------

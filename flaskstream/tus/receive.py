@@ -16,6 +16,7 @@ long, so the same checks run inline between chunks instead.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import time
@@ -161,7 +162,8 @@ class LeaseKeeper:
 def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKeeper, *,
                 chunk_size: int, budget: int | None, hasher: Any | None,
                 declared: int | None = None,
-                on_chunk: Callable[[int], None] | None = None) -> int:
+                on_chunk: Callable[[int], None] | None = None,
+                salvage: Callable[[], bytes] | None = None) -> int:
     """Append the body to ``path``; return how many bytes were written (all of them fully).
 
     ``budget`` bounds the body (the upload's remaining length): one byte more
@@ -178,7 +180,18 @@ def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKe
             try:
                 with keeper.read_guard():
                     chunk = stream.read(max(want, 1))
-            except Interrupted:
+            except Interrupted as exc:
+                # The read was cut short by the watcher: what the server had already
+                # received for it sits in the server's buffers. Keep it (still ours).
+                extra = salvage() if salvage is not None and not isinstance(exc, LeaseExpired) \
+                    and time.monotonic() < keeper.valid_until else b""
+                if budget is not None:
+                    extra = extra[: budget - written]
+                if extra:
+                    _write_all(fd, extra)
+                    if hasher is not None:
+                        hasher.update(extra)
+                    written += len(extra)
                 raise
             except Exception as exc:  # werkzeug ClientDisconnected, gunicorn NoMoreData, OSError
                 raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
@@ -203,6 +216,32 @@ def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKe
         raise
     finally:
         os.close(fd)
+
+
+def salvage_gunicorn_buffers(raw_input: Any) -> bytes:
+    """The body bytes gunicorn received for a read that was interrupted (best effort).
+
+    gunicorn's ``Body.read`` loops until it has the size asked for, keeping what
+    it got so far in ``Body.buf`` and its ``SocketUnreader.buf`` (in that order).
+    An exception thrown into the blocked ``recv`` leaves them there; without this,
+    up to one read (``UPLOAD_CHUNK_SIZE``) of received bytes would be lost on every
+    takeover or idle timeout. Only the fixed-length reader is handled (a chunked
+    body's framing state is not recoverable); anything unexpected gives ``b""``.
+    The buffers are emptied, and the body marked failed so the connection is not reused.
+    """
+    body_buf = getattr(raw_input, "buf", None)
+    reader = getattr(raw_input, "reader", None)
+    unreader = getattr(reader, "unreader", None)
+    unreader_buf = getattr(unreader, "buf", None)
+    if type(reader).__name__ != "LengthReader" or not isinstance(body_buf, io.BytesIO) \
+            or not isinstance(unreader_buf, io.BytesIO):
+        return b""
+    data = body_buf.getvalue() + unreader_buf.getvalue()
+    raw_input.buf = io.BytesIO()
+    unreader.buf = io.BytesIO()
+    with contextlib.suppress(AttributeError):
+        raw_input.failed = True
+    return data[: max(int(getattr(reader, "length", 0)) + len(body_buf.getvalue()), 0)]
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,15 +16,14 @@ import hmac
 import logging
 import os
 import secrets
-import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import auth, db
 from flaskstream.errors import ApiError, error_response
-from flaskstream.tus import protocol, receive, store
+from flaskstream.tus import janitor, protocol, receive, store
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,6 @@ bp = Blueprint("tus", __name__, url_prefix="/uploads/tus")
 EXPOSED = ("Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
            "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Defer-Length",
            "Upload-Metadata", "Upload-Expires", "Location")
-_janitor_started: set[int] = set()
-_janitor_lock = threading.Lock()
 
 
 def _cfg(name: str) -> Any:
@@ -57,7 +54,7 @@ def _method() -> str:
 
 @bp.before_request
 def _check_request() -> None:
-    _start_janitor(current_app._get_current_object())  # type: ignore[attr-defined]
+    janitor.start(current_app._get_current_object())  # type: ignore[attr-defined]
     method = _method()
     if method != request.method and method in auth.WRITE_METHODS \
             and request.method not in auth.WRITE_METHODS:
@@ -141,7 +138,7 @@ def create_upload() -> Response:
     token = secrets.token_hex(16)
     with _connect() as con:
         row = store.create(con, _cfg("UPLOAD_DIR"), length=creation.length,
-                           metadata=raw_metadata.strip() if metadata else None,
+                           metadata=raw_metadata.strip() if metadata and raw_metadata else None,
                            filename=filename, content_type=content_type,
                            expires_in=_cfg("TUS_EXPIRATION_SECONDS"),
                            lock_token=token, lease=_cfg("TUS_LOCK_LEASE"))
@@ -302,7 +299,7 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
         written = receive.append_body(path, request.stream, keeper,
                                       chunk_size=int(_cfg("UPLOAD_CHUNK_SIZE")), budget=budget,
                                       hasher=hasher, declared=request.content_length,
-                                      on_chunk=on_chunk)
+                                      on_chunk=on_chunk, salvage=raw_input_salvage)
         if checksum is not None and not checksum.matches(hasher):
             os.truncate(path, start)
             raise protocol.checksum_mismatch(checksum.algorithm)
@@ -327,6 +324,10 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
     if row.complete:
         row = _complete(row)
     return row
+
+
+def raw_input_salvage() -> bytes:
+    return receive.salvage_gunicorn_buffers(request.environ.get("wsgi.input"))
 
 
 def _keep_partial(path: os.PathLike[str], row: store.TusUpload, token: str, start: int,
@@ -393,48 +394,12 @@ def _progress_publisher(upload_id: str, total: int | None, interval: float = 0.2
 # --- janitor and setup -------------------------------------------------------------------------
 
 
-def expire_and_purge(app: Flask) -> tuple[int, int]:
-    """One janitor pass: remove expired unfinished uploads, forget old tombstones."""
-    with db.get_database(app).connection() as con:
-        expired = store.expire_due(con, app.config["UPLOAD_DIR"])
-        purged = store.purge(con, float(app.config["TUS_TOMBSTONE_SECONDS"]))
-    if expired or purged:
-        log.info("tus janitor: %d expired uploads removed, %d old records purged", expired, purged)
-    return expired, purged
-
-
-def _janitor_loop(app: Flask) -> None:
-    import gevent
-
-    interval = float(app.config["TUS_JANITOR_INTERVAL"])
-    while True:
-        gevent.sleep(interval * (0.75 + secrets.randbelow(500) / 1000))  # spread workers apart
-        try:
-            expire_and_purge(app)
-        except Exception:  # noqa: BLE001 - try again next round
-            log.warning("tus janitor pass failed", exc_info=True)
-
-
-def _start_janitor(app: Flask) -> None:
-    """One janitor greenlet per worker process, started by its first tus request."""
-    if id(app) in _janitor_started or not app.config["TUS_JANITOR_INTERVAL"] \
-            or not receive.gevent_active():
-        return
-    with _janitor_lock:
-        if id(app) in _janitor_started:
-            return
-        _janitor_started.add(id(app))
-    import gevent
-
-    gevent.spawn(_janitor_loop, app)
-
-
 @bp.cli.command("expire")
 def expire_command() -> None:
     """Remove expired unfinished tus uploads now (the workers also do it periodically)."""
     import click
 
-    expired, purged = expire_and_purge(current_app._get_current_object())  # type: ignore[attr-defined]
+    expired, purged = janitor.expire_and_purge(current_app._get_current_object())  # type: ignore[attr-defined]
     click.echo(f"{expired} expired uploads removed, {purged} old records purged")
 
 

@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from flaskstream import db
-from flaskstream.tus import store, views
+from flaskstream.tus import janitor, store
 
 pytestmark = pytest.mark.db
 
@@ -229,7 +229,7 @@ def test_expired_upload_answers_410_and_janitor_removes_files(client: FlaskClien
     paths = [r.staging_path(app.config["UPLOAD_DIR"]) for r in rows if r is not None]
     assert all(p.exists() for p in paths)
     time.sleep(0.7)
-    assert views.expire_and_purge(app) == (2, 0)
+    assert janitor.expire_and_purge(app) == (2, 0)
     assert not any(p.exists() for p in paths)
     for url in (first, second):
         assert client.head(url, headers=TUS).status_code == 410

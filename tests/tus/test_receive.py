@@ -1,0 +1,137 @@
+"""The PATCH streaming loop without a server: exact bytes, budget, short bodies, lease checks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flaskstream.tus import receive, store
+
+
+class FakeCon:
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+
+    def run(self, sql: str, **params: Any) -> Any:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def keeper(answers: list[Any] | None = None, **kwargs: Any) -> receive.LeaseKeeper:
+    con = FakeCon(answers if answers is not None else [[[False]]] * 100)
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[FakeCon]:
+        yield con
+
+    options = {"lease": 10.0, "interval": 0.0, "idle_timeout": None, **kwargs}
+    return receive.LeaseKeeper(connect, "0" * 32, "token", **options)
+
+
+class Trickle(io.RawIOBase):
+    """Returns at most ``step`` bytes per read, like a socket."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.pos = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        n = min(self.step, size if size >= 0 else self.step)
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
+def test_appends_exact_bytes_and_hashes(tmp_path: Path, step: int) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"head")
+    data = bytes(range(256)) * 40
+    hasher = hashlib.sha1()
+    seen: list[int] = []
+    written = receive.append_body(path, Trickle(data, step), keeper(), chunk_size=1000,
+                                  budget=len(data), hasher=hasher, declared=len(data),
+                                  on_chunk=seen.append)
+    assert written == len(data)
+    assert path.read_bytes() == b"head" + data
+    assert hasher.digest() == hashlib.sha1(data).digest()
+    assert seen[-1] == len(data) and seen == sorted(seen)
+
+
+def test_one_byte_over_budget_is_refused_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    with pytest.raises(receive.LengthExceeded) as info:
+        receive.append_body(path, Trickle(b"x" * 11, 11), keeper(), chunk_size=64, budget=10,
+                            hasher=None)
+    assert info.value.written == 0  # type: ignore[attr-defined]
+    assert path.read_bytes() == b""
+
+
+def test_short_body_is_a_disconnect_that_keeps_what_arrived(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    with pytest.raises(receive.ClientGone) as info:
+        receive.append_body(path, Trickle(b"abc", 2), keeper(), chunk_size=64, budget=None,
+                            hasher=None, declared=10)
+    assert info.value.written == 3  # type: ignore[attr-defined]
+    assert path.read_bytes() == b"abc"
+
+
+def test_read_errors_become_client_gone(tmp_path: Path) -> None:
+    class Broken(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("connection reset")
+
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    with pytest.raises(receive.ClientGone):
+        receive.append_body(path, Broken(), keeper(), chunk_size=64, budget=None, hasher=None)
+
+
+def test_release_request_stops_the_stream(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    k = keeper([[[True]]])  # the first renewal reports a release request
+    with pytest.raises(receive.TakenOver) as info:
+        receive.append_body(path, Trickle(b"abcdef", 3), k, chunk_size=3, budget=None,
+                            hasher=None)
+    assert info.value.written == 0  # type: ignore[attr-defined]
+
+
+def test_lost_lease_stops_the_stream(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    k = keeper([[]])  # renewal matched no row: the lease belongs to someone else
+    with pytest.raises(receive.LeaseExpired):
+        receive.append_body(path, Trickle(b"abcdef", 3), k, chunk_size=3, budget=None,
+                            hasher=None)
+    assert path.read_bytes() == b""
+
+
+def test_lease_running_out_locally_stops_writes_even_if_renewal_fails(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    k = keeper([RuntimeError("database down")] * 10, lease=1.0)  # valid_until = now + 0
+    time.sleep(0.01)
+    with pytest.raises(receive.LeaseExpired):
+        receive.append_body(path, Trickle(b"abcdef", 3), k, chunk_size=3, budget=None,
+                            hasher=None)
+    assert path.read_bytes() == b""
+
+
+def test_store_renew_raises_when_not_held() -> None:
+    with pytest.raises(store.LeaseLost):
+        store.renew(FakeCon([[]]), "0" * 32, "t", 5)
+    assert store.renew(FakeCon([[[True]]]), "0" * 32, "t", 5) is True
