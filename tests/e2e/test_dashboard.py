@@ -328,6 +328,39 @@ def test_a_resumable_upload_resumes_after_a_reload(
     assert errors.take(ignore=("net::ERR_",)) == []
 
 
+def test_a_cancelled_resumable_upload_is_terminated_on_the_server(
+        dashboard: Any, live_server: LiveServer, tmp_path: Path) -> None:
+    page = dashboard
+    path = tmp_path / "terminate-me.bin"
+    random_file(path, 40 * MiB)
+    before = stored_uploads(live_server)
+    created: list[str] = []
+    page.on("response", lambda r: r.request.method == "POST" and "/uploads/tus" in r.url
+            and r.status == 201 and created.append(r.headers["location"]))
+    cdp = throttle_uploads(page, 8 * MiB)
+    try:
+        page.check("#up-resumable")
+        page.set_input_files("#up-input", str(path))
+        row = page.locator("#up-transfers li[data-name='terminate-me.bin']")
+        page.wait_for_function(
+            "Number(document.querySelector(\"#up-transfers li[data-name='terminate-me.bin'] .bar\")"
+            "?.dataset.serverEvents) >= 1", timeout=30_000)
+        row.locator("button", has_text="Cancel").click()
+        row.locator(".pill[data-state=cancelled]").wait_for()
+        assert "deleted" in row.inner_text()
+    finally:
+        page.uncheck("#up-resumable")
+        cdp.detach()
+    assert len(created) == 1
+    status = requests.head(live_server.url + created[0], headers={"Tus-Resumable": "1.0.0"}, timeout=5)
+    assert status.status_code in (404, 410)  # terminated: tus DELETE removed it
+    deadline = time.monotonic() + 10
+    while staging_files(live_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert staging_files(live_server) == []
+    assert stored_uploads(live_server) == before
+
+
 # --- media ----------------------------------------------------------------------------
 
 
