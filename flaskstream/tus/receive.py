@@ -233,8 +233,8 @@ def salvage_gunicorn_buffers(raw_input: Any) -> bytes:
     reader = getattr(raw_input, "reader", None)
     unreader = getattr(reader, "unreader", None)
     unreader_buf = getattr(unreader, "buf", None)
-    if type(reader).__name__ != "LengthReader" or not isinstance(body_buf, io.BytesIO) \
-            or not isinstance(unreader_buf, io.BytesIO):
+    if type(reader).__name__ != "LengthReader" or unreader is None \
+            or not isinstance(body_buf, io.BytesIO) or not isinstance(unreader_buf, io.BytesIO):
         return b""
     data = body_buf.getvalue() + unreader_buf.getvalue()
     raw_input.buf = io.BytesIO()
