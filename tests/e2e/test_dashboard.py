@@ -502,6 +502,14 @@ def test_full_page_screenshot(dashboard: Any, big_video: dict[str, Any], artifac
     page.wait_for_selector("#tok-state[data-state=done]", timeout=30_000)
     page.click("#up-refresh")
     page.locator("#up-list tr", has_text="seek-test.mp4").wait_for()
+    page.click("#media-list button[data-src='/media/sample.mp4']")
+    page.wait_for_function("document.querySelector('#media-video').readyState >= 1")
+    page.evaluate("""() => new Promise(resolve => {
+        const v = document.querySelector('#media-video');
+        v.addEventListener('seeked', resolve, {once: true});
+        v.currentTime = 3.5;
+    })""")
+    page.mouse.move(0, 0)  # no hover state on the player's controls
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=artifacts / "dashboard.png", full_page=True)
     assert (artifacts / "dashboard.png").stat().st_size > 10_000

@@ -14,6 +14,7 @@ export function initMedia(root) {
   const timeLabel = $("#media-time", root);
   const durationLabel = $("#media-duration", root);
   const nameLabel = $("#media-name", root);
+  const info = $("#media-info", root);
   let current = null;
 
   const player = () => (audio.hidden ? video : audio);
@@ -30,6 +31,17 @@ export function initMedia(root) {
     }
     spans.push(el("i", { style: `left:calc(${(media.currentTime / duration) * 100}% - 1px)` }));
     bufferedBar.replaceChildren(...spans);
+    const islands = [];
+    for (let i = 0; i < media.buffered.length; i += 1) {
+      islands.push(`${media.buffered.start(i).toFixed(1)}–${media.buffered.end(i).toFixed(1)} s`);
+    }
+    if (current) {
+      info.replaceChildren(
+        el("dt", { text: "file" }), el("dd", { text: current.name }),
+        el("dt", { text: "type" }), el("dd", { text: current.content_type }),
+        el("dt", { text: "size" }), el("dd", { text: formatBytes(current.size) }),
+        el("dt", { text: "buffered" }), el("dd", { "data-key": "buffered", text: islands.join(", ") || "–" }));
+    }
     timeLabel.textContent = media.currentTime.toFixed(1);
     durationLabel.textContent = duration.toFixed(1);
   }
