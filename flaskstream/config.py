@@ -60,7 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # Delay between words of /stream/tokens (the stand-in for an upstream model).
     "TOKENS_DELAY": 0.05,
     # --- uploads ----------------------------------------------------------
-    "UPLOAD_CHUNK_SIZE": 256 * KiB,
+    # Largest read from an upload body; reads shrink (down to 64 KiB) so that all
+    # uploads in flight in one worker share UPLOAD_BUFFER_BUDGET of read buffers.
+    "UPLOAD_CHUNK_SIZE": 1 * MiB,
+    "UPLOAD_BUFFER_BUDGET": 8 * MiB,
     "LIMIT_BODY_SIZE": 8 * GiB,
     "LIMIT_FILE_SIZE": 4 * GiB,
     "LIMIT_FILE_COUNT": 20,

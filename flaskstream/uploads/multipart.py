@@ -30,6 +30,7 @@ from typing import Any
 
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import (
+    LINE_BREAK_RE,
     NEED_DATA,
     Data,
     Epilogue,
@@ -123,11 +124,36 @@ class ExactMultipartDecoder(MultipartDecoder):
                 return True
         return False
 
-    def _last_partial_boundary_index(self, data: bytes | bytearray) -> int:
+    def _parse_data(self, data: bytes | bytearray, *, start: bool) -> tuple[bytes, int, bool]:
+        """werkzeug's ``_parse_data`` with the corrected look-back and fewer copies.
+
+        Same decisions as upstream (3.1.9); the part data is copied once
+        (``memoryview.tobytes``) instead of being sliced into a new buffer,
+        copied again, and the whole buffer sliced once more for the look-back.
+        """
+        data_start = 0
+        if start:
+            match = LINE_BREAK_RE.match(data)
+            data_start = match.end() if match is not None else 0
+        more_data = True
+        if data.find(self._dash_boundary) == -1:
+            data_end = del_index = self._last_partial_boundary_index(data, data_start)
+        else:
+            found = self.boundary_re.search(data)
+            if found is not None:
+                self.state = State.EPILOGUE if found.group(1).startswith(b"--") else State.PART
+                data_end, del_index, more_data = found.start(), found.end(), False
+            else:
+                data_end = del_index = self._last_partial_boundary_index(data, data_start)
+        with memoryview(data) as view:
+            chunk = view[data_start:max(data_start, data_end)].tobytes()
+        return chunk, del_index, more_data
+
+    def _last_partial_boundary_index(self, data: bytes | bytearray, start: int = 0) -> int:
         n = len(data)
         candidates: list[int] = []
         # Short candidates: a line break in the last len(LB + dash + "-") bytes.
-        window_start = max(0, n - (len(self._dash_boundary) + 3))
+        window_start = max(start, n - (len(self._dash_boundary) + 3))
         for i in range(window_start, n):
             if data[i] in (0x0D, 0x0A):
                 candidates.append(i)
@@ -136,8 +162,8 @@ class ExactMultipartDecoder(MultipartDecoder):
         while end > 0 and data[end - 1] in (0x20, 0x09):
             end -= 1
         dash_at = end - len(self._dash_boundary)
-        if end < n and dash_at >= 1 and data[dash_at:end] == self._dash_boundary:
-            if data[dash_at - 1] == 0x0A and dash_at >= 2 and data[dash_at - 2] == 0x0D:
+        if end < n and dash_at >= start + 1 and data[dash_at:end] == self._dash_boundary:
+            if data[dash_at - 1] == 0x0A and dash_at >= start + 2 and data[dash_at - 2] == 0x0D:
                 candidates.append(dash_at - 2)
             elif data[dash_at - 1] in (0x0D, 0x0A):
                 candidates.append(dash_at - 1)

@@ -47,6 +47,9 @@ STAGING_SUFFIX = ".part"
 # Errors that mean "the disk (or the user's quota) is full" → HTTP 507.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FILE_MODE = 0o640
+# Chunks at least this big are hashed on gevent's thread pool (smaller: inline,
+# where the hand-off would cost more than the hash).
+HASH_OFFLOAD_MIN = 64 * 1024
 
 T = TypeVar("T")
 
@@ -55,17 +58,23 @@ class InsufficientStorage(OSError):
     """The filesystem is full (ENOSPC/EDQUOT) while staging or finalizing."""
 
 
-def run_blocking(func: Callable[..., T], *args: Any) -> T:
-    """Run a call that may block for long (fsync) off the gevent loop when gevent is active."""
+def gevent_threadpool() -> Any | None:
+    """gevent's hub thread pool when this process runs under gevent (monkey-patched), else None."""
     try:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a runtime dependency
-        return func(*args)
+        return None
     if not monkey.is_module_patched("os") and not monkey.is_module_patched("socket"):
-        return func(*args)
+        return None
     import gevent
 
-    return gevent.get_hub().threadpool.apply(func, args)
+    return gevent.get_hub().threadpool
+
+
+def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run a call that may block for long (fsync) off the gevent loop when gevent is active."""
+    pool = gevent_threadpool()
+    return func(*args) if pool is None else pool.apply(func, args)
 
 
 def _raise_storage_error(exc: OSError) -> None:
@@ -112,6 +121,11 @@ class StagingFile:
     Not thread-safe; one request (greenlet) owns it. Use as a context manager
     (or call ``discard`` in a ``finally``): unless ``finalize`` succeeded, the
     staging file is removed.
+
+    Under gevent, ``write`` writes synchronously (so ENOSPC surfaces at once)
+    but hands the chunk's SHA-256 update to a pool thread (hashlib releases
+    the GIL) while the greenlet goes on reading and parsing the next chunk:
+    one chunk in flight per file, and a second core does the hashing.
     """
 
     def __init__(self, upload_dir: str | os.PathLike[str], path: Path, fd: int,
@@ -122,6 +136,8 @@ class StagingFile:
         self._fd: int | None = fd
         self._hasher = hasher
         self.finalized_path: Path | None = None
+        self._pool = gevent_threadpool()
+        self._pending: Any | None = None
 
     @classmethod
     def create(cls, upload_dir: str | os.PathLike[str], prefix: str = "up-") -> StagingFile:
@@ -165,13 +181,34 @@ class StagingFile:
                 view = view[written:]
         except OSError as exc:
             _raise_storage_error(exc)
-        if self._hasher is not None:
-            self._hasher.update(data)
         self.size += len(data)
+        if self._hasher is None:
+            return
+        # Hash on a pool thread (hashlib releases the GIL) while this greenlet
+        # reads the next chunk; only immutable bytes may outlive this call.
+        self.flush()
+        if self._pool is not None and isinstance(data, bytes) and len(data) >= HASH_OFFLOAD_MIN:
+            self._pending = self._pool.spawn(self._hasher.update, data)
+        else:
+            self._hasher.update(data)
+
+    def flush(self) -> None:
+        """Wait for the hash update in flight (if any)."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            pending.get()
+        finally:
+            # Interrupted (gevent.Timeout, kill) before the thread finished: keep
+            # it, so that close() still waits and never closes a descriptor in use.
+            if pending.ready():
+                self._pending = None
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of everything written so far (computed by reading back if resumed)."""
+        self.flush()
         if self._hasher is None:
             self._hasher = hash_file(self.path)
         return self._hasher.hexdigest()
@@ -200,6 +237,10 @@ class StagingFile:
 
     def close(self) -> None:
         """Close the descriptor, keeping the staging file (resumable uploads)."""
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - closing after a failed write still closes
+            pass
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

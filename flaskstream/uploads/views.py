@@ -70,12 +70,30 @@ def _progress(total: int | None) -> receive.Progress:
     return receive.Progress(progress_id, total, _publisher() if progress_id else None)
 
 
+def _body_stream() -> Any:
+    """The request body to read: the server's own stream when it terminates it.
+
+    With ``wsgi.input_terminated`` (gunicorn sets it) the server stops at the
+    end of the body itself, so werkzeug's ``LimitedStream`` — three extra
+    copies of every chunk through ``RawIOBase.read`` — buys nothing; elsewhere
+    ``request.stream`` is the safe wrapper.
+    """
+    environ = request.environ
+    if environ.get("wsgi.input_terminated") and environ.get("wsgi.input") is not None:
+        return environ["wsgi.input"]
+    return request.stream
+
+
 def _chunks() -> Iterator[bytes]:
+    """The body in chunks sized by the worker's buffer budget (see ``receive.ChunkBudget``)."""
     c = current_app.config
     timeout = c["UPLOAD_IDLE_TIMEOUT"]
-    return receive.read_chunks(request.stream, request.environ.get("wsgi.input"),
-                               int(c["UPLOAD_CHUNK_SIZE"]),
-                               float(timeout) if timeout else None)
+    budget = receive.ChunkBudget(int(c["UPLOAD_BUFFER_BUDGET"]), int(c["UPLOAD_CHUNK_SIZE"]))
+    stream = receive.GunicornSocketBody.wrap(request.environ) or _body_stream()
+    with budget:
+        yield from receive.read_chunks(stream, request.environ.get("wsgi.input"), budget.size,
+                                       float(timeout) if timeout else None,
+                                       expected=request.content_length)
 
 
 def _check_declared_length(limits: multipart.Limits) -> int | None:
@@ -99,9 +117,13 @@ def _close_connection() -> None:
 
 def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Progress
              ) -> Any:
-    """Run a receive function and map every failure to the API's error shape."""
+    """Run a receive function and map every failure to the API's error shape.
+
+    After a rejection a bounded tail of the body is drained (so the client can
+    read the response); if more is left, the connection is closed instead.
+    """
     try:
-        return run()
+        result = run()
     except multipart.MultipartError as exc:
         error = ApiError(exc.status, exc.code, exc.message)
     except receive.TypeNotAllowed as exc:
@@ -111,15 +133,17 @@ def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Pro
     except receive.IdleTimeout:
         error = ApiError(408, "UPLOAD_IDLE_TIMEOUT",
                          f"no data for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s")
-        _close_connection()
     except receive.ClientGone as exc:
         log.info("%s upload aborted by the client: %s", kind, exc)
-        progress.error("CLIENT_DISCONNECTED", str(exc))
-        _close_connection()
-        raise ApiError(400, "CLIENT_DISCONNECTED", "the request body ended early") from exc
+        error = ApiError(400, "CLIENT_DISCONNECTED", "the request body ended early")
+    else:
+        chunks.close()  # type: ignore[attr-defined]
+        return result
     progress.error(error.code, error.message)
-    if error.status != 408 and not receive.drain(chunks):
+    if error.status in (400, 408) and error.code != "MALFORMED_MULTIPART" \
+            or not receive.drain(chunks):
         _close_connection()
+    chunks.close()  # type: ignore[attr-defined]
     raise error
 
 
@@ -275,10 +299,11 @@ def buffered_upload() -> tuple[Response, int]:
     """
     boundary = multipart.parse_boundary(request.headers.get("Content-Type"))
     body = request.get_data(cache=False)
+    step = int(current_app.config["UPLOAD_CHUNK_SIZE"])
     progress = receive.Progress(None, len(body), None)
     staged, fields = receive.receive_multipart(
-        iter([body]), boundary, limits_from_config(), current_app.config["UPLOAD_DIR"], [],
-        progress)
+        (body[i:i + step] for i in range(0, len(body), step)), boundary, limits_from_config(),
+        current_app.config["UPLOAD_DIR"], [], progress)
     return jsonify({"files": _commit(staged, progress), "fields": fields}), 201
 
 
