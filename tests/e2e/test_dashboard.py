@@ -471,8 +471,13 @@ def test_an_etl_job_completes_with_the_right_counts(
                    {childList: true, characterData: true, subtree: true});
     }""")
     page.set_input_files("#etl-file", str(path))
-    page.click("#etl-start")
-    page.wait_for_selector("#etl-state[data-state=done]", timeout=60_000)
+    # ~1.5 s of sending at most, so the 250 ms progress events show up on any machine.
+    cdp = throttle_uploads(page, 6 * MiB)
+    try:
+        page.click("#etl-start")
+        page.wait_for_selector("#etl-state[data-state=done]", timeout=60_000)
+    finally:
+        cdp.detach()
 
     assert count(page, "#etl-read") == rows
     assert count(page, "#etl-loaded") == good

@@ -8,7 +8,7 @@
 import { $, api, el, errorText, parseData, setState } from "./api.js";
 
 const FEED_LIMIT = 200;
-const COMMON_TYPES = ["message", "progress", "done", "error", "tick", "notice", "update"];
+const COMMON_TYPES = ["message", "reset", "progress", "done", "error", "tick", "notice", "update"];
 
 export function initEvents(root) {
   const state = $("#ev-state", root);
