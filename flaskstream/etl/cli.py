@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 from typing import IO, Any
 
@@ -66,7 +67,7 @@ def friendly(func: Any) -> Any:
 
 def _source(path: str) -> tuple[IO[bytes], int | None, str]:
     if path == "-":
-        return click.get_binary_stream("stdin"), None, "stdin"
+        return sys.stdin.buffer, None, "stdin"
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
@@ -92,7 +93,7 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
         raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
     table = TABLES[table_name]
     handle, size, name = _source(path)
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     bar = ProgressBar(size, err) if err.isatty() else None
     try:
         rejects_file = RejectsFile(rejects) if rejects else None
@@ -181,7 +182,7 @@ def export_command(name: str, output: str) -> None:
         if not exporting.exportable(con, name):
             raise click.ClickException(f"no table or view named {name!r} in schema public")
         if output == "-":
-            out = click.get_binary_stream("stdout")
+            out = sys.stdout.buffer
             exporting.copy_out(con, exporting.export_sql(name), out.write)
             out.flush()
             return
@@ -204,8 +205,13 @@ def export_command(name: str, output: str) -> None:
 @friendly
 def init_db_command() -> None:
     """Create the tables (idempotent; also done at each process's first connection)."""
-    database = db.get_database()
-    database.ensure_schema()
+    # db.Database.ensure_schema() without a connection deadlocks on its own
+    # (non-reentrant) lock, so apply the schema on a connection of our own.
+    con = db.get_database().new_connection()
+    try:
+        db.apply_schema(con)
+    finally:
+        db.close_quietly(con)
     click.echo("schema ready")
 
 
