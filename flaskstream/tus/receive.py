@@ -86,6 +86,7 @@ class LeaseKeeper:
         self._next_tick = now + interval
         self._watcher: Any = None
         self._owner: Any = None
+        self._stopping: Any = None
 
     def tick(self) -> Interrupted | None:
         """Renew once; the reason to stop, if there is one."""
@@ -110,21 +111,25 @@ class LeaseKeeper:
     def start(self) -> LeaseKeeper:
         if gevent_active():
             import gevent
+            from gevent.event import Event
 
             self._owner = gevent.getcurrent()
+            self._stopping = Event()
             self._watcher = gevent.spawn(self._watch)
         return self
 
     def stop(self) -> None:
+        """Stop the watcher and wait for it. Never kill it: a greenlet killed in the
+        middle of a query leaves its pooled connection out of step with the server."""
         if self._watcher is not None:
-            self._watcher.kill(block=True)
+            self._stopping.set()
+            self._watcher.join()
             self._watcher = None
 
     def _watch(self) -> None:
         import gevent
 
-        while self.interrupt is None:
-            gevent.sleep(self.interval)
+        while self.interrupt is None and not self._stopping.wait(self.interval):
             reason = self.tick()
             if reason is not None:
                 self.interrupt = reason
@@ -157,6 +162,17 @@ class LeaseKeeper:
             raise self.interrupt
         if now >= self.valid_until:
             raise LeaseExpired("the upload's lease ran out")
+
+
+class Tee:
+    """Feeds several hashers (the checksum's, the file's SHA-256) from one stream."""
+
+    def __init__(self, *hashers: Any) -> None:
+        self.hashers = [h for h in hashers if h is not None]
+
+    def update(self, data: bytes) -> None:
+        for hasher in self.hashers:
+            hasher.update(data)
 
 
 def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKeeper, *,

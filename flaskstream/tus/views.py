@@ -12,6 +12,8 @@ and a ``done`` event is published on ``uploads.<id>``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import hmac
 import logging
 import os
@@ -59,7 +61,8 @@ def _check_request() -> None:
     if method != request.method and method in auth.WRITE_METHODS \
             and request.method not in auth.WRITE_METHODS:
         _require_token()  # the override must not turn a read into an unauthenticated write
-    protocol.check_version(method, request.headers.get("Tus-Resumable"))
+    if method != "GET":  # GET (the JSON status) is ours, not tus's
+        protocol.check_version(method, request.headers.get("Tus-Resumable"))
 
 
 def _require_token() -> None:
@@ -72,6 +75,8 @@ def _require_token() -> None:
 @bp.after_request
 def _tus_resumable(response: Response) -> Response:
     response.headers["Tus-Resumable"] = protocol.TUS_VERSION
+    if response.status_code >= 400:
+        _drain_or_close()
     if response.status_code in (201, 204) and not response.content_length:
         response.headers.pop("Content-Type", None)  # no body, no type
     return response
@@ -85,6 +90,11 @@ def _tus_error(exc: protocol.TusError) -> Response:
 @bp.errorhandler(store.UploadLocked)
 def _locked(exc: store.UploadLocked) -> Response:
     return error_response(423, "UPLOAD_LOCKED", "another request is writing this upload; retry")
+
+
+@bp.errorhandler(store.LeaseLost)
+def _lease_lost(exc: store.LeaseLost) -> Response:
+    return error_response(423, "UPLOAD_LEASE_LOST", "another request took this upload over")
 
 
 @bp.errorhandler(storage.InsufficientStorage)
@@ -133,6 +143,7 @@ def create_upload() -> Response:
     if not multipart.type_allowed(filename, content_type, _cfg("UPLOAD_ALLOWED_TYPES") or []):
         raise ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", f"{content_type} uploads are not allowed")
     with_body = protocol.is_offset_stream(request.content_type)
+    checksum = protocol.parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
     if not with_body and (request.content_length or 0) > 0:
         protocol.check_patch_content_type(request.content_type)
     token = secrets.token_hex(16)
@@ -145,7 +156,7 @@ def create_upload() -> Response:
     headers = {"Location": url_for("tus.upload", upload_id=row.id)}
     try:
         if with_body:
-            row = _receive(row, token, None)
+            row = _receive(row, token, checksum)
         elif row.complete:  # a zero-length upload is complete when created
             _complete(row)
     finally:
@@ -262,6 +273,33 @@ def _progress_headers(row: store.TusUpload) -> dict[str, str]:
     return headers
 
 
+def _drain_or_close(max_bytes: int = 1 << 20, seconds: float = 1.0) -> None:
+    """After a refusal, read a little of an unread body so the client sees the answer
+    (closing on unread data resets the connection); if more is coming, close instead
+    of letting gunicorn's keep-alive drain a multi-GB body."""
+    raw = request.environ.get("wsgi.input")
+    if getattr(raw, "failed", False) or not (request.content_length or request.headers.get(
+            "Transfer-Encoding")):
+        return
+    timeout: Any = contextlib.nullcontext()
+    if receive.gevent_active():
+        import gevent
+
+        timeout = gevent.Timeout(seconds, False)
+    deadline, read = time.monotonic() + seconds, 0
+    with timeout:
+        try:
+            while chunk := request.stream.read(64 * 1024):
+                read += len(chunk)
+                if read > max_bytes or time.monotonic() > deadline:
+                    break
+            else:
+                return  # reached the end: the connection can be reused
+        except Exception:  # noqa: BLE001 - a broken body is closed below
+            pass
+    _close_connection()
+
+
 def _close_connection() -> None:
     """Have gunicorn close the connection instead of draining a body we stopped reading."""
     body = request.environ.get("wsgi.input")
@@ -285,7 +323,7 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
                                  interval=_cfg("TUS_LOCK_POLL"),
                                  idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None).start()
     checkpoint = int(_cfg("TUS_CHECKPOINT_BYTES") or 0)
-    state = {"committed": 0, "progress_at": 0.0}
+    state = {"committed": 0}
     progress = _progress_publisher(row.id, length)
 
     def on_chunk(written: int) -> None:
@@ -294,13 +332,17 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
             state["committed"] = written
         progress(start + written)
 
-    hasher = checksum.hasher() if checksum else None
+    check = checksum.hasher() if checksum else None
+    # A body that is the whole file (the usual tus-js-client/tuspy case) is hashed
+    # as it streams, so completion need not read the file back.
+    whole = hashlib.sha256() if start == 0 else None
     try:
         written = receive.append_body(path, request.stream, keeper,
                                       chunk_size=int(_cfg("UPLOAD_CHUNK_SIZE")), budget=budget,
-                                      hasher=hasher, declared=request.content_length,
+                                      hasher=receive.Tee(check, whole),
+                                      declared=request.content_length,
                                       on_chunk=on_chunk, salvage=raw_input_salvage)
-        if checksum is not None and not checksum.matches(hasher):
+        if checksum is not None and not checksum.matches(check):
             os.truncate(path, start)
             raise protocol.checksum_mismatch(checksum.algorithm)
     except receive.Interrupted as exc:
@@ -322,7 +364,7 @@ def _receive(row: store.TusUpload, token: str, checksum: protocol.Checksum | Non
         keeper.stop()
     row = _commit(path, row, token, start + written, length)
     if row.complete:
-        row = _complete(row)
+        row = _complete(row, whole.hexdigest() if whole is not None else None)
     return row
 
 
@@ -357,10 +399,11 @@ def _commit(path: os.PathLike[str], row: store.TusUpload, token: str, offset: in
                                    _cfg("TUS_EXPIRATION_SECONDS"))
 
 
-def _complete(row: store.TusUpload) -> store.TusUpload:
+def _complete(row: store.TusUpload, sha256: str | None = None) -> store.TusUpload:
     """Finalize into an ordinary upload and publish ``done`` on ``uploads.<id>``."""
     with _connect() as con:
-        upload = store.finalize(con, _cfg("UPLOAD_DIR"), row)
+        upload = store.finalize(con, _cfg("UPLOAD_DIR"), row,
+                                (lambda _path: sha256) if sha256 else None)
         row = store.get(con, row.id) or row
     file_json = upload.to_json(url_for("uploads.content", upload_id=upload.id))
     _publish(upload.id, "done", {"bytes": upload.size, "files": [file_json]})
