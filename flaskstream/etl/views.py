@@ -56,11 +56,19 @@ def _body_chunks(limit: int | None) -> Iterator[bytes]:
     content_type = request.headers.get("Content-Type", "")
     received = 0
 
+    declared = request.content_length
+
     def raw() -> Iterator[bytes]:
         nonlocal received
         while True:
             chunk = stream.read(READ_CHUNK)
             if not chunk:
+                # gunicorn sets wsgi.input_terminated, so Flask hands us its raw
+                # input: a client gone mid-body looks like a short body. Never
+                # load a truncated body.
+                if declared is not None and received < declared:
+                    raise InputError(f"client disconnected after {received} of "
+                                     f"{declared} bytes")
                 return
             received += len(chunk)
             if limit is not None and received > limit:
