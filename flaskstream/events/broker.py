@@ -85,15 +85,15 @@ class Stream:
             self.reason = reason
         self.wake.set()
 
-    def finish(self) -> None:
+    def finish(self, *, close: bool = False) -> None:
         """At shutdown, stop the server waiting for a next request on this connection.
 
         gunicorn decides keep-alive when the response starts; a stream that began
         before SIGTERM would otherwise hold the worker for ``keepalive`` seconds
         after its last byte. Shutting the read side makes that wait see EOF at once;
-        the final chunk still goes out.
+        the final chunk still goes out. ``close=True`` does it whatever the reason.
         """
-        if self.reason == "shutdown" and self.sock is not None:
+        if (close or self.reason == "shutdown") and self.sock is not None:
             try:
                 self.sock.shutdown(socket.SHUT_RD)
             except OSError:
@@ -336,17 +336,22 @@ class Broker:
 
     def _catch_up(self, con: Any) -> None:
         """Fan out every event after ``last_id``; also drains pg8000's notification deque."""
+        # Pages of at most half a queue, with a yield between them: under gevent
+        # the dispatch loop never blocks, so without the yield a burst larger than
+        # SSE_QUEUE_SIZE would overflow every subscriber before any could write.
+        page = max(1, min(FETCH_PAGE, self.queue_size // 2))
         while True:
             with self.lock:
                 watched = list(self.by_channel)
-            rows = store.fetch_after(con, self.last_id or 0, watched, FETCH_PAGE)
+            rows = store.fetch_after(con, self.last_id or 0, watched, page)
             con.notifications.clear()
             if rows:
                 self.count("catchups")
             for event in rows:
                 self._dispatch(event)
-            if len(rows) < FETCH_PAGE:
+            if len(rows) < page:
                 return
+            time.sleep(0)  # let the woken streams write before the next page
 
     def _dispatch(self, event: store.StoredEvent) -> None:
         delivered = dropped = 0

@@ -50,8 +50,19 @@ def _jittered_retry(app: Flask) -> bytes:
 
 
 def _come_back_later(app: Flask, reason: str) -> Response:
-    """A 200 stream that only says when to reconnect (EventSource stops on non-200)."""
-    return _stream_response(iter([_jittered_retry(app) + encode_comment(reason)]))
+    """A 200 stream that only says when to reconnect (EventSource stops on non-200),
+    then closes the connection: a worker at its cap keeps no idle keep-alive for it."""
+    body = _jittered_retry(app) + encode_comment(reason)
+    closing = Stream("rejected")
+    closing.sock = request.environ.get("gunicorn.socket")
+
+    def once() -> Iterator[bytes]:
+        try:
+            yield body
+        finally:
+            closing.finish(close=True)
+
+    return _stream_response(once())
 
 
 def _wait(stream: Stream, watch: PeerWatch, timeout: float) -> None:
@@ -139,7 +150,7 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
             yield _jittered_retry(app) + encode_comment("event store unavailable")
             return
         head = encode_event(retry=int(app.config["SSE_RETRY_MS"]),
-                            id=sent if (raw_last is None and sent) else None)
+                            id=sent if not raw_last else None)
         yield head + encode_comment(f"worker {broker.pid}") + (reset or b"")
         if replaying:
             broker.count("replays")

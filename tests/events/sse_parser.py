@@ -8,6 +8,7 @@ encoder's tests check against the standard, not against the encoder.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -27,21 +28,11 @@ class ParseResult:
 
 
 def split_stream_lines(text: str) -> tuple[list[str], str]:
-    """Complete lines (CRLF, CR or LF terminated) and the unterminated rest."""
-    lines, start, i = [], 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\r":
-            lines.append(text[start:i])
-            i += 2 if text[i + 1:i + 2] == "\n" else 1
-            start = i
-        elif ch == "\n":
-            lines.append(text[start:i])
-            i += 1
-            start = i
-        else:
-            i += 1
-    return lines, text[start:]
+    """Complete lines and the unterminated rest. The standard's end-of-line is
+    CRLF, a lone CR or a lone LF; the alternation tries CRLF first, so a CRLF
+    pair is one line end, never two."""
+    *lines, rest = re.split(r"\r\n|\r|\n", text)
+    return lines, rest
 
 
 def parse(stream: bytes) -> ParseResult:
