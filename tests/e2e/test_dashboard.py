@@ -109,6 +109,16 @@ def test_events_arrive_and_a_publish_from_the_page_is_received(
     finally:
         replay.close()
 
+    # Disconnect, miss an event, connect again: the page resumes with ?lastEventId=.
+    page.click("#ev-disconnect")
+    page.wait_for_selector("#ev-state[data-state=closed]")
+    missed = requests.post(f"{live_server.url}/events/{channel}", json={"data": "while away"},
+                           timeout=5).json()["id"]
+    page.click("#ev-connect-button")
+    item = page.wait_for_selector(f"#ev-feed li[data-id='{missed}']")
+    assert "while away" in item.inner_text()
+    assert count(page, "#ev-count") == 3
+
     # The tick demo: per-connection ticks, stopped by the button.
     page.click("#tick-toggle")
     page.wait_for_function("Number(document.querySelector('#tick-count').textContent) >= 2")
@@ -247,6 +257,20 @@ def test_a_50_mb_upload_reaches_100_percent_with_the_right_sha256(
     assert [(u["size"], u["sha256"]) for u in stored] == [(size, sha256)]
     page.wait_for_selector(f"#up-list tr[data-id='{stored[0]['id']}']")
     page.locator("#panel-uploads").screenshot(path=artifacts / "panel-uploads.png")
+
+
+def test_deleting_from_the_stored_list_removes_the_upload(
+        dashboard: Any, live_server: LiveServer, tmp_path: Path) -> None:
+    page = dashboard
+    path = tmp_path / "delete-me.txt"
+    path.write_text("short-lived\n")
+    page.set_input_files("#up-input", str(path))
+    page.locator("#up-transfers li[data-name='delete-me.txt'] .pill[data-state=stored]").wait_for()
+    (upload,) = [u for u in stored_uploads(live_server) if u["filename"] == "delete-me.txt"]
+    row = page.locator(f"#up-list tr[data-id='{upload['id']}']")
+    row.locator("button", has_text="Delete").click()
+    row.wait_for(state="detached")
+    assert requests.get(f"{live_server.url}/uploads/{upload['id']}", timeout=5).status_code == 404
 
 
 def throttle_uploads(page: Any, bytes_per_second: int) -> Any:
