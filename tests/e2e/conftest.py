@@ -10,6 +10,7 @@ module gets its own browser context (cookies, localStorage) and page.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,23 @@ class PageErrors:
         found = [e for e in self.errors if not any(text in e for text in ignore)]
         self.errors.clear()
         return found
+
+
+def wait_until(page: Any, expression: str, timeout: float = 20_000) -> Any:
+    """Poll a JavaScript expression until it is truthy (``timeout`` in ms, as Playwright's).
+
+    Not ``page.wait_for_function``: that compiles its predicate with ``eval`` inside
+    the page, which the dashboard's Content-Security-Policy (no ``unsafe-eval``)
+    rightly refuses. ``page.evaluate`` runs through the DevTools protocol instead.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout / 1000:.0f} s: {expression}")
+        time.sleep(0.05)
 
 
 def open_dashboard(browser: Any, url: str) -> tuple[Any, Any, PageErrors]:

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from flaskstream.events.tokens import answer_tokens
-from tests.e2e.conftest import open_dashboard, requires_chromium
+from tests.e2e.conftest import open_dashboard, requires_chromium, wait_until
 from tests.live import ROOT, LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, requires_chromium]
@@ -121,7 +121,7 @@ def test_events_arrive_and_a_publish_from_the_page_is_received(
 
     # The tick demo: per-connection ticks, stopped by the button.
     page.click("#tick-toggle")
-    page.wait_for_function("Number(document.querySelector('#tick-count').textContent) >= 2")
+    wait_until(page, "Number(document.querySelector('#tick-count').textContent) >= 2")
     assert re.fullmatch(r"\d\d:\d\d:\d\d", text(page, "#tick-clock"))
     page.locator("#panel-events").screenshot(path=artifacts / "panel-events.png")
     page.click("#tick-toggle")
@@ -182,7 +182,7 @@ def test_tokens_stream_and_stop_aborts_the_request(
 
     page.fill("#tok-prompt", "Now stop me halfway")
     page.click("#tok-start")
-    page.wait_for_function("Number(document.querySelector('#tok-chunks').textContent) >= 5")
+    wait_until(page, "Number(document.querySelector('#tok-chunks').textContent) >= 5")
     assert stats(live_server)["streams_by_kind"].get("tokens") == 1
     page.click("#tok-stop")
     page.wait_for_selector("#tok-state[data-state=stopped]")
@@ -294,7 +294,7 @@ def test_a_cancelled_upload_leaves_nothing_on_the_server(
         page.set_input_files("#up-input", str(path))
         row = page.locator("#up-transfers li[data-name='cancel-me.bin']")
         # Cancel once the server has written part of it (its progress events say so).
-        page.wait_for_function(
+        wait_until(page,
             "Number(document.querySelector(\"#up-transfers li[data-name='cancel-me.bin'] .bar\")"
             "?.dataset.serverEvents) >= 1", timeout=20_000)
         assert staging_files(live_server)  # the partial file exists while it streams
@@ -325,7 +325,7 @@ def test_a_resumable_upload_resumes_after_a_reload(
         page.set_input_files("#up-input", str(path))
         row = "#up-transfers li[data-name='resume-me.bin']"
         # The first 16 MiB PATCH is acknowledged (the server's offset moved): now reload.
-        page.wait_for_function(
+        wait_until(page,
             f"Number(document.querySelector(\"{row} .bar\")?.dataset.serverEvents) >= 1",
             timeout=30_000)
         cdp.detach()
@@ -366,7 +366,7 @@ def test_a_cancelled_resumable_upload_is_terminated_on_the_server(
         page.check("#up-resumable")
         page.set_input_files("#up-input", str(path))
         row = page.locator("#up-transfers li[data-name='terminate-me.bin']")
-        page.wait_for_function(
+        wait_until(page,
             "Number(document.querySelector(\"#up-transfers li[data-name='terminate-me.bin'] .bar\")"
             "?.dataset.serverEvents) >= 1", timeout=30_000)
         row.locator("button", has_text="Cancel").click()
@@ -397,10 +397,10 @@ def record_responses(page: Any, fragment: str) -> list[dict[str, Any]]:
 
 
 def play_and_seek_to_middle(page: Any) -> tuple[float, float]:
-    page.wait_for_function("document.querySelector('#media-video').readyState >= 1")
+    wait_until(page, "document.querySelector('#media-video').readyState >= 1")
     page.evaluate("() => { const v = document.querySelector('#media-video');"
                   " v.muted = true; return v.play(); }")
-    page.wait_for_function("document.querySelector('#media-video').currentTime > 0.3")
+    wait_until(page, "document.querySelector('#media-video').currentTime > 0.3")
     duration = page.evaluate("document.querySelector('#media-video').duration")
     page.evaluate("""() => new Promise(resolve => {
         const v = document.querySelector('#media-video');
@@ -418,7 +418,7 @@ def test_the_sample_video_plays_and_seeks_with_206(
     duration, position = play_and_seek_to_middle(page)
     assert duration == pytest.approx(10, abs=0.1)
     assert position == pytest.approx(duration / 2, abs=0.25)
-    page.wait_for_function("!document.querySelector('#media-video').paused")
+    wait_until(page, "!document.querySelector('#media-video').paused")
     assert seen and all(r["status"] == 206 for r in seen), seen
     size = (ROOT / "media" / "sample.mp4").stat().st_size
     assert all(re.fullmatch(rf"bytes \d+-\d+/{size}", r["content_range"]) for r in seen), seen
@@ -452,7 +452,7 @@ def test_an_uploaded_video_seeks_to_the_middle_with_a_mid_file_range(
     duration, position = play_and_seek_to_middle(page)
     assert duration == pytest.approx(40, abs=0.2)
     assert position == pytest.approx(duration / 2, abs=0.25)
-    page.wait_for_function("document.querySelector('#media-video').currentTime > 20.2")
+    wait_until(page, "document.querySelector('#media-video').currentTime > 20.2")
     size = big_video["bytes"]
     starts = [int(re.match(r"bytes (\d+)-", r["content_range"]).group(1))
               for r in seen if r["status"] == 206]
@@ -532,7 +532,7 @@ def test_full_page_screenshot(dashboard: Any, big_video: dict[str, Any], artifac
     page.click("#up-refresh")
     page.locator("#up-list tr", has_text="seek-test.mp4").wait_for()
     page.click("#media-list button[data-src='/media/sample.mp4']")
-    page.wait_for_function("document.querySelector('#media-video').readyState >= 1")
+    wait_until(page, "document.querySelector('#media-video').readyState >= 1")
     page.evaluate("""() => new Promise(resolve => {
         const v = document.querySelector('#media-video');
         v.addEventListener('seeked', resolve, {once: true});

@@ -54,6 +54,12 @@ def test_every_asset_of_the_page_is_served_with_a_usable_type(client: FlaskClien
     assert kinds == {"stylesheet", "script:classic", "script:module"}
     assert all(url.startswith("/static/") for _, url in assets)  # nothing from a CDN
     assert "http://" not in html and "https://" not in html
+    csp = re.search(r'http-equiv="Content-Security-Policy"\s+content="([^"]+)"', html)
+    assert csp, "the page pins every resource to its own origin"
+    directives = dict(d.strip().split(" ", 1) for d in csp.group(1).split(";"))
+    assert directives["script-src"] == "'self'"  # no inline or eval'd script, no CDN
+    assert directives["connect-src"] == "'self'"
+    assert "<script>" not in html
 
     seen: set[str] = set()
     queue = [url for _, url in assets]

@@ -24,6 +24,7 @@ export function initEvents(root) {
   let reconnects = 0;
   let wasOpen = false;
   const types = new Set(COMMON_TYPES);
+  const refreshStats = showServerStats($("#ev-server", root));
 
   function show(event) {
     if (event.data === undefined) return;
@@ -63,6 +64,7 @@ export function initEvents(root) {
       if (wasOpen) { reconnects += 1; counters.reconnects.textContent = String(reconnects); }
       wasOpen = true;
       setState(state, "open", `open · ${channel}`);
+      refreshStats();
     });
     source.addEventListener("error", (event) => {
       if (event.data !== undefined) { show(event); return; } // a named "error" event
@@ -100,6 +102,7 @@ export function initEvents(root) {
       const { id } = await response.json();
       publishResult.textContent = `published #${id} to ${target}`;
       publishResult.dataset.id = id;
+      refreshStats();
     } catch (error) {
       publishResult.textContent = `publish failed: ${error.message}`;
     }
@@ -107,6 +110,26 @@ export function initEvents(root) {
 
   initTick(root);
   connect();
+}
+
+const STATS_EVERY_MS = 5000;
+
+/** The answering worker's own counters: open streams stay cheap, events keep flowing. */
+function showServerStats(node) {
+  async function refresh() {
+    try {
+      const response = await fetch("/events/stats", { cache: "no-store" });
+      if (!response.ok) return;
+      const stats = await response.json();
+      const counters = stats.counters || {};
+      node.replaceChildren(
+        `worker ${stats.pid}: open streams `, el("b", { text: String(stats.open_streams ?? "–") }),
+        " · published ", el("b", { text: String(counters.published ?? "–") }),
+        " · delivered ", el("b", { text: String(counters.delivered ?? "–") }));
+    } catch { /* the feed's own state says enough */ }
+  }
+  setInterval(refresh, STATS_EVERY_MS);
+  return refresh;
 }
 
 function initTick(root) {
