@@ -22,7 +22,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
-from flaskstream.etl.pipeline import Batch, CopyBlock, InputError, Progress, Reject, read_chunks
+from flaskstream.etl.pipeline import (
+    Batch,
+    CopyBlock,
+    InputError,
+    Progress,
+    Reject,
+    prefetch,
+    read_chunks,
+)
 from flaskstream.etl.sink import CopySink, LoadError, LoadOptions
 from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
 
@@ -259,7 +267,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
         blocks = parser(chunks, table, encoding=encoding, progress=progress,
                         field_size_limit=field_size_limit)
         first = next(blocks, None)  # header checked here: before any write
-        blocks = itertools.chain([first] if first is not None else [], blocks)
+        blocks = itertools.chain([first] if first is not None else [],
+                                 prefetch(blocks) if first is not None else blocks)
         if not options.dry_run:
             assert database is not None
             con = database.new_connection()

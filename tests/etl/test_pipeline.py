@@ -256,3 +256,34 @@ def test_positions_give_exact_byte_offsets_for_resuming():
     raw_lines = data.split(b"\n")
     for end_line, offset in ends:
         assert offset + progress.bom_bytes == len(b"\n".join(raw_lines[:end_line])) + 1
+
+
+def test_prefetch_keeps_order_reraises_and_stops_when_closed():
+    from flaskstream.etl.pipeline import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise InputError("boom")
+
+    gen = prefetch(failing())
+    assert next(gen) == 1
+    with pytest.raises(InputError, match="boom"):
+        next(gen)
+    pulled = []
+
+    def endless():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield i
+            i += 1
+
+    gen = prefetch(endless(), depth=2)
+    assert next(gen) == 0
+    gen.close()
+    count = len(pulled)
+    import time
+    time.sleep(0.3)
+    assert len(pulled) == count <= 5

@@ -1,0 +1,189 @@
+"""ETL benchmark: flaskstream's load vs `psql \\copy` (the limit) vs a naive
+pipeline (same stages, batched multi-row INSERTs of 1,000 rows), in one run.
+
+    .venv/bin/python bench/etl.py                    # 1M rows + a 1 GB on-the-fly run
+    .venv/bin/python bench/etl.py --big-gb 10        # the full 10 GB run (long)
+    .venv/bin/python bench/etl.py --big-gb 0 --rows 200000
+
+Each loader runs in its own process (bench/etl_loader.py or psql) and its
+peak RSS is read from ``wait4``. The big input is generated while it is piped
+into the loader's stdin, never stored. The database is $DATABASE_URL or an
+embedded PostgreSQL in a temporary folder, stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pg8000.native  # noqa: E402
+
+from flaskstream import db, embedded  # noqa: E402
+
+PSQL = ROOT / ".venv/lib/python3.11/site-packages/pgserver/pginstall/bin/psql"
+LOADER = [sys.executable, str(ROOT / "bench/etl_loader.py")]
+
+
+def row(i: int, rng: random.Random, invalid: float) -> tuple[str, str | None]:
+    """One CSV line and, when valid, its pre-cleaned COPY text line."""
+    email, age, name = f"User{i}@Example.com", rng.randint(0, 150), f" Name {i} "
+    r = rng.random()
+    if r < invalid / 4:
+        return f"bad-email-{i},{age},{name}\n", None
+    if r < invalid / 2:
+        return f"{email},abc,{name}\n", None
+    if r < invalid * 3 / 4:
+        return f"{email},{200 + age},{name}\n", None
+    if r < invalid:
+        return f",{age},{name}\n", None
+    return f"{email},{age},{name}\n", f"{email.lower()}\t{age}\t{name.strip()}\n"
+
+
+def write_inputs(folder: Path, rows: int, invalid: float) -> tuple[Path, Path, int]:
+    rng = random.Random(42)
+    csv_path, clean_path = folder / "users.csv", folder / "users-clean.tsv"
+    valid = 0
+    with open(csv_path, "w") as raw, open(clean_path, "w") as clean:
+        raw.write("email,age,name\n")
+        for start in range(0, rows, 10_000):
+            lines = [row(i, rng, invalid) for i in range(start, min(rows, start + 10_000))]
+            raw.write("".join(line for line, _ in lines))
+            good = [c for _, c in lines if c]
+            valid += len(good)
+            clean.write("".join(good))
+    return csv_path, clean_path, valid
+
+
+def big_input(total_bytes: int, invalid: float):
+    """~total_bytes of unique-email CSV, made by stamping a template block."""
+    rng = random.Random(7)
+    template = "".join(row(i, rng, invalid)[0] for i in range(20_000)).replace(
+        "User", "U@@@@@@@@x").replace("bad-email-", "bad@@@@@@@@-").encode()
+    yield b"email,age,name\n"
+    sent, block = 0, 0
+    while sent < total_bytes:
+        data = template.replace(b"@@@@@@@@", b"%08d" % block)
+        block += 1
+        sent += len(data)
+        yield data
+
+
+def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
+    """Wait for ``proc``; return (exit status, peak RSS in MiB)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def truncate(url: str) -> None:
+    con = pg8000.native.Connection(**db.connect_kwargs(url))
+    db.apply_schema(con)
+    con.run("TRUNCATE users, etl_jobs, etl_rejects")
+    con.run("CHECKPOINT")
+    con.close()
+
+
+def run_loader(kind: str, url: str, path: str, feed=None) -> dict:
+    truncate(url)
+    proc = subprocess.Popen([*LOADER, kind, url, path], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE if feed else None)
+    started = time.monotonic()
+    if feed:
+        for chunk in feed:
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+    out = proc.stdout.read()
+    code, rss = wait_rusage(proc)
+    if code != 0:
+        raise SystemExit(f"{kind} loader failed ({code})")
+    result = json.loads(out.splitlines()[-1])
+    result["wall_s"] = round(time.monotonic() - started, 2)
+    result["peak_rss_mib"] = round(rss, 1)
+    return result
+
+
+def run_psql(url: str, clean: Path, rows: int) -> dict:
+    truncate(url)
+    started = time.monotonic()
+    proc = subprocess.Popen([str(PSQL), url, "-q", "-c",
+                             f"\\copy users (email, age, name) FROM '{clean}'"])
+    code, rss = wait_rusage(proc)
+    seconds = time.monotonic() - started
+    if code != 0:
+        raise SystemExit("psql failed")
+    size = clean.stat().st_size
+    return {"rows_read": rows, "rows_loaded": rows, "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds), "mb_per_s": round(size / seconds / 1e6, 2),
+            "bytes": size, "peak_rss_mib": round(rss, 1)}
+
+
+def line(name: str, r: dict) -> str:
+    return (f"| {name} | {r['rows_read']:,} | {r.get('rows_rejected', 0):,} | {r['seconds']} | "
+            f"{r['rows_per_s']:,} | {r['mb_per_s']} | {r['peak_rss_mib']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--invalid", type=float, default=0.02)
+    parser.add_argument("--big-gb", type=float, default=1.0, help="0 to skip the big run")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fs-etl-bench-"))
+    url = os.environ.get("DATABASE_URL")
+    pgdata = work / "pgdata"
+    if not url:
+        url = embedded.ensure_running(pgdata, own=True)
+    try:
+        csv_path, clean_path, valid = write_inputs(work, args.rows, args.invalid)
+        print(f"input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
+              f"{args.rows - valid:,} invalid", flush=True)
+        results = {"psql": run_psql(url, clean_path, valid)}
+        print("psql \\copy (pre-cleaned):", results["psql"], flush=True)
+        results["pipeline"] = run_loader("pipeline", url, str(csv_path))
+        print("flaskstream load:", results["pipeline"], flush=True)
+        if not args.skip_naive:
+            results["naive"] = run_loader("naive", url, str(csv_path))
+            print("naive INSERT x1000:", results["naive"], flush=True)
+            results["insert-sink"] = run_loader("insert-sink", url, str(csv_path))
+            print("columnar stages + INSERT x1000:", results["insert-sink"], flush=True)
+        if args.big_gb > 0:
+            results["big"] = run_loader("pipeline", url, "-",
+                                        feed=big_input(int(args.big_gb * 1e9), args.invalid))
+            print(f"flaskstream load, {args.big_gb} GB on the fly:", results["big"], flush=True)
+        print()
+        print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(line("psql \\copy (pre-cleaned)", results["psql"]))
+        print(line("flaskstream `etl load`", results["pipeline"]))
+        if "naive" in results:
+            print(line("naive: row-at-a-time stages + INSERT x1000", results["naive"]))
+            print(line("flaskstream stages + INSERT x1000 sink", results["insert-sink"]))
+        if "big" in results:
+            print(line(f"flaskstream, {args.big_gb:g} GB generated on the fly", results["big"]))
+        p = results["pipeline"]["rows_per_s"]
+        print(f"\npipeline / psql \\copy: {p / results['psql']['rows_per_s']:.0%}", end="")
+        if "naive" in results:
+            print(f"; pipeline / naive: {p / results['naive']['rows_per_s']:.1f}x; pipeline / "
+                  f"INSERT sink: {p / results['insert-sink']['rows_per_s']:.1f}x", end="")
+        print()
+    finally:
+        if pgdata.exists():
+            embedded.stop(pgdata)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
