@@ -86,6 +86,8 @@ def naive(url: str, source, columnar: bool) -> dict:
     con.run("COMMIT")
     con.close()
     seconds = time.monotonic() - started
+    if not columnar:
+        progress.bytes_read = source.tell() if source.seekable() else 0
     return {"status": "done", "bytes": progress.bytes_read, "rows_read": progress.rows_read,
             "rows_loaded": progress.rows_loaded, "rows_rejected": progress.rows_read
             - progress.rows_loaded, "seconds": round(seconds, 3),

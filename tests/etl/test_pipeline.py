@@ -287,3 +287,16 @@ def test_prefetch_keeps_order_reraises_and_stops_when_closed():
     import time
     time.sleep(0.3)
     assert len(pulled) == count <= 5
+
+
+def test_progress_bar_line():
+    from flaskstream.etl.cli import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(4_000_000, out)
+    data = {"bytes": 1_000_000, "rows_read": 10, "rows_loaded": 9, "rows_rejected": 1}
+    bar("progress", data)
+    bar("done", data)
+    text = out.getvalue()
+    assert text.startswith("\r1.0 / 4.0 MB  25%") and "loaded 9  rejects 1" in text
+    assert text.endswith("\n") and text.count("\r") == 2
