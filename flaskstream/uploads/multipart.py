@@ -108,8 +108,9 @@ class ExactMultipartDecoder(MultipartDecoder):
         super().__init__(boundary)
         self._dash_boundary = b"--" + boundary
 
-    def _could_start_delimiter(self, tail: bytes | bytearray) -> bool:
+    def _could_start_delimiter(self, tail: bytes | bytearray | memoryview) -> bool:
         """Is ``tail`` (starting with CR or LF) a prefix of some delimiter?"""
+        tail = bytes(tail)  # short: at most a delimiter plus padding
         if tail == b"\r":
             return True
         dash = self._dash_boundary
@@ -171,6 +172,10 @@ class ExactMultipartDecoder(MultipartDecoder):
             if self._could_start_delimiter(data[i:]):
                 return i
         return n
+
+
+# Chunks at least this big skip the decoder's buffer while inside a part's data.
+FAST_PATH_MIN = 4096
 
 
 # --- filenames ---------------------------------------------------------------------
@@ -263,7 +268,7 @@ class FileStart:
 
 @dataclass(frozen=True)
 class FileData:
-    data: bytes
+    data: bytes | memoryview  # a read-only view of the received chunk (no copy)
 
 
 @dataclass(frozen=True)
@@ -309,8 +314,40 @@ class FormReader:
         self.limits.check_body(self.received)
         if self.decoder.state in (State.EPILOGUE, State.COMPLETE):
             return []  # epilogue bytes are counted (body limit) and dropped
+        if self.decoder.state is State.DATA and len(chunk) >= FAST_PATH_MIN:
+            return self._feed_part_data(chunk)
         self.decoder.receive_data(chunk)
         return self._drain()
+
+    def _feed_part_data(self, chunk: bytes) -> list[ReaderEvent]:
+        """Inside a part's data: hand out slices of ``chunk`` itself, not copies.
+
+        Emits exactly what the decoder would (no delimiter in the chunk, so data
+        up to the corrected look-back index; the possible delimiter start is
+        held back in the decoder's buffer) without copying every byte into its
+        buffer and out again. A chunk that holds the dash-boundary, or a held-back
+        tail that the chunk's head may complete, goes the decoder's own way.
+        """
+        decoder = self.decoder
+        out: list[ReaderEvent] = []
+        offset = 0
+        if decoder.buffer:
+            offset = len(decoder._dash_boundary) + 8
+            decoder.receive_data(chunk[:offset])
+            out = self._drain()
+            if decoder.state is not State.DATA or decoder.buffer:
+                decoder.receive_data(chunk[offset:])
+                return out + self._drain()
+        view = memoryview(chunk)[offset:]
+        if chunk.find(decoder._dash_boundary, offset) != -1:
+            decoder.receive_data(view)
+            return out + self._drain()
+        safe = decoder._last_partial_boundary_index(view)
+        if safe:
+            self._part_data(Data(data=view[:safe], more_data=True), out)  # type: ignore[arg-type]
+        if safe < len(view):
+            decoder.receive_data(view[safe:])
+        return out
 
     def _finish(self) -> list[ReaderEvent]:
         if self.decoder.state not in (State.EPILOGUE, State.COMPLETE):

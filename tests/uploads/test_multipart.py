@@ -138,6 +138,33 @@ def test_every_pair_of_splits_near_the_end() -> None:
             assert parse(split(body, [i, j])) == want, (i, j)
 
 
+def test_fast_path_chunks_ending_at_every_position() -> None:
+    """Big chunks inside a part skip the decoder's buffer: split them everywhere too."""
+    rng = random.Random(4096)
+    body = encode([("f", "a.bin", rng.randbytes(9000) + b"\r\n--" + BOUNDARY[:7] + b"\r"),
+                   ("g", "b.bin", b"\r" + rng.randbytes(6000) + b"\r\n"),
+                   ("h", None, b"x" * 5000)])
+    want = expected(body)
+    delimiters = [i for i in range(len(body)) if body.startswith(b"\r\n--" + BOUNDARY, i)]
+    near = {i for d in delimiters for i in range(d - 60, d + len(BOUNDARY) + 60)}
+    for i in sorted(near | set(range(400, len(body), 97))):
+        if 400 <= i < len(body):
+            assert parse([body[:300], body[300:i], body[i:]]) == want, f"cut at {i}"
+
+
+def test_randomized_big_chunks() -> None:
+    rng = random.Random(7578)
+    for _ in range(60):
+        contents = [rng.randbytes(rng.randint(0, 30000)) + rng.choice(TRICKY) for _ in range(3)]
+        body = encode([(f"f{k}", f"n{k}.bin", c) for k, c in enumerate(contents)])
+        cuts, at = [], 0
+        while at < len(body):
+            at += rng.randint(1, 9000)
+            cuts.append(at)
+        files, _ = parse(split(body, [c for c in cuts if c < len(body)]))
+        assert [f[2] for f in files] == contents
+
+
 def test_one_byte_at_a_time() -> None:
     body = REPRESENTATIVE[1]
     assert parse([body[i:i + 1] for i in range(len(body))]) == expected(body)
