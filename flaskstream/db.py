@@ -131,25 +131,38 @@ class Database:
         return embedded.ensure_running(self.pgdata)
 
     def new_connection(self, **extra: Any) -> Connection:
-        """A fresh, unpooled connection (listeners, COPY sinks that outlive a request)."""
+        """A fresh, unpooled connection (listeners, COPY sinks that outlive a request).
+
+        The schema is applied on the first connection this process makes.
+        """
+        con = self._connect(**extra)
+        if not self._schema_ready:
+            try:
+                self.ensure_schema(con)
+            except BaseException:
+                close_quietly(con)
+                raise
+        return con
+
+    def _connect(self, **extra: Any) -> Connection:
         kwargs = connect_kwargs(self.url())
         kwargs.setdefault("timeout", self.timeout)
         kwargs["application_name"] = "flaskstream"
         kwargs.update(extra)
-        con = pg8000.native.Connection(**kwargs)
-        if not self._schema_ready:
-            self.ensure_schema(con)
-        return con
+        return pg8000.native.Connection(**kwargs)
 
     def ensure_schema(self, con: Connection | None = None) -> None:
+        """Apply the schema once per process (on ``con``, or a connection of its own)."""
         with self._schema_lock:
             if self._schema_ready:
                 return
-            if con is None:
-                with self.connection() as pooled:
-                    apply_schema(pooled)
-            else:
-                apply_schema(con)
+            own = con is None
+            target = self._connect() if con is None else con
+            try:
+                apply_schema(target)
+            finally:
+                if own:
+                    close_quietly(target)
             self._schema_ready = True
 
     def acquire(self) -> Connection:

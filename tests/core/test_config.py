@@ -65,3 +65,14 @@ def test_connect_kwargs(url: str, expected: dict[str, object]) -> None:
 def test_connect_kwargs_rejects_other_schemes() -> None:
     with pytest.raises(ValueError, match="postgresql"):
         connect_kwargs("mysql://x@y/z")
+
+
+def test_ensure_schema_without_a_connection_does_not_deadlock(app) -> None:  # noqa: ANN001
+    from flaskstream import db
+
+    database = db.get_database(app)
+    database._schema_ready = False
+    database.ensure_schema()  # used to re-enter its own lock through the pool
+    assert database._schema_ready
+    with database.connection() as con:
+        assert con.run("SELECT value FROM flaskstream_meta WHERE key = 'schema'") == [["1"]]
