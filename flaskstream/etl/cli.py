@@ -11,6 +11,7 @@ one and stops it at exit (``flaskstream/embedded.py``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sys
@@ -23,8 +24,9 @@ from flask.cli import with_appcontext
 
 from flaskstream import db
 from flaskstream.etl import export as exporting
-from flaskstream.etl.jobs import RejectsFile, recent_jobs, run_load, valid_job_id
+from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
 from flaskstream.etl.logs import log_copy_blocks
+from flaskstream.etl.pipeline import InputError, read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
 from flaskstream.etl.tables import REQUESTS, TABLES
 
@@ -87,12 +89,43 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
                    f"rejected, in {result['seconds']} s ({result['rows_per_s']:,} rows/s)")
 
 
+def _resume_point(job_id: str, table_name: str, path: str) -> dict[str, Any]:
+    """Where a failed ``--commit-every`` job stopped, checked against this run."""
+    if path == "-":
+        raise click.UsageError("--resume needs the same file again, not stdin")
+    with db.connection() as con:
+        job = get_job(con, job_id) if valid_job_id(job_id) else None
+    if job is None:
+        raise click.ClickException(f"no job {job_id}")
+    if job["status"] != "failed" or job["checkpoint_offset"] is None:
+        raise click.ClickException(f"job {job_id} is {job['status']} with no checkpoint to "
+                                   "resume from (only failed --commit-every loads have one)")
+    if job["table"] != table_name:
+        raise click.ClickException(f"job {job_id} loaded table {job['table']}, not {table_name}")
+    return job
+
+
 def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | None,
-          encoding: str, as_json: bool, job: str | None, parser: Any = None) -> None:
+          encoding: str, as_json: bool, job: str | None, parser: Any = None,
+          resume: dict[str, Any] | None = None) -> None:
     if job is not None and not valid_job_id(job):
         raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
     table = TABLES[table_name]
     handle, size, name = _source(path)
+    source: Any = handle
+    extra: dict[str, Any] = {"parser": parser} if parser else {}
+    if resume is not None:
+        offset = int(resume["checkpoint_offset"])
+        source = resume_chunks(read_chunks(handle), offset)
+        try:
+            header = next(source)
+        except InputError as exc:
+            handle.close()
+            raise click.ClickException(str(exc)) from None
+        source = itertools.chain([header], source)
+        extra["parser_options"] = {"line_base": int(resume["checkpoint_line"]) - 1,
+                                   "base_offset": offset - len(header)}
+        name = f"{name} (resuming {resume['id']} at line {int(resume['checkpoint_line']) + 1})"
     err = sys.stderr
     bar = ProgressBar(size, err) if err.isatty() else None
     try:
@@ -100,10 +133,9 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
     except OSError as exc:
         raise click.ClickException(f"cannot write {rejects}: {exc.strerror}") from None
     cfg = current_app.config
-    extra = {"parser": parser} if parser else {}
     try:
         result = run_load(
-            None if options.dry_run else db.get_database(), handle, table, options,
+            None if options.dry_run else db.get_database(), source, table, options,
             job_id=job, source_name=name, encoding=encoding, rejects=rejects_file,
             field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
             store_rejects=int(cfg["ETL_STORE_REJECTS"]), on_progress=bar, **extra)
@@ -132,22 +164,27 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
 @click.option("--dry-run", is_flag=True, help="Validate only; write nothing.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--job", default=None, help="Job id (default: random).")
+@click.option("--resume", "resume_job", default=None, metavar="JOB",
+              help="Continue a failed --commit-every job from its checkpoint (same file).")
 @click.option("--json", "as_json", is_flag=True, help="One-line JSON summary on stdout.")
 @with_appcontext
 @friendly
 def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
                  rejects: str | None, max_errors: int | None, max_error_ratio: float | None,
                  commit_every: int | None, dry_run: bool, encoding: str, job: str | None,
-                 as_json: bool) -> None:
+                 resume_job: str | None, as_json: bool) -> None:
     """Load a CSV file (or - for stdin; gzip detected) into a table."""
     cfg = current_app.config
+    resume = _resume_point(resume_job, table_name, path) if resume_job else None
+    if resume is not None:
+        mode = resume["mode"]
     if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
         max_errors = int(cfg["ETL_MAX_ERRORS"])
     options = LoadOptions(mode=mode, batch_rows=batch_size or int(cfg["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, max_error_ratio=max_error_ratio,
                           commit_every=commit_every, dry_run=dry_run)
     _load(path, table_name, options, rejects=rejects, encoding=encoding, as_json=as_json,
-          job=job)
+          job=job, resume=resume)
 
 
 @click.command("logs")

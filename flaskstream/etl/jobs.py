@@ -214,7 +214,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
              rejects: RejectsFile | None = None, store_rejects: int = 10_000,
              on_progress: Callable[[str, dict[str, Any]], None] | None = None,
              on_connect: Callable[[Any], None] | None = None,
-             parser: Callable[..., Iterator[CopyBlock]] = csv_copy_blocks) -> dict[str, Any]:
+             parser: Callable[..., Iterator[CopyBlock]] = csv_copy_blocks,
+             parser_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load ``source`` into ``table``; return the summary (``status`` done/failed).
 
     Never raises for bad input or a failed load: the summary carries the error
@@ -265,7 +266,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
             recorder = JobRecorder(book, job_id, store_rejects=store_rejects)
             recorder.create(table.name, options.mode, source_name)
         blocks = parser(chunks, table, encoding=encoding, progress=progress,
-                        field_size_limit=field_size_limit)
+                        field_size_limit=field_size_limit, **(parser_options or {}))
         first = next(blocks, None)  # header checked here: before any write
         blocks = itertools.chain([first] if first is not None else [],
                                  prefetch(blocks) if first is not None else blocks)

@@ -68,6 +68,34 @@ class RecordBlock:
     position: Position | None = None
 
 
+def resume_chunks(chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
+    """The header line, then the (decompressed) input from byte ``offset`` on.
+
+    Resuming a load from a checkpoint: the header still maps the columns and
+    everything before ``offset`` (already committed) is skipped. The header
+    must fit on one physical line.
+    """
+    it = iter(gunzip_if_needed(chunks))
+    buf = b""
+    for chunk in it:
+        buf += chunk
+        if b"\n" in buf:
+            break
+    header_end = buf.find(b"\n") + 1
+    if header_end == 0 or offset < header_end:
+        raise InputError("cannot resume: no header line before the checkpoint")
+    yield buf[:header_end]
+    if offset < len(buf):
+        yield buf[offset:]
+    pos = len(buf)
+    for chunk in it:
+        if pos + len(chunk) > offset:
+            yield chunk[max(0, offset - pos):]
+        pos += len(chunk)
+    if pos < offset:
+        raise InputError(f"cannot resume: input is shorter than the checkpoint ({offset} bytes)")
+
+
 @dataclass
 class Batch:
     """One bounded COPY: the ``chunks`` of COPY text sent (one row per line), the
@@ -310,7 +338,7 @@ _ASCII_COMPATIBLE = {"utf-8", "latin-1", "iso8859-1", "cp1252", "ascii", "iso885
 def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                  field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT,
                  dialect: str | type[csv.Dialect] = "excel", encoding: str = "utf-8",
-                 base_offset: int = 0) -> Iterator[RecordBlock]:
+                 base_offset: int = 0, line_base: int = 0) -> Iterator[RecordBlock]:
     """Parse text into blocks of records with the line each record starts on.
 
     ``csv.reader`` runs over ``StringIO(newline='')`` pieces, so quoted CR/LF
@@ -332,7 +360,7 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
             yield state[2]
 
     reader = csv.reader(itertools.chain.from_iterable(sources()), dialect)
-    end = 0  # physical line on which the previous block ended
+    end = 0  # reader line on which the previous block ended (file line = + line_base)
     while True:
         records: list[list[str]] = []
         rejects: list[Reject] = []
@@ -343,10 +371,11 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
             error = exc
         if not records and error is None:
             return
+        first = line_base + end + 1
         if error is None and reader.line_num - end == len(records):
-            lines = list(range(end + 1, end + 1 + len(records)))
+            lines = list(range(first, first + len(records)))
         else:
-            lines, pos = [], end + 1
+            lines, pos = [], first
             for record in records:
                 lines.append(pos)
                 pos += _record_lines(record)
@@ -354,7 +383,7 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                 rejects.append(Reject(pos, f"malformed CSV: {error}", ""))
         end = reader.line_num
         where = Position(state[0], state[1], state[2].tell() if state[2] else 0, encoding)
-        yield RecordBlock(records, lines, rejects, end, where)
+        yield RecordBlock(records, lines, rejects, line_base + end, where)
 
 
 def take_header(blocks: Iterable[RecordBlock]) -> tuple[list[str] | None, Iterator[RecordBlock]]:

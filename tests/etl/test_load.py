@@ -186,6 +186,35 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
     assert offset == len(b"\n".join(data.split(b"\n")[:line])) + 1
 
 
+def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_db, tmp_path):
+    on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
+
+    def later(event: str, data: dict) -> None:
+        if data["rows_loaded"] >= 3000:
+            on_progress(event, data)
+
+    src = tmp_path / "in.csv.gz"
+    data = "\ufeffemail,age,name\n".encode() + users_csv(20_000, bad_every=1000)[15:]
+    src.write_bytes(gzip.compress(data))
+    with app.app_context(), open(src, "rb") as handle:
+        first = run_load(db.get_database(), handle, USERS,
+                         LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
+                         job_id="first", on_connect=on_connect, on_progress=later)
+    assert first["status"] == "failed" and killed.is_set()
+    committed = query(clean_db, "SELECT rows_committed FROM etl_jobs")[0][0]
+    assert 0 < committed < 19_980
+    result, summary = load(runner, src, "--resume", "first", "--commit-every", "5000",
+                           "--rejects", str(tmp_path / "r.csv"))
+    assert result.exit_code == 0, result.output
+    assert query(clean_db, "SELECT count(*), count(DISTINCT email) FROM users") == \
+        [[19_980, 19_980]]
+    rejected_lines = [int(r.split(",")[0]) for r in
+                      (tmp_path / "r.csv").read_text().splitlines()[1:]]
+    assert rejected_lines == [n + 2 for n in range(999, 20_000, 1000) if n + 2 > 2 + committed]
+    again = runner.invoke(args=["etl", "load", str(src), "--resume", summary["job"]])
+    assert again.exit_code == 1 and "no checkpoint to resume from" in again.output
+
+
 def test_export_round_trip(runner, clean_db, tmp_path):
     src = tmp_path / "in.csv"
     src.write_bytes(b'email,age,name\na@x.io,1,"quote "" and, comma"\nb@x.io,2,\n'
