@@ -25,6 +25,7 @@ import io
 import itertools
 import queue
 import threading
+import time
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
@@ -147,6 +148,7 @@ def prefetch(items: Iterable, depth: int = 8) -> Iterator:
             for item in items:
                 if not put((0, item)):
                     return
+                time.sleep(0)  # under gevent: let other greenlets (streams) run per block
             put((1, None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             put((2, exc))
