@@ -211,3 +211,24 @@ def test_no_descriptor_leaks(client: FlaskClient, clip: Path) -> None:
         client.get("/media/clip.mp4", headers=headers).close()
         client.head("/media/clip.mp4", headers=headers).close()
     assert open_fds() == before
+
+
+def test_reads_only_the_requested_bytes(client: FlaskClient, clip: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def spy(fd: int, length: int, offset: int) -> bytes:
+        calls.append((offset, length))
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(views.os, "pread", spy)
+    size = len(DATA)
+    assert client.get("/media/clip.mp4", headers={"Range": "bytes=-1000"}).data == DATA[-1000:]
+    assert calls == [(size - 1000, 1000)]  # one read at the absolute offset, none from 0
+    calls.clear()
+    client.get("/media/clip.mp4", headers={"Range": "bytes=100-100,600000-700000"})
+    assert calls == [(100, 1), (600000, 100001)]
+    calls.clear()
+    client.get("/media/clip.mp4")
+    assert [length for _, length in calls] == [256 * 1024] * 3 + [123]
