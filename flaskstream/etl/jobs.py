@@ -225,8 +225,9 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
     """
     progress = Progress()
     started = time.monotonic()
-    chunks: Iterable[bytes] = read_chunks(source, progress) if hasattr(source, "read") \
-        else _counted(source, progress)  # type: ignore[arg-type]
+    chunks: Iterable[bytes] = (
+        read_chunks(source, progress) if hasattr(source, "read")  # type: ignore[arg-type]
+        else _counted(source, progress))  # type: ignore[arg-type]
     notify = on_progress or (lambda event, data: None)
     recorder: JobRecorder | None = None
     con = book = None

@@ -233,7 +233,8 @@ class CopySink:
         lines = batch.lines
         batch.chunks = []
         kept: list[int] = []
-        bad, i, step = self._bad_index(error, 0, len(rows)), 0, RETRY_FIRST_PIECE
+        bad: int | None = self._bad_index(error, 0, len(rows))
+        i, step = 0, RETRY_FIRST_PIECE
         reason = server_reason(error)
         while True:
             if bad is not None:

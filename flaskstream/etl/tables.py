@@ -164,6 +164,7 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
                 if (lo is not None and n < lo) or (hi is not None and n > hi)))
         out = list(map(str, numbers))
     else:
+        limit: int | None
         if column.type == "email":
             slow = _positions(list(map(EMAIL_RE.fullmatch, values)), None)
             limit = MAX_EMAIL
@@ -256,7 +257,7 @@ def validate(blocks: Iterable[RecordBlock], mapping: Mapping,
         text = ""
         if records:
             fields = list(zip(*records, strict=True))
-            columns = []
+            columns: list[Sequence[str]] = []
             for column, index in zip(table.columns, mapping.indices, strict=True):
                 if index is None:
                     columns.append(("\\N",) * len(records))

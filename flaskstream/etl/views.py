@@ -94,7 +94,7 @@ def _file_part(chunks: Iterator[bytes], reader: Any) -> Iterator[bytes]:
         for chunk in chunks:
             for event in reader.feed(chunk):
                 if isinstance(event, multipart.FileData):
-                    yield event.data
+                    yield bytes(event.data)
         reader.feed(None)
     except multipart.MultipartError as exc:
         raise InputError(f"multipart: {exc}") from None
