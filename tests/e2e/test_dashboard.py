@@ -273,6 +273,33 @@ def test_deleting_from_the_stored_list_removes_the_upload(
     assert requests.get(f"{live_server.url}/uploads/{upload['id']}", timeout=5).status_code == 404
 
 
+def test_dropped_and_multiple_files_upload_one_after_another(
+        dashboard: Any, live_server: LiveServer, tmp_path: Path) -> None:
+    page = dashboard
+    # Dropping: a DataTransfer with a file made in the page, as a drag from the desktop.
+    page.evaluate("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(["dropped on the zone\\n"], "dropped.txt", {type: "text/plain"}));
+        document.querySelector('#up-drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""")
+    names = [f"multi-{n}.bin" for n in range(3)]
+    digests = {}
+    for n, name in enumerate(names):
+        digests[name] = random_file(tmp_path / name, (n + 1) * 100_000)
+    page.set_input_files("#up-input", [str(tmp_path / name) for name in names])
+    for name in ["dropped.txt", *names]:
+        page.locator(f"#up-transfers li[data-name='{name}'] .pill[data-state=stored]").wait_for()
+    dropped = hashlib.sha256(b"dropped on the zone\n").hexdigest()
+    assert page.locator("#up-transfers li[data-name='dropped.txt'] .sha256").inner_text() == dropped
+    for name in names:
+        shown = page.locator(f"#up-transfers li[data-name='{name}'] .sha256").inner_text()
+        assert shown == digests[name]
+    stored = {u["filename"]: u["sha256"] for u in stored_uploads(live_server)}
+    assert {name: stored.get(name) for name in names} == digests
+    assert stored.get("dropped.txt") == dropped
+
+
 def throttle_uploads(page: Any, bytes_per_second: int) -> Any:
     """Chromium's network emulation: uploads slowed down so a test can act mid-transfer."""
     cdp = page.context.new_cdp_session(page)
@@ -480,6 +507,18 @@ def users_csv(path: Path, rows: int) -> tuple[int, int]:
             else:
                 writer.writerow([f"user{i}@example.com", 20 + i % 50, f"User, number {i}"])
     return rows - bad, bad
+
+
+def test_a_failed_etl_job_shows_the_error(dashboard: Any, tmp_path: Path) -> None:
+    page = dashboard
+    path = tmp_path / "wrong-header.csv"
+    path.write_text("colour,size\nred,3\n")
+    page.set_input_files("#etl-file", str(path))
+    page.click("#etl-start")
+    page.wait_for_selector("#etl-state[data-state=failed]")
+    assert "BAD_HEADER" in text(page, "#etl-error")
+    assert page.is_enabled("#etl-start")  # ready for the next file
+    assert page.errors.take(ignore=("status of 422",)) == []  # the browser logs the 422 itself
 
 
 def test_an_etl_job_completes_with_the_right_counts(
