@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_RETENTION_COUNT": 10000,
     "EVENTS_RETENTION_SECONDS": 86400,
     "EVENTS_PRUNE_INTERVAL": 30,
+    # Wait for the WAL flush on publish (durable) or not (faster; a DB crash may lose the last ~0.5 s).
+    "EVENTS_SYNCHRONOUS_COMMIT": False,
     # The listener re-reads the events table at least this often, notification or not.
     "EVENTS_POLL_SECONDS": 1.0,
     # Per-worker stats line in the log at most this often (when anything is open or moving).

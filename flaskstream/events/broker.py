@@ -16,6 +16,8 @@ sat in pg8000's read buffer costs latency, never an event.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import select
@@ -25,12 +27,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app
 
 from flaskstream import db
 from flaskstream.events import store
+from flaskstream.events.encode import EncodeError, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,8 @@ def publish(
     key = store.check_key(key)
     broker = get_broker(app)
     with db.get_database(app).connection() as con:
-        event_id, created = store.insert_event(con, channel, text, event, key)
+        event_id, created = store.insert_event(con, channel, text, event, key,
+                                               durable=broker.durable)
         if created:
             broker.count("published")
             if broker.prune_due():
@@ -120,6 +124,13 @@ class Stream:
         return woken
 
 
+class Delivery(NamedTuple):
+    """An event ready for the wire: encoded once per worker, not once per subscriber."""
+
+    id: int
+    payload: bytes
+
+
 class Subscriber(Stream):
     """A stream that receives channel events through a bounded queue."""
 
@@ -128,10 +139,10 @@ class Subscriber(Stream):
     def __init__(self, channels: Iterable[str], maxsize: int) -> None:
         super().__init__("subscribe")
         self.channels = tuple(channels)
-        self.queue: deque[store.StoredEvent] = deque()
+        self.queue: deque[Delivery] = deque()
         self.maxsize = maxsize
 
-    def offer(self, event: store.StoredEvent) -> bool:
+    def offer(self, event: Delivery) -> bool:
         """Queue without ever blocking the caller; on overflow the stream ends."""
         if self.reason is not None:
             return False
@@ -159,9 +170,11 @@ class Broker:
         self.keep_seconds = float(cfg["EVENTS_RETENTION_SECONDS"])
         self.prune_interval = float(cfg["EVENTS_PRUNE_INTERVAL"])
         self.stats_log_seconds = float(cfg["EVENTS_STATS_LOG_SECONDS"])
+        self.durable = bool(cfg["EVENTS_SYNCHRONOUS_COMMIT"])
         self.lock = threading.RLock()
         self.streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self.open_streams = 0
+        self.peak_streams = 0  # since the last memory release
         self.by_channel: dict[str, set[Subscriber]] = {}
         self.counters: dict[str, int] = dict.fromkeys((
             "published", "delivered", "dropped_slow", "replays", "replayed_events", "resets",
@@ -228,6 +241,7 @@ class Broker:
                 self.count("rejected")
                 return False
             self.open_streams += 1
+            self.peak_streams = max(self.peak_streams, self.open_streams)
             self.streams.add(stream)
             self.count("opened")
             return True
@@ -317,9 +331,11 @@ class Broker:
                 self._catch_up(con)  # anything committed while we were away
                 sock = con._usock  # noqa: SLF001 - pg8000 exposes no fileno()
                 while not self._stop.is_set():
-                    select.select([sock], [], [], self.poll_seconds)
+                    if not _has_buffered_input(con):
+                        select.select([sock], [], [], self.poll_seconds)
                     self._catch_up(con)
                     self._log_stats()
+                    self._release_memory()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect and re-read
                 if self._stop.is_set():
                     break
@@ -347,19 +363,41 @@ class Broker:
             con.notifications.clear()
             if rows:
                 self.count("catchups")
+                rows = self._fill_bodies(con, rows)
             for event in rows:
                 self._dispatch(event)
             if len(rows) < page:
                 return
             time.sleep(0)  # let the woken streams write before the next page
 
+    def _fill_bodies(self, con: Any, rows: list[store.StoredEvent]) -> list[store.StoredEvent]:
+        """Fetch bodies for channels that gained a subscriber while the query ran.
+
+        ``watched`` is read before the query; a subscriber that registers and
+        sees its first event committed before the query's snapshot would
+        otherwise be skipped for that event.
+        """
+        with self.lock:
+            missing = [r.id for r in rows if r.data is None and r.channel in self.by_channel]
+        if not missing:
+            return rows
+        bodies = store.bodies(con, missing)
+        return [r._replace(data=bodies.get(r.id)) if r.id in bodies else r for r in rows]
+
     def _dispatch(self, event: store.StoredEvent) -> None:
         delivered = dropped = 0
         with self.lock:
             subs = self.by_channel.get(event.channel)
             if subs and event.data is not None:
+                try:
+                    delivery = Delivery(event.id, encode_event(
+                        event.data, event=event.event, id=event.id))
+                except EncodeError:  # stored by hand with a CR in its name: skip, say so
+                    log.error("event %d cannot be encoded as SSE; skipped", event.id)
+                    subs = None
+            if subs and event.data is not None:
                 for sub in list(subs):
-                    if sub.offer(event):
+                    if sub.offer(delivery):
                         delivered += 1
                     elif sub.reason == "slow":
                         dropped += 1
@@ -372,6 +410,25 @@ class Broker:
             log.warning("slow consumer: %d stream(s) on %r ended (queue of %d full)",
                         dropped, event.channel, self.queue_size)
 
+    def _release_memory(self) -> None:
+        """Give the heap back after a wave of streams has gone.
+
+        Thousands of closed streams leave glibc's heap full of free but
+        unreturned pages (greenlet stacks, socket buffers), so a worker that once
+        held 10,000 streams would keep that RSS for good. When at least 1,000
+        streams have closed since the peak and fewer than a tenth remain, collect
+        and ``malloc_trim`` once.
+        """
+        if self.peak_streams - self.open_streams < 1000 or self.open_streams > self.peak_streams // 10:
+            return
+        self.peak_streams = self.open_streams
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            return
+        log.info("released memory after streams closed (open now %d)", self.open_streams)
+
     def _log_stats(self) -> None:
         now = time.monotonic()
         if now - self._last_stats_log < self.stats_log_seconds:
@@ -382,6 +439,26 @@ class Broker:
             log.info("events stats: open=%d subscribers=%d channels=%d counters=%s last_id=%s",
                      s["open_streams"], s["subscribers"], len(s["channels"]), s["counters"],
                      self.last_id)
+
+
+def _has_buffered_input(con: Any) -> bool:
+    """True if pg8000's read buffer already holds bytes the socket will not signal.
+
+    A notification that arrives together with the end of our last query is read
+    into pg8000's ``BufferedReader`` but not parsed, and then the socket is not
+    readable any more: waiting on it would sit until the next poll. Peek at the
+    buffer with the socket made non-blocking for the moment (a raw read then
+    returns nothing instead of waiting).
+    """
+    usock = con._usock  # noqa: SLF001
+    timeout = usock.gettimeout()
+    try:
+        usock.settimeout(0)
+        return bool(con._sock.peek(1))  # noqa: SLF001
+    except (BlockingIOError, InterruptedError, TimeoutError):
+        return False
+    finally:
+        usock.settimeout(timeout)
 
 
 def get_broker(app: Flask | None = None) -> Broker:

@@ -169,10 +169,10 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
         while sub.reason is None:
             chunks = []
             while sub.queue:
-                event = sub.queue.popleft()
-                if event.id > sent:
-                    chunks.append(encode_event(event.data, event=event.event, id=event.id))
-                    sent = event.id
+                delivery = sub.queue.popleft()
+                if delivery.id > sent:
+                    chunks.append(delivery.payload)
+                    sent = delivery.id
             now = time.monotonic()
             if chunks:
                 yield b"".join(chunks)

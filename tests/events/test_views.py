@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from flaskstream import db
 from flaskstream.events import store
-from flaskstream.events.broker import Subscriber, get_broker, publish
+from flaskstream.events.broker import Delivery, Subscriber, get_broker, publish
 from flaskstream.events.tokens import answer_tokens
 from tests.events.sse_parser import Dispatched, parse
 
@@ -236,7 +236,7 @@ def test_admission_cap_answers_200_with_retry(app: Flask, client: FlaskClient) -
 
 def test_slow_subscriber_is_cut_off_not_waited_for() -> None:
     sub = Subscriber(["x"], maxsize=3)
-    events = [store.StoredEvent(i, "x", None, "d") for i in range(1, 6)]
+    events = [Delivery(i, b"data: d\n\n") for i in range(1, 6)]
     assert [sub.offer(e) for e in events] == [True, True, True, False, False]
     assert sub.reason == "slow" and not sub.queue
 
