@@ -199,6 +199,7 @@ class Progress:
         self.publish = publish if self.channel else None
         self.interval = interval
         self.bytes = 0
+        self.started = time.monotonic()
         self._last = 0.0
 
     def _send(self, event: str, data: Any) -> None:

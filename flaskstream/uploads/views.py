@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import mimetypes
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,6 +149,7 @@ def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Pro
 
 
 def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str, Any]]:
+    started = time.monotonic()
     try:
         with db.connection() as con:
             storage.commit_staged(con, staged)
@@ -159,6 +161,8 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
         raise
     files = [file_json(upload) for _, upload in staged]
     progress.done(files)
+    log.info("stored %d file(s), %d bytes: body in %.2f s, fsync+rename+insert in %.2f s",
+             len(files), progress.bytes, started - progress.started, time.monotonic() - started)
     return files
 
 
