@@ -13,6 +13,7 @@ output is COPY text format, values escaped, NULL as ``\\N``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ from flaskstream.etl.pipeline import (
 Normaliser = Callable[[str], str]
 TYPES = ("text", "int", "email")
 # Plausible, not RFC 5322: one @, no spaces, a dot in the domain, 254 characters at most.
-EMAIL_RE = re.compile(r"[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\.]+")
+EMAIL_PATTERN = r"[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\.]+"
+EMAIL_RE = re.compile(EMAIL_PATTERN)
+_EMAIL_RUN = re.compile(f"(?:{EMAIL_PATTERN}\n)*")  # a run of valid lines, matched in one call
+_SMALL_RANGE = 100_000  # int columns with fewer values than this validate by dict lookup
 MAX_EMAIL = 254
 _SPECIALS = ("\\", "\t", "\n", "\r")
 
@@ -136,6 +140,30 @@ def _positions(values: list, target: object) -> list[int]:
         return out
 
 
+@functools.lru_cache(maxsize=16)
+def _int_strings(lo: int, hi: int) -> dict[str, str]:
+    """Canonical decimal strings of lo..hi: one dict lookup checks syntax and range."""
+    return {str(i): str(i) for i in range(lo, hi + 1)}
+
+
+def _email_failures(values: list[str]) -> list[int]:
+    """Indices of implausible addresses, scanning the joined column with one regex
+    call per run of valid ones (a call per value costs more than the match)."""
+    text = "\n".join(values) + "\n"
+    if text.count("\n") != len(values):  # a value holds a newline: go value by value
+        return _positions(list(map(EMAIL_RE.fullmatch, values)), None)
+    bad: list[int] = []
+    pos = index = 0
+    while True:
+        end = _EMAIL_RUN.match(text, pos).end()  # type: ignore[union-attr]
+        index += text.count("\n", pos, end)
+        if end >= len(text):
+            return bad
+        bad.append(index)
+        pos = text.index("\n", end) + 1
+        index += 1
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -146,7 +174,11 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
     for fn in column.normalise:
         values = list(map(fn, values))
     slow: list[int] = []  # rows the fast checks could not settle
-    if column.type == "int":
+    lo, hi = column.min, column.max
+    if column.type == "int" and lo is not None and hi is not None and hi - lo < _SMALL_RANGE:
+        out = list(map(_int_strings(lo, hi).get, values))  # None: not canonical or out of range
+        slow = _positions(out, None)
+    elif column.type == "int":
         slow = _positions(list(map(str.isdecimal, values)), False)
         if values and max(map(len, values)) > 18:
             slow = sorted(set(slow).union(i for i, v in enumerate(values) if len(v) > 18))
@@ -156,7 +188,6 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
             for i in slow:
                 digits[i] = "0"
         numbers = list(map(int, digits))
-        lo, hi = column.min, column.max
         if numbers and ((lo is not None and min(numbers) < lo) or
                         (hi is not None and max(numbers) > hi)):
             slow = sorted(set(slow).union(
@@ -166,7 +197,7 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
     else:
         limit: int | None
         if column.type == "email":
-            slow = _positions(list(map(EMAIL_RE.fullmatch, values)), None)
+            slow = _email_failures(values)
             limit = MAX_EMAIL
         else:
             slow = _positions(values, "")
@@ -182,6 +213,7 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
             value = convert_value(column, raws[i])
         except Invalid as exc:
             errors.setdefault(i, []).append(str(exc))
+            out[i] = ""  # the row is dropped; keep the column joinable
             continue
         out[i] = "\\N" if value is None else _escape(str(value))
     return out

@@ -300,3 +300,20 @@ def test_progress_bar_line():
     text = out.getvalue()
     assert text.startswith("\r1.0 / 4.0 MB  25%") and "loaded 9  rejects 1" in text
     assert text.endswith("\n") and text.count("\r") == 2
+
+
+def test_columnar_int_path_accepts_every_form_convert_value_accepts():
+    text, lines, rejects, _ = run(b"email,age\na@x.io,007\nb@x.io,+3\nc@x.io, 9 \n"
+                                  b"d@x.io,\xd9\xa3\ne@x.io,-0\nf@x.io,151\n")
+    assert text == "a@x.io\t7\t\\N\nb@x.io\t3\t\\N\nc@x.io\t9\t\\N\nd@x.io\t3\t\\N\n" \
+        "e@x.io\t0\t\\N\n"
+    assert [(r.line, r.reason) for r in rejects] == [(7, "age: 151 out of range 0..150")]
+
+
+def test_email_scan_finds_every_bad_address_among_good_ones():
+    emails = [f"u{i}@x.io" if i % 7 else f"bad{i}" for i in range(100)]
+    emails[50] = "two\nlines@x.io"
+    data = "email,age\n" + "".join(f'"{e}",1\n' for e in emails)
+    _, _, rejects, _ = run(data.encode())
+    expected = sorted({i for i in range(100) if i % 7 == 0} | {50})
+    assert [r.reason.split(":")[0] for r in rejects] == ["email"] * len(expected)
