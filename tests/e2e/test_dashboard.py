@@ -577,6 +577,7 @@ def test_full_page_screenshot(dashboard: Any, big_video: dict[str, Any], artifac
         v.addEventListener('seeked', resolve, {once: true});
         v.currentTime = 3.5;
     })""")
+    page.locator("#up-transfers li[data-name='fifty.bin']").scroll_into_view_if_needed()
     page.mouse.move(0, 0)  # no hover state on the player's controls
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=artifacts / "dashboard.png", full_page=True)

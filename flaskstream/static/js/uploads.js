@@ -27,6 +27,21 @@ export function initUploads(root) {
   const list = $("#up-transfers", root);
   const resumable = $("#up-resumable", root);
 
+  const tools = $("#up-transfer-tools", root);
+  const finishedStates = ["stored", "failed", "cancelled"];
+
+  function updateTools() {
+    const rows = [...list.children];
+    const finished = rows.filter((row) => finishedStates.includes(row.dataset.state));
+    tools.hidden = rows.length === 0;
+    $("#up-transfer-count", root).textContent =
+      `${rows.length} transfer${rows.length === 1 ? "" : "s"}, ${finished.length} finished`;
+  }
+  new MutationObserver(updateTools).observe(list, { childList: true, subtree: true, attributeFilter: ["data-state"] });
+  $("#up-clear", root).addEventListener("click", () => {
+    for (const row of [...list.children]) if (finishedStates.includes(row.dataset.state)) row.remove();
+  });
+
   function enqueue(files) {
     for (const file of files) {
       const row = transferRow(file, resumable.checked);
@@ -113,7 +128,7 @@ function transferRow(file, resumable) {
       bar.dataset.serverEvents = String(row.serverEvents);
       const pct = total ? Math.min(100, (100 * bytes) / total) : 0;
       stored.style.width = `${pct}%`;
-      serverBytes.textContent = `server wrote ${formatBytes(bytes)}`;
+      serverBytes.textContent = `server received ${formatBytes(bytes)}`;
     },
     succeed(file) {
       sent.style.width = "100%";
