@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
@@ -37,8 +37,40 @@ REPLAY_PAGE = 500
 LISTENER_READY_TIMEOUT = 5.0
 
 
-def _stream_response(body: Iterator[bytes], content_type: str = SSE_CONTENT_TYPE) -> Response:
-    response = Response(body, status=200, content_type=content_type, direct_passthrough=True)
+class _StreamBody:
+    """The response iterable: releases the stream even if its generator never ran.
+
+    A generator's ``finally`` only runs once it has started; a HEAD request or a
+    server that fails before the first ``next()`` would leak the admission slot,
+    subscription and socket watcher. The WSGI server always calls ``close()``.
+    """
+
+    __slots__ = ("gen", "release")
+
+    def __init__(self, gen: Iterator[bytes], release: Callable[[], None] | None) -> None:
+        self.gen = gen
+        self.release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.gen
+
+    def close(self) -> None:
+        try:
+            self.gen.close()  # type: ignore[attr-defined]
+        finally:
+            if self.release is not None:
+                self.release()
+
+
+def _stream_response(body: Iterator[bytes], content_type: str = SSE_CONTENT_TYPE,
+                     release: Callable[[], None] | None = None) -> Response:
+    if request.method == "HEAD":  # headers only: never open an endless body
+        body.close()  # type: ignore[attr-defined]
+        if release is not None:
+            release()
+        body = iter(())
+    response = Response(_StreamBody(body, release), status=200, content_type=content_type,
+                        direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -63,6 +95,12 @@ def _come_back_later(app: Flask, reason: str) -> Response:
             closing.finish(close=True)
 
     return _stream_response(once())
+
+
+def _release(broker: Broker, stream: Stream, watch: PeerWatch) -> None:
+    """Idempotent cleanup (the generator's ``finally`` normally did it already)."""
+    watch.stop()
+    broker.close_stream(stream)
 
 
 def _wait(stream: Stream, watch: PeerWatch, timeout: float) -> None:
@@ -112,7 +150,8 @@ def _subscribe(channels: list[str]) -> Response:
     if not broker.open_stream(sub):
         return _come_back_later(app, "too many streams on this worker")
     watch = PeerWatch(request.environ, sub)
-    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id()))
+    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id()),
+                            release=lambda: _release(broker, sub, watch))
 
 
 def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
@@ -256,7 +295,7 @@ def tick() -> Response:
             stream.finish()
             broker.close_stream(stream)
 
-    return _stream_response(ticks())
+    return _stream_response(ticks(), release=lambda: _release(broker, stream, watch))
 
 
 @bp.get("/stream/tokens")
@@ -301,7 +340,8 @@ def tokens() -> Response:
                          sent, len(words), stream.reason or "client gone")
 
     content_type = SSE_CONTENT_TYPE if as_sse else "text/plain; charset=utf-8"
-    return _stream_response(generate(), content_type)
+    return _stream_response(generate(), content_type,
+                            release=lambda: _release(broker, stream, watch))
 
 
 @bp.get("/events/stats")

@@ -292,3 +292,14 @@ def test_cli_publish(app: Flask, runner: Any) -> None:
             ["progress", '{"pct":50}']]
     bad = runner.invoke(args=["events", "publish", "bad channel", "x"])
     assert bad.exit_code != 0
+
+
+def test_head_and_unstarted_streams_release_their_slot(app: Flask, client: FlaskClient) -> None:
+    head = client.head("/events/h")
+    assert head.status_code == 200 and head.headers["Content-Type"].startswith("text/event-stream")
+    assert head.data == b""
+    never_read = client.get("/events/h", buffered=False)
+    assert get_broker(app).snapshot()["open_streams"] == 1
+    never_read.close()  # what a WSGI server does when it fails before the first next()
+    snap = get_broker(app).snapshot()
+    assert snap["open_streams"] == 0 and snap["subscribers"] == 0
