@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     # Largest read from an upload body; reads shrink (down to 64 KiB) so that all
     # uploads in flight in one worker share UPLOAD_BUFFER_BUDGET of read buffers.
     "UPLOAD_CHUNK_SIZE": 1 * MiB,
-    "UPLOAD_BUFFER_BUDGET": 8 * MiB,
+    "UPLOAD_BUFFER_BUDGET": 4 * MiB,
     "LIMIT_BODY_SIZE": 8 * GiB,
     "LIMIT_FILE_SIZE": 4 * GiB,
     "LIMIT_FILE_COUNT": 20,
