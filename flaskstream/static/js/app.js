@@ -54,5 +54,5 @@ for (const [selector, init] of panels) {
 
 initToken();
 checkHealth();
-setInterval(checkHealth, HEALTH_EVERY_MS);
+setInterval(() => { if (!document.hidden) checkHealth(); }, HEALTH_EVERY_MS);
 document.documentElement.dataset.ready = "true";

@@ -128,7 +128,7 @@ function showServerStats(node) {
         " · delivered ", el("b", { text: String(counters.delivered ?? "–") }));
     } catch { /* the feed's own state says enough */ }
   }
-  setInterval(refresh, STATS_EVERY_MS);
+  setInterval(() => { if (!document.hidden) refresh(); }, STATS_EVERY_MS);
   return refresh;
 }
 
