@@ -199,6 +199,18 @@ def main() -> None:
         results.update(rss_after_mib=end_rss / MiB, rss_warm_mib=start_rss / MiB)
         stats = requests.get(server.url + "/events/stats", timeout=10).json()
         print("worker counters:", json.dumps(stats["counters"]))
+        holders = Clients(server.port, args.subs, "/events/bye")
+        holders.read()
+        wait_streams(server.url, args.subs)
+        started = time.monotonic()
+        server.stop()
+        took = time.monotonic() - started
+        time.sleep(0.5)  # let the client process read every EOF
+        ended = holders.send("report")["closed"]
+        holders.close()
+        print(f"SIGTERM with {args.subs} streams open: gunicorn exited in {took:.2f}s, "
+              f"{ended} streams closed by the server")
+        results.update(shutdown_s=took, shutdown_closed=ended)
     finally:
         server.stop()
         if not os.environ.get("DATABASE_URL"):
