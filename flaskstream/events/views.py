@@ -245,6 +245,10 @@ def publish_route(channel: str) -> tuple[Response, int]:
         event_id = publish(channel, body["data"], event, key=body.get("id"))
     except ValueError as exc:
         raise ApiError(400, "INVALID_EVENT", str(exc)) from None
+    except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
+        log.warning("publish on %r failed: %s", channel, exc)
+        raise ApiError(503, "EVENT_STORE_UNAVAILABLE", "the event store cannot be written now",
+                       headers={"Retry-After": "2"}) from None
     return jsonify({"id": event_id}), 202
 
 

@@ -303,3 +303,20 @@ def test_head_and_unstarted_streams_release_their_slot(app: Flask, client: Flask
     never_read.close()  # what a WSGI server does when it fails before the first next()
     snap = get_broker(app).snapshot()
     assert snap["open_streams"] == 0 and snap["subscribers"] == 0
+
+
+def test_listener_reconnects_and_rereads_what_it_missed(app: Flask, client: FlaskClient) -> None:
+    stream = Stream(client, "/events/gap")
+    stream.head()
+    with app.app_context(), db.connection() as con:
+        killed = con.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'SELECT id, channel, event, CASE%' AND pid <> pg_backend_pid()")
+        assert killed == [[True]]
+        ids = [publish("gap", f"during gap {i}") for i in range(3)]  # before it is back
+    try:
+        events = stream.read(3)
+        assert [int(e.last_event_id) for e in events] == ids
+        assert get_broker(app).snapshot()["counters"]["listener_reconnects"] >= 1
+    finally:
+        stream.close()
