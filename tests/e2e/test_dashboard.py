@@ -23,12 +23,26 @@ import pytest
 import requests
 
 from flaskstream.events.tokens import answer_tokens
-from tests.e2e.conftest import open_dashboard, requires_chromium, wait_until
+from tests.e2e.support import (
+    RECORD_BAR,
+    MiB,
+    count,
+    open_dashboard,
+    play_and_seek_to_middle,
+    random_file,
+    record_responses,
+    requires_chromium,
+    staging_files,
+    stats,
+    stored_uploads,
+    text,
+    throttle_uploads,
+    users_csv,
+    wait_until,
+)
 from tests.live import ROOT, LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, requires_chromium]
-
-MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +61,6 @@ def no_page_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     if "dashboard" in request.fixturenames:
         page = request.getfixturevalue("dashboard")
         assert page.errors.take() == []
-
-
-def stats(server: LiveServer) -> dict[str, Any]:
-    return requests.get(server.url + "/events/stats", timeout=5).json()
-
-
-def text(page: Any, selector: str) -> str:
-    return page.locator(selector).inner_text().strip()
-
-
-def count(page: Any, selector: str) -> int:
-    return int(text(page, selector).replace(",", "") or 0)
 
 
 # --- events ---------------------------------------------------------------------------
@@ -128,43 +130,6 @@ def test_events_arrive_and_a_publish_from_the_page_is_received(
     assert page.get_attribute("#tick-toggle", "data-running") == "false"
 
 
-def test_a_dropped_stream_reconnects_and_resumes_from_last_event_id(
-        browser: Any, live_server: LiveServer) -> None:
-    """The browser's own reconnect sends Last-Event-ID; events published meanwhile are replayed."""
-    from tests.e2e.proxy import DroppingProxy
-
-    channel = f"e2e-resume-{os.getpid()}"
-    with DroppingProxy(live_server.port) as proxy:
-        context, page, errors = open_dashboard(browser, proxy.url)
-        try:
-            page.fill("#ev-channel", channel)
-            page.click("#ev-connect-button")
-            page.wait_for_selector("#ev-state[data-state=open]")
-            first = requests.post(f"{live_server.url}/events/{channel}", json={"data": "before"},
-                                  timeout=5).json()["id"]
-            page.wait_for_selector(f"#ev-feed li[data-id='{first}']")
-
-            assert proxy.drop_all() > 0
-            page.wait_for_selector("#ev-state[data-state=reconnecting]")
-            missed = [requests.post(f"{live_server.url}/events/{channel}",
-                                    json={"data": f"missed {n}"}, timeout=5).json()["id"]
-                      for n in range(3)]
-
-            # The server's retry hint is a few seconds; the replay brings all three back.
-            for event_id in missed:
-                page.wait_for_selector(f"#ev-feed li[data-id='{event_id}']", timeout=15_000)
-            page.wait_for_selector("#ev-state[data-state=open]")
-            assert count(page, "#ev-reconnects") == 1
-            assert count(page, "#ev-count") == 4  # nothing twice, nothing lost
-            feed = page.locator("#ev-feed li .data").all_inner_texts()
-            assert feed == ["missed 2", "missed 1", "missed 0", "before"]
-            assert stats(live_server)["counters"]["replays"] >= 1
-        finally:
-            context.close()
-    # The cut connection shows up as a network error in the console; nothing else may.
-    assert errors.take(ignore=("net::ERR_",)) == []
-
-
 # --- tokens ---------------------------------------------------------------------------
 
 
@@ -201,36 +166,6 @@ def test_tokens_stream_and_stop_aborts_the_request(
 
 
 # --- uploads --------------------------------------------------------------------------
-
-
-def random_file(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        left = size
-        while left:
-            block = os.urandom(min(MiB, left))
-            digest.update(block)
-            out.write(block)
-            left -= len(block)
-    return digest.hexdigest()
-
-
-def stored_uploads(server: LiveServer) -> list[dict[str, Any]]:
-    return requests.get(server.url + "/uploads?limit=500", timeout=5).json()["uploads"]
-
-
-def staging_files(server: LiveServer) -> list[str]:
-    staging = server.instance_path / "uploads" / ".staging"
-    return sorted(os.listdir(staging)) if staging.exists() else []
-
-
-RECORD_BAR = """sel => {
-  const seen = window.__bar = [];
-  new MutationObserver(() => {
-    const bar = document.querySelector(sel);
-    if (bar) seen.push(Number(bar.getAttribute('aria-valuenow')));
-  }).observe(document.querySelector('#up-transfers'), {subtree: true, attributes: true, childList: true});
-}"""
 
 
 def test_a_50_mb_upload_reaches_100_percent_with_the_right_sha256(
@@ -300,16 +235,6 @@ def test_dropped_and_multiple_files_upload_one_after_another(
     assert stored.get("dropped.txt") == dropped
 
 
-def throttle_uploads(page: Any, bytes_per_second: int) -> Any:
-    """Chromium's network emulation: uploads slowed down so a test can act mid-transfer."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {
-        "offline": False, "latency": 0, "downloadThroughput": -1,
-        "uploadThroughput": bytes_per_second})
-    return cdp
-
-
 def test_a_cancelled_upload_leaves_nothing_on_the_server(
         dashboard: Any, live_server: LiveServer, tmp_path: Path) -> None:
     page = dashboard
@@ -337,46 +262,6 @@ def test_a_cancelled_upload_leaves_nothing_on_the_server(
     assert staging_files(live_server) == []
     assert stored_uploads(live_server) == before
     assert page.locator("#up-list tr", has_text="cancel-me.bin").count() == 0
-
-
-def test_a_resumable_upload_resumes_after_a_reload(
-        browser: Any, live_server: LiveServer, tmp_path: Path) -> None:
-    """tus-js-client (vendored) against /uploads/tus/: reload mid-upload, pick the file again."""
-    path = tmp_path / "resume-me.bin"
-    size = 40 * MiB
-    sha256 = random_file(path, size)
-    context, page, errors = open_dashboard(browser, live_server.url)
-    try:
-        cdp = throttle_uploads(page, 8 * MiB)
-        page.check("#up-resumable")
-        page.set_input_files("#up-input", str(path))
-        row = "#up-transfers li[data-name='resume-me.bin']"
-        # The first 16 MiB PATCH is acknowledged (the server's offset moved): now reload.
-        wait_until(page,
-            f"Number(document.querySelector(\"{row} .bar\")?.dataset.serverEvents) >= 1",
-            timeout=30_000)
-        cdp.detach()
-        page.reload()
-        page.wait_for_selector("html[data-ready=true]")
-        page.wait_for_selector("#up-pending:not([hidden])")
-        assert "resume-me.bin" in text(page, "#up-pending")
-
-        page.evaluate(RECORD_BAR, f"{row} .bar")
-        page.check("#up-resumable")
-        page.set_input_files("#up-input", str(path))
-        page.wait_for_selector(f"{row}[data-resumed=true]")
-        page.locator(f"{row} .pill[data-state=stored]").wait_for(timeout=60_000)
-        assert page.locator(f"{row} .sha256").inner_text() == sha256
-        assert page.locator(f"{row} .size").inner_text() == str(size)
-        seen = [v for v in page.evaluate("window.__bar") if v > 0]
-        assert seen and seen[0] >= 40, seen  # it went on from the server's offset, not from 0
-        page.wait_for_selector("#up-pending[hidden]", state="attached")
-    finally:
-        context.close()
-    stored = [u for u in stored_uploads(live_server) if u["filename"] == "resume-me.bin"]
-    assert [(u["size"], u["sha256"]) for u in stored] == [(size, sha256)]
-    # The aborted PATCH of the reloaded page may log a failed request; nothing else may.
-    assert errors.take(ignore=("net::ERR_",)) == []
 
 
 def test_a_cancelled_resumable_upload_is_terminated_on_the_server(
@@ -413,28 +298,6 @@ def test_a_cancelled_resumable_upload_is_terminated_on_the_server(
 
 
 # --- media ----------------------------------------------------------------------------
-
-
-def record_responses(page: Any, fragment: str) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    page.on("response", lambda r: fragment in r.url and seen.append({
-        "status": r.status, "range": r.request.headers.get("range"),
-        "content_range": r.headers.get("content-range")}))
-    return seen
-
-
-def play_and_seek_to_middle(page: Any) -> tuple[float, float]:
-    wait_until(page, "document.querySelector('#media-video').readyState >= 1")
-    page.evaluate("() => { const v = document.querySelector('#media-video');"
-                  " v.muted = true; return v.play(); }")
-    wait_until(page, "document.querySelector('#media-video').currentTime > 0.3")
-    duration = page.evaluate("document.querySelector('#media-video').duration")
-    page.evaluate("""() => new Promise(resolve => {
-        const v = document.querySelector('#media-video');
-        v.addEventListener('seeked', resolve, {once: true});
-        document.querySelector('#media-middle').click();
-    })""")
-    return duration, page.evaluate("document.querySelector('#media-video').currentTime")
 
 
 def test_the_sample_video_plays_and_seeks_with_206(
@@ -491,22 +354,6 @@ def test_an_uploaded_video_seeks_to_the_middle_with_a_mid_file_range(
 
 
 # --- ETL ------------------------------------------------------------------------------
-
-
-def users_csv(path: Path, rows: int) -> tuple[int, int]:
-    """A users CSV with one bad row in 97; returns (good, bad)."""
-    bad = 0
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["email", "age", "name"])
-        for i in range(rows):
-            if i % 97 == 5:
-                bad += 1
-                writer.writerow([f"broken-{i}", 30, "No email"] if i % 2 else
-                                [f"old{i}@example.com", 400, "Too old"])
-            else:
-                writer.writerow([f"user{i}@example.com", 20 + i % 50, f"User, number {i}"])
-    return rows - bad, bad
 
 
 def test_a_failed_etl_job_shows_the_error(dashboard: Any, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import open_dashboard, requires_chromium
+from tests.e2e.support import open_dashboard, requires_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, requires_chromium]
 
