@@ -23,7 +23,8 @@ import socket
 import sys
 from typing import Any
 
-from flaskstream.events.broker import Stream, shutdown_all
+from flaskstream.events.broker import shutdown_all
+from flaskstream.events.streams import Stream
 
 log = logging.getLogger(__name__)
 

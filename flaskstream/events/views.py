@@ -23,9 +23,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flaskstream import db
 from flaskstream.errors import ApiError
 from flaskstream.events import cli, store
-from flaskstream.events.broker import Broker, Stream, Subscriber, get_broker, publish
+from flaskstream.events.broker import Broker, get_broker, publish
 from flaskstream.events.encode import encode_comment, encode_event, encode_retry, json_data
 from flaskstream.events.lifecycle import PeerWatch
+from flaskstream.events.streams import Stream, Subscriber
 from flaskstream.events.tokens import answer_tokens, is_sse_accept
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from flaskstream import db
 from flaskstream.events import store
-from flaskstream.events.broker import Delivery, Subscriber, get_broker, publish
+from flaskstream.events.broker import get_broker, publish
+from flaskstream.events.streams import Delivery, Subscriber
 from flaskstream.events.tokens import answer_tokens
 from tests.events.sse_parser import Dispatched, parse
 
