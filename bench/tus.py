@@ -15,7 +15,8 @@ in one run, on the same file:
   open and silent) holds the upload; a new ``HEAD`` must get the offset. Median
   of several trials, in seconds.
 
-Prints a Markdown table. Never part of the test run.
+Each row is the best of two rounds (the machine is shared). Prints a Markdown
+table. Never part of the test run.
 """
 
 from __future__ import annotations
@@ -67,13 +68,20 @@ class Peak(threading.Thread):
         return (self.peak - self.base) / MiB
 
 
+ROUNDS = 2
+
+
 def measure(server: LiveServer, size: int, run: Callable[[], None]) -> tuple[float, float]:
-    peak = Peak(server)
-    peak.start()
-    started = time.perf_counter()
-    run()
-    elapsed = time.perf_counter() - started
-    return size / elapsed / 1e6, peak.stop()
+    """Best MB/s and highest RSS growth over ``ROUNDS`` runs (the machine is shared and noisy)."""
+    best, worst_rss = 0.0, 0.0
+    for _ in range(ROUNDS):
+        peak = Peak(server)
+        peak.start()
+        started = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - started
+        best, worst_rss = max(best, size / elapsed / 1e6), max(worst_rss, peak.stop())
+    return best, worst_rss
 
 
 def create(server: LiveServer, size: int) -> str:
@@ -123,6 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--checkpoint-mib", type=int, default=None,
+                        help="FLASKSTREAM_TUS_CHECKPOINT_BYTES in MiB (default: the app's)")
+    parser.add_argument("--only", default=None, help="run only rows whose label has this text")
     args = parser.parse_args()
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="bench-tus-", dir=os.environ.get("BENCH_DIR")))
@@ -130,21 +141,29 @@ def main() -> None:
     with open(source, "wb") as f:
         for _ in range(args.size_mib):
             f.write(os.urandom(MiB))
-    digest = hashlib.sha256(source.read_bytes()).hexdigest() if size <= 2 << 30 else None
+    with open(source, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     server = LiveServer(work / "instance", workers=1, env={
         "GUNICORN_ACCESSLOG": "", "FLASKSTREAM_TUS_MAX_SIZE": str(64 << 30),
-        "FLASKSTREAM_LIMIT_FILE_SIZE": str(64 << 30), "FLASKSTREAM_LIMIT_BODY_SIZE": str(64 << 30)})
+        "FLASKSTREAM_LIMIT_FILE_SIZE": str(64 << 30), "FLASKSTREAM_LIMIT_BODY_SIZE": str(64 << 30),
+        **({"FLASKSTREAM_TUS_CHECKPOINT_BYTES": str(args.checkpoint_mib * MiB)}
+           if args.checkpoint_mib is not None else {})})
     rows: list[tuple[str, str, str]] = []
     try:
         server.start()
         mbps, rss = measure(server, size, lambda: curl("-T", str(source), "-H", "Expect:",
                                                        f"{server.url}/uploads/src.bin"))
         rows.append(("raw `PUT /uploads/<name>` (curl -T)", f"{mbps:.0f}", f"{rss:.1f}"))
-        url = create(server, size)
-        mbps, rss = measure(server, size, lambda: curl(*curl_patch(url, source)))
-        uid = url.rsplit("/", 1)[1]
+        urls = []
+
+        def one_patch() -> None:
+            urls.append(create(server, size))
+            curl(*curl_patch(urls[-1], source))
+
+        mbps, rss = measure(server, size, one_patch)
+        uid = urls[-1].rsplit("/", 1)[1]
         stored = requests.get(f"{server.url}/uploads/{uid}", timeout=30).json()
-        assert digest is None or stored["sha256"] == digest
+        assert stored["sha256"] == digest
         rows.append(("tus, one PATCH (curl)", f"{mbps:.0f}", f"{rss:.1f}"))
         for checksum in (False, True):
             mbps, rss = measure(server, size, lambda c=checksum: tuspy(server, source, c))
@@ -155,11 +174,10 @@ def main() -> None:
         small = work / "each.bin"
         with open(source, "rb") as src, open(small, "wb") as dst:
             dst.write(src.read(each))
-        urls = [create(server, each) for _ in range(n)]
-
         def concurrent() -> None:
+            targets = [create(server, each) for _ in range(n)]
             procs = [subprocess.Popen(["curl", "-sS", "-f", "-o", "/dev/null",
-                                       *curl_patch(u, small)]) for u in urls]
+                                       *curl_patch(u, small)]) for u in targets]
             assert all(p.wait() == 0 for p in procs)
 
         mbps, rss = measure(server, each * n, concurrent)
@@ -172,7 +190,8 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.size_mib} MiB per upload, 1 gevent worker, {psutil.cpu_count()} cores\n")
+    print(f"\n{args.size_mib} MiB per upload, 1 gevent worker, {psutil.cpu_count()} cores, "
+          f"best of {ROUNDS} rounds\n")
     print("| upload | MB/s | worker peak RSS growth (MiB) |")
     print("|---|---:|---:|")
     for row in rows:

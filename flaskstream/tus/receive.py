@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import Any
 
 from flaskstream.tus import store
 from flaskstream.uploads import storage
@@ -164,6 +164,53 @@ class LeaseKeeper:
             raise LeaseExpired("the upload's lease ran out")
 
 
+class Checkpointer:
+    """Makes the offset durable every ``every`` bytes of a long PATCH, without stopping it.
+
+    ``commit(written)`` fsyncs the file and records the offset. Under gevent it
+    runs in its own greenlet (the fsync itself on the thread pool) while the
+    request keeps reading: the bytes it covers were all written before it
+    started, so the offset it records is on disk. One runs at a time; ``wait``
+    joins it (before the final commit, so offsets are recorded in order) and
+    re-raises its error. Never killed: see ``LeaseKeeper.stop``.
+    """
+
+    def __init__(self, commit: Callable[[int], Any], every: int) -> None:
+        self.commit = commit
+        self.every = every
+        self.last = 0
+        self._job: Any = None
+        self._error: BaseException | None = None
+
+    def maybe(self, written: int) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self.every or written - self.last < self.every:
+            return
+        if self._job is not None and not self._job.ready():
+            return  # the previous one is still syncing: the next chunk will ask again
+        self.last = written
+        if gevent_active():
+            import gevent
+
+            self._job = gevent.spawn(self._run, written)
+        else:
+            self._run(written)
+
+    def _run(self, written: int) -> None:
+        try:
+            self.commit(written)
+        except Exception as exc:  # noqa: BLE001 - raised in the request at its next chunk
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._job is not None:
+            self._job.join()
+            self._job = None
+        if self._error is not None:
+            raise self._error
+
+
 class Tee:
     """Feeds several hashers (the checksum's, the file's SHA-256) from one stream."""
 
@@ -175,8 +222,8 @@ class Tee:
             hasher.update(data)
 
 
-def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKeeper, *,
-                chunk_size: int, budget: int | None, hasher: Any | None,
+def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, *,
+                chunk_size: int | Callable[[], int], budget: int | None, hasher: Any | None,
                 declared: int | None = None,
                 on_chunk: Callable[[int], None] | None = None,
                 salvage: Callable[[], bytes] | None = None) -> int:
@@ -192,7 +239,8 @@ def append_body(path: os.PathLike[str] | str, stream: IO[bytes], keeper: LeaseKe
     written = 0
     try:
         while True:
-            want = chunk_size if budget is None else min(chunk_size, budget - written + 1)
+            size = chunk_size() if callable(chunk_size) else chunk_size
+            want = size if budget is None else min(size, budget - written + 1)
             try:
                 with keeper.read_guard():
                     chunk = stream.read(max(want, 1))

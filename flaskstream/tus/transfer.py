@@ -22,6 +22,7 @@ from flask import current_app, request, url_for
 from flaskstream import db
 from flaskstream.errors import ApiError
 from flaskstream.tus import protocol, receive, store
+from flaskstream.uploads import receive as uploads_receive
 from flaskstream.uploads import storage
 
 log = logging.getLogger(__name__)
@@ -89,50 +90,73 @@ def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum |
     keeper = receive.LeaseKeeper(db.get_database().connection, row.id, token, lease=_cfg("TUS_LOCK_LEASE"),
                                  interval=_cfg("TUS_LOCK_POLL"),
                                  idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None).start()
-    checkpoint = int(_cfg("TUS_CHECKPOINT_BYTES") or 0)
-    state = {"committed": 0}
+    database, expires_in = db.get_database(), _cfg("TUS_EXPIRATION_SECONDS")
+
+    def durable(written: int) -> None:  # runs in its own greenlet: no app context there
+        receive.fsync_path(path)
+        with database.connection() as con:
+            store.commit_offset(con, row.id, token, start + written, length, expires_in)
+
+    # With a checksum nothing may be recorded before the whole body is verified.
+    checkpoints = receive.Checkpointer(
+        durable, 0 if checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
     progress = _progress_publisher(row.id, length)
 
     def on_chunk(written: int) -> None:
-        if checksum is None and checkpoint and written - state["committed"] >= checkpoint:
-            _commit(path, row, token, start + written, length)
-            state["committed"] = written
+        checkpoints.maybe(written)
         progress(start + written)
 
     check = checksum.hasher() if checksum else None
     # A body that is the whole file (the usual tus-js-client/tuspy case) is hashed
     # as it streams, so completion need not read the file back.
     whole = hashlib.sha256() if start == 0 else None
+    # The uploads pattern's direct socket reader (one copy per chunk, nothing held
+    # between reads, and a recv() interrupted by a takeover loses no byte), with the
+    # worker's shared read-buffer budget; request.stream where it does not apply.
+    direct = uploads_receive.GunicornSocketBody.wrap(request.environ)
+    chunks = uploads_receive.ChunkBudget(int(_cfg("UPLOAD_BUFFER_BUDGET")),
+                                         int(_cfg("UPLOAD_CHUNK_SIZE")))
     try:
-        written = receive.append_body(path, request.stream, keeper,
-                                      chunk_size=int(_cfg("UPLOAD_CHUNK_SIZE")), budget=budget,
-                                      hasher=receive.Tee(check, whole),
-                                      declared=request.content_length,
-                                      on_chunk=on_chunk, salvage=raw_input_salvage)
+        with chunks:
+            written = receive.append_body(
+                path, direct or request.stream, keeper, chunk_size=chunks.size, budget=budget,
+                hasher=receive.Tee(check, whole), declared=request.content_length,
+                on_chunk=on_chunk, salvage=None if direct else raw_input_salvage)
         if checksum is not None and not checksum.matches(check):
             os.truncate(path, start)
             raise protocol.checksum_mismatch(checksum.algorithm)
     except receive.Interrupted as exc:
         keeper.stop()
+        _settle(checkpoints)
         kept = _keep_partial(path, row, token, start, length, exc, checksum is not None)
         log.info("tus upload %s: PATCH interrupted (%s) at offset %s", row.id, exc.code, kept)
         close_connection()
         raise ApiError(exc.status, exc.code, str(exc),
                        headers={"Upload-Offset": str(kept)}) from exc
     except receive.LengthExceeded as exc:
-        os.truncate(path, start)
+        _settle(checkpoints)  # the bytes before the overrun were within the length: kept
+        _keep_partial(path, row, token, start, length, exc, checksum is not None)
         close_connection()
         raise protocol.TusError(413, "TUS_LENGTH_EXCEEDED", str(exc)) from exc
     except storage.InsufficientStorage as exc:
+        _settle(checkpoints)
         _keep_partial(path, row, token, start, length, exc, checksum is not None)
         close_connection()
         raise
     finally:
         keeper.stop()
+        _settle(checkpoints)
+    checkpoints.wait()
     row = _commit(path, row, token, start + written, length)
     if row.complete:
         row = complete(row, whole.hexdigest() if whole is not None else None)
     return row
+
+
+def _settle(checkpoints: receive.Checkpointer) -> None:
+    """Let a checkpoint in flight finish (its error, if any, is for the caller to see later)."""
+    with contextlib.suppress(Exception):
+        checkpoints.wait()
 
 
 def raw_input_salvage() -> bytes:

@@ -135,3 +135,25 @@ def test_store_renew_raises_when_not_held() -> None:
     with pytest.raises(store.LeaseLost):
         store.renew(FakeCon([[]]), "0" * 32, "t", 5)
     assert store.renew(FakeCon([[[True]]]), "0" * 32, "t", 5) is True
+
+
+def test_checkpointer_commits_every_n_bytes_and_reports_errors() -> None:
+    committed: list[int] = []
+    checkpoints = receive.Checkpointer(committed.append, 100)
+    for written in (40, 99, 100, 150, 199, 200, 260):
+        checkpoints.maybe(written)
+    checkpoints.wait()
+    assert committed == [100, 200]
+
+    def failing(written: int) -> None:
+        raise store.LeaseLost("x")
+
+    broken = receive.Checkpointer(failing, 10)
+    broken.maybe(10)  # the error surfaces at the next chunk, not inside the commit
+    with pytest.raises(store.LeaseLost):
+        broken.maybe(11)
+    with pytest.raises(store.LeaseLost):
+        broken.wait()
+    disabled = receive.Checkpointer(failing, 0)
+    disabled.maybe(10**9)
+    disabled.wait()
