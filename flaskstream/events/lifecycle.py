@@ -93,6 +93,14 @@ def watch_worker(worker: Any, interval: float = 0.25) -> None:
         return
     import gevent
 
+    app = getattr(worker, "wsgi", None)
+    config = getattr(app, "config", None)
+    connections = getattr(worker, "worker_connections", None)
+    if config is not None and connections and int(config["SSE_MAX_STREAMS"]) >= connections:
+        log.warning("SSE_MAX_STREAMS (%s) >= worker_connections (%s): when streams fill the "
+                    "worker, /healthz and API calls will hang; keep the cap below",
+                    config["SSE_MAX_STREAMS"], connections)
+
     def run() -> None:
         while worker.alive:
             gevent.sleep(interval)
