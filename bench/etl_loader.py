@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import resource
 import sys
 import time
@@ -56,6 +57,7 @@ def naive(url: str, source, columnar: bool) -> dict:
     """Validated rows, then INSERT ... VALUES (...) x 1000 in one transaction."""
     con = pg8000.native.Connection(**db.connect_kwargs(url))
     progress = Progress()
+    size = os.fstat(source.fileno()).st_size
     started = time.monotonic()
     names = USERS.column_names
     width = len(names)
@@ -87,7 +89,7 @@ def naive(url: str, source, columnar: bool) -> dict:
     con.close()
     seconds = time.monotonic() - started
     if not columnar:
-        progress.bytes_read = source.tell() if source.seekable() else 0
+        progress.bytes_read = size
     return {"status": "done", "bytes": progress.bytes_read, "rows_read": progress.rows_read,
             "rows_loaded": progress.rows_loaded, "rows_rejected": progress.rows_read
             - progress.rows_loaded, "seconds": round(seconds, 3),
