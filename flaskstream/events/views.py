@@ -163,7 +163,7 @@ def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
     with db.get_database(app).connection() as con:
         top = store.max_id(con)
         reason = None
-        if not raw_last.isdigit():
+        if not (raw_last.isascii() and raw_last.isdigit()):
             reason = "unknown-id"
         else:
             last = int(raw_last)
@@ -195,8 +195,13 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
         if replaying:
             broker.count("replays")
             while sub.reason is None:
-                with db.get_database(app).connection() as con:
-                    page = store.replay(con, list(sub.channels), sent, REPLAY_PAGE)
+                try:
+                    with db.get_database(app).connection() as con:
+                        page = store.replay(con, list(sub.channels), sent, REPLAY_PAGE)
+                except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
+                    log.warning("replay interrupted: %s", exc)  # the client resumes from `sent`
+                    yield _jittered_retry(app)
+                    return
                 if page:
                     broker.count("replayed_events", len(page))
                     sent = page[-1].id
@@ -274,7 +279,7 @@ def tick() -> Response:
     """The classic demo: per-connection ``tick`` events ``{"ts", "id"}`` every ``interval`` s."""
     interval = _float_arg("interval", 1.0, 0.01, 3600.0)
     raw_last = _last_event_id()
-    start = int(raw_last) if raw_last and raw_last.isdigit() else 0
+    start = int(raw_last) if raw_last and raw_last.isascii() and raw_last.isdigit() else 0
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     broker = get_broker(app)
     stream = Stream("tick")

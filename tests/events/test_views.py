@@ -184,7 +184,7 @@ def test_fresh_subscriber_gets_current_id_so_a_reconnect_misses_nothing(
         again.close()
 
 
-@pytest.mark.parametrize("last", ["1", "banana", "999999"])
+@pytest.mark.parametrize("last", ["1", "banana", "999999", "\u00b2"])
 def test_reset_when_the_id_cannot_be_resumed(app: Flask, client: FlaskClient, last: str) -> None:
     with app.app_context():
         ids = [publish("old", i) for i in range(5)]
