@@ -2,7 +2,7 @@
 //
 // Plain uploads: XMLHttpRequest multipart POST /uploads?progress=<id>. The bar
 // has two layers: light = bytes the browser has sent (xhr.upload progress),
-// solid = bytes the server has written (its `progress` events on SSE channel
+// solid = bytes the server has received and written (its `progress` events on SSE channel
 // uploads.<id>). Cancel aborts the request; the server deletes the staging file.
 //
 // Resumable uploads: tus-js-client against /uploads/tus/. It remembers each
