@@ -40,7 +40,8 @@ KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 RANGE = 64 * KiB
 
 
-def start_gunicorn(folder: Path, instance: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_gunicorn(folder: Path, instance: Path,
+                   extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASKSTREAM_")}
     env.update({
@@ -50,6 +51,7 @@ def start_gunicorn(folder: Path, instance: Path) -> tuple[subprocess.Popen[bytes
         # Media routes never touch PostgreSQL; a dummy URL keeps the embedded one off.
         "FLASKSTREAM_DATABASE_URL": "postgresql://unused@127.0.0.1:9/unused",
     })
+    env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "conf/gunicorn.conf.py",
                              "bench.media_app:app"], cwd=ROOT, env=env)
     wait_ready(port, "/media/")

@@ -103,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     "MEDIA_MAX_RANGES": 16,
     # Cache-Control on every /media/ (and uploads content) response, 304s included.
     "MEDIA_CACHE_CONTROL": "public, max-age=3600",
+    # Under gevent, read chunks missing from the page cache in gevent's thread pool
+    # (RWF_NOWAIT probe) so a cold disk never stalls the worker's other streams.
+    "MEDIA_OFFLOAD_COLD_READS": True,
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).
     "ETL_BATCH_SIZE": 100000,

@@ -3,7 +3,7 @@
 The decisions (which status, which bytes) are made by the pure ``ranges``
 module; this module does the I/O: resolve the path safely, take one ``fstat``
 snapshot of an open descriptor, and stream the chosen bytes with ``os.pread``
-at absolute offsets. ``serve_file`` is public: uploads' ``/uploads/<id>/content``
+at absolute offsets (``stream.PreadStream``). ``serve_file`` is public: uploads' ``/uploads/<id>/content``
 serves stored files through it.
 
 Why not werkzeug's ``send_file``: under gunicorn it reads from byte 0 up to a
@@ -22,13 +22,15 @@ import mimetypes
 import os
 import stat
 import unicodedata
-from collections.abc import Iterator
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream.errors import ApiError, error_response
 from flaskstream.media import ranges
+from flaskstream.media.stream import FileShrunk, PreadStream, gevent_offload
+
+__all__ = ["FileShrunk", "PreadStream", "bp", "serve_descriptor", "serve_file"]
 
 bp = Blueprint("media", __name__)
 
@@ -66,16 +68,6 @@ CONTENT_TYPES = {
     ".pdf": "application/pdf",
 }
 LISTING_LIMIT = 1000
-MIN_CHUNK = 4096
-
-
-class FileShrunk(RuntimeError):
-    """The file got shorter mid-stream: better a broken connection than a short body.
-
-    Raised from the body after the headers went out, so gunicorn logs it and
-    shuts the socket down; the client sees fewer bytes than Content-Length.
-    (Not an OSError: gunicorn would take that for a client socket error.)
-    """
 
 
 def content_type_for(name: str) -> str:
@@ -86,45 +78,6 @@ def content_type_for(name: str) -> str:
     if guessed and not encoding:
         return guessed + ("; charset=utf-8" if guessed.startswith("text/") else "")
     return "application/octet-stream"
-
-
-class PreadStream:
-    """A WSGI body that streams byte ranges of an open descriptor with ``os.pread``.
-
-    ``pieces`` are literal bytes (multipart framing) or ``(start, stop)`` ranges.
-    It owns ``fd`` from the ``fstat`` snapshot to the last byte and closes it in
-    ``close()`` — which gunicorn calls after the last byte, on a client abort
-    and even when iteration never started (a plain generator's ``finally``
-    would not run then, and ``direct_passthrough`` bypasses ``call_on_close``).
-    """
-
-    def __init__(self, fd: int, pieces: list[bytes | ranges.ByteRange], chunk_size: int) -> None:
-        self.fd = fd
-        self.pieces = pieces
-        self.chunk_size = max(MIN_CHUNK, chunk_size)
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            for piece in self.pieces:
-                if isinstance(piece, bytes):
-                    yield piece
-                    continue
-                offset, stop = piece
-                while offset < stop:
-                    if self.fd < 0:
-                        return
-                    data = os.pread(self.fd, min(self.chunk_size, stop - offset), offset)
-                    if not data:
-                        raise FileShrunk(f"file ended at {offset}, {stop - offset} bytes short")
-                    offset += len(data)
-                    yield data
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 def _content_disposition(download_name: str, as_attachment: bool) -> str:
@@ -237,7 +190,8 @@ def serve_descriptor(
 
         if request.method == "HEAD" or length == 0:
             return Response(status=decision.status, headers=headers)
-        body = PreadStream(fd, pieces, int(config["MEDIA_CHUNK_SIZE"]))
+        offload = gevent_offload() if config.get("MEDIA_OFFLOAD_COLD_READS", True) else None
+        body = PreadStream(fd, pieces, int(config["MEDIA_CHUNK_SIZE"]), offload)
         fd = -1  # the body owns it now
         return Response(body, status=decision.status, headers=headers, direct_passthrough=True)
     finally:
