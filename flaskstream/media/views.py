@@ -3,16 +3,16 @@
 The decisions (which status, which bytes) are made by the pure ``ranges``
 module; this module does the I/O: resolve the path safely, take one ``fstat``
 snapshot of an open descriptor, and stream the chosen bytes with ``os.pread``
-at absolute offsets (``stream.PreadStream``). ``serve_file`` is public: uploads' ``/uploads/<id>/content``
-serves stored files through it.
+at absolute offsets (``stream.PreadStream``). ``serve_file`` is public:
+uploads' ``/uploads/<id>/content`` serves stored files through it.
 
 Why not werkzeug's ``send_file``: under gunicorn it reads from byte 0 up to a
 range's start (gunicorn's ``FileWrapper`` cannot seek), answers multi-range with
 416 and skips 304/412 when a Range is present; and gunicorn's sendfile path under
-gevent is an 8 KiB read/send loop, about 3x slower than 256 KiB–1 MiB ``pread``
-chunks. The response is built by hand (``direct_passthrough``, explicit
-Content-Length, no ``make_conditional``) so werkzeug never re-wraps or
-re-evaluates it.
+gevent is an 8 KiB read/send loop, slower than 256 KiB–1 MiB ``pread`` chunks
+(figures in bench/README.md). The response is built by hand
+(``direct_passthrough``, explicit Content-Length, no ``make_conditional``) so
+werkzeug never re-wraps or re-evaluates it.
 """
 
 from __future__ import annotations
