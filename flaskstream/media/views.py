@@ -288,7 +288,12 @@ def media_listing() -> Response:
             continue
         for entry in entries:
             name = f"{folder}/{entry.name}" if folder else entry.name
-            if entry.name.startswith(".") or resolve_media_path(root, name) is None:
+            if entry.name.startswith(".") or not name.isprintable() \
+                    or resolve_media_path(root, name) is None:
+                continue
+            try:
+                name.encode("utf-8")  # undecodable bytes (surrogates) have no URL to offer
+            except UnicodeEncodeError:
                 continue
             try:
                 if entry.is_dir():

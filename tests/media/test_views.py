@@ -131,6 +131,18 @@ def test_resolve_rejects_absolute(tree: Path) -> None:
     assert resolve_media_path(str(tree), "sub/ok.mp3") == str(tree / "sub" / "ok.mp3")
 
 
+def test_listing_skips_undecodable_and_control_names(client: FlaskClient, tree: Path) -> None:
+    (tree / os.fsdecode(b"bad\xff.mp3")).write_bytes(b"x")
+    (tree / "line\nbreak.mp3").write_bytes(b"x")
+    (tree / "café song.mp3").write_bytes(b"x")
+    res = client.get("/media/")
+    assert res.status_code == 200
+    files = {f["name"]: f["url"] for f in res.get_json()["files"]}
+    assert files["café song.mp3"] == "/media/caf%C3%A9%20song.mp3"
+    assert not any("bad" in name or "break" in name for name in files)
+    assert client.get("/media/caf%C3%A9%20song.mp3").data == b"x"
+
+
 def test_listing(client: FlaskClient, tree: Path) -> None:
     res = client.get("/media/")
     assert res.status_code == 200
