@@ -7,7 +7,8 @@ Figures, side by side in one run (the machine is shared and noisy — compare
 ratios, not absolutes):
   1. req/s for random 64 KiB ranges (keep-alive, 2 client processes x 4 connections)
      on a 16 MiB and a 256 MiB file of random bytes; plus "flask-ceiling", a route
-     answering 64 KiB from memory in the same gunicorn (Flask + gunicorn alone);
+     answering 64 KiB from memory in the same gunicorn (Flask + gunicorn alone), and
+     "wsgi-ceiling", the same from a bare WSGI callable (gunicorn alone);
   2. MB/s for whole-file transfers of the 256 MiB file (2 concurrent clients);
   3. latency of ``bytes=-65536`` on a 1 GiB (sparse) file: median and p95.
 The Node column (``video-server.js`` copied outside the repo) serves one file at
@@ -217,8 +218,9 @@ def main() -> None:
                 rps, _, errors = load(nport, "/video", size, 206, args.seconds, "range")
                 row.append(f"node {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
             if size == 16 * MiB:
-                rps, _, errors = load(gport, "/bench/ceiling", size, 206, args.seconds, "range")
-                row.append(f"flask-ceiling {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
+                for label, path in (("flask-ceiling", "/bench/ceiling"), ("wsgi-ceiling", "/bench/raw")):
+                    rps, _, errors = load(gport, path, size, 206, args.seconds, "range")
+                    row.append(f"{label} {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
             print(f"random 64 KiB ranges, {size // MiB} MiB file: " + " | ".join(row))
 
         row = []

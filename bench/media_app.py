@@ -24,6 +24,23 @@ def bench_ceiling() -> Response:
     return Response(CEILING_BODY, 206, content_type="application/octet-stream")
 
 
+def _raw_wsgi(flask_wsgi_app):  # noqa: ANN001, ANN202 - WSGI callables
+    """``/bench/raw``: 64 KiB from memory by a bare WSGI callable in front of
+    Flask — gunicorn's own ceiling, to separate its cost from Flask's."""
+
+    def wsgi(environ, start_response):  # noqa: ANN001, ANN202
+        if environ.get("PATH_INFO") != "/bench/raw":
+            return flask_wsgi_app(environ, start_response)
+        start_response("206 Partial Content", [("Content-Type", "application/octet-stream"),
+                                               ("Content-Length", str(len(CEILING_BODY)))])
+        return [CEILING_BODY]
+
+    return wsgi
+
+
+app.wsgi_app = _raw_wsgi(app.wsgi_app)  # type: ignore[method-assign]
+
+
 @app.get("/bench/send_file/<path:subpath>")
 def bench_send_file(subpath: str) -> Response:
     real = resolve_media_path(app.config["MEDIA_DIR"], subpath)
