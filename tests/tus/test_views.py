@@ -246,3 +246,20 @@ def test_lease_held_by_another_request_is_423_after_the_wait(client: FlaskClient
     response = client.head(url, headers=TUS)
     assert response.status_code == 423
     assert time.monotonic() - started >= 2
+
+
+def test_expire_command(client: FlaskClient, app: Any) -> None:
+    app.config["TUS_EXPIRATION_SECONDS"] = 0.2
+    url = create(client, 10)
+    time.sleep(0.4)
+    result = app.test_cli_runner().invoke(args=["tus", "expire"])
+    assert result.exit_code == 0, result.output
+    assert "1 expired uploads removed" in result.output
+    assert client.head(url, headers=TUS).status_code == 410
+
+
+def test_get_status_json_needs_no_tus_header(client: FlaskClient) -> None:
+    url = create(client, 10)
+    body = client.get(url).get_json()
+    assert body["offset"] == 0 and body["length"] == 10 and body["state"] == "active"
+    assert client.get("/uploads/tus/" + "0" * 32).status_code == 404
