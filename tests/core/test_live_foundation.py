@@ -8,8 +8,10 @@ the service owns and survives its database.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,9 +45,19 @@ def wait_for(predicate, timeout: float = 15.0) -> bool:  # noqa: ANN001
     return False
 
 
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder outside pytest's basetemp: pytest resets /tmp/pytest-of-<user> to
+    0700 whenever a session starts, which would lock out the ``pgserver`` user
+    that PostgreSQL runs as when we are root."""
+    path = Path(tempfile.mkdtemp(prefix="fs-live-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_embedded_postgres_is_shared_kept_and_stopped(tmp_path: Path) -> None:
-    instance = tmp_path / "instance"
+def test_embedded_postgres_is_shared_kept_and_stopped(outside_tmp: Path) -> None:
+    instance = outside_tmp / "instance"
     pgdata = embedded.pgdata_path(str(instance))
     server = LiveServer(instance, workers=2)  # no database URL at all
     with server:
@@ -75,8 +87,8 @@ def test_embedded_postgres_is_shared_kept_and_stopped(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def second_postgres(tmp_path: Path) -> Iterator[Path]:
-    pgdata = tmp_path / "second" / "pgdata"
+def second_postgres(outside_tmp: Path) -> Iterator[Path]:
+    pgdata = outside_tmp / "second" / "pgdata"
     embedded.ensure_running(pgdata, own=False)
     yield pgdata
     embedded.stop(pgdata)
