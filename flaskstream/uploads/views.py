@@ -116,6 +116,18 @@ def _close_connection() -> None:
         body.failed = True
 
 
+@bp.after_request
+def _close_after_refused_upload(response: Response) -> Response:
+    """Never keep a connection alive after refusing an upload (auth, limits, bad input).
+
+    gunicorn would otherwise read the unread rest of the body — possibly
+    gigabytes — before serving the next request on the connection.
+    """
+    if response.status_code >= 400 and request.method in ("POST", "PUT"):
+        _close_connection()
+    return response
+
+
 def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Progress
              ) -> Any:
     """Run a receive function and map every failure to the API's error shape.

@@ -158,6 +158,7 @@ def test_over_limit_upload_leaves_nothing_and_stops_early(server: LiveServer) ->
         assert res.status_code == 413 and res.json()["error"]["code"] == "LIMIT_FILE_SIZE"
     except requests.ConnectionError:
         pass  # the server may close before the client finished sending: also a refusal
+    assert sent < FILE_LIMIT + 32 * MiB  # reading stopped at the limit (+ socket buffers)
     assert wait_for(lambda: staging_files(server) == [])
     assert stored_files(server) == before
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200

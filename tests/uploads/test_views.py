@@ -333,3 +333,37 @@ def test_buffered_route_only_in_bench_config(app_config: dict[str, Any], client:
                                  headers={"Content-Type": CT})
     assert res.status_code == 201 and res.json["files"][0]["size"] == 1
     db.get_database(app).close_all()
+
+
+def test_raw_put_limits_and_names(app_config: dict[str, Any]) -> None:
+    from flaskstream import create_app
+
+    app = create_app({**app_config, "LIMIT_FILENAME_LENGTH": 30,
+                      "UPLOAD_ALLOWED_TYPES": [".txt", "image/*"]})
+    client = app.test_client()
+    res = client.put("/uploads/" + "a" * 31 + ".txt", data=b"x")
+    assert (res.status_code, res.json["error"]["code"]) == (413, "LIMIT_FILENAME_LENGTH")
+    res = client.put("/uploads/tool.exe", data=b"x")
+    assert (res.status_code, res.json["error"]["code"]) == (415, "UPLOAD_TYPE_NOT_ALLOWED")
+    res = client.put("/uploads/pic.bin", data=b"x", headers={"Content-Type": "image/png"})
+    assert res.status_code == 201 and res.json["content_type"] == "image/png"
+    res = client.put("/uploads/dir/sub/../notes.txt", data=b"hello")
+    assert res.status_code == 201 and res.json["filename"] == "notes.txt"
+    assert res.json["content_type"] == "text/plain"
+    assert rows(app) == 2 and len(leftovers(app)) == 2
+    db.get_database(app).close_all()
+
+
+def test_writes_need_the_token_when_set(app_config: dict[str, Any]) -> None:
+    from flaskstream import create_app
+
+    app = create_app({**app_config, "API_TOKEN": "s3cret"})
+    client = app.test_client()
+    assert client.put("/uploads/a.txt", data=b"x").status_code == 401
+    assert client.post("/uploads", data=form(("f", "a", b"1")),
+                       headers={"Content-Type": CT}).status_code == 401
+    ok = client.put("/uploads/a.txt", data=b"x", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 201
+    assert client.get(ok.json["url"]).data == b"x"  # reads stay open
+    assert client.delete(f"/uploads/{ok.json['id']}").status_code == 401
+    db.get_database(app).close_all()
