@@ -263,3 +263,68 @@ def test_get_status_json_needs_no_tus_header(client: FlaskClient) -> None:
     body = client.get(url).get_json()
     assert body["offset"] == 0 and body["length"] == 10 and body["state"] == "active"
     assert client.get("/uploads/tus/" + "0" * 32).status_code == 404
+
+
+@pytest.fixture
+def tiny_upload_dir(tmp_path: Any) -> Any:
+    """A real 2 MiB tmpfs to fill up (needs root and mount; else skipped)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_is_507_and_keeps_what_fit(app: Any, tiny_upload_dir: Any) -> None:
+    app.config.update(UPLOAD_DIR=str(tiny_upload_dir), TUS_MAX_SIZE=8 << 20)
+    client = app.test_client()
+    url = create(client, 3 << 20)
+    response = patch(client, url, 0, os.urandom(3 << 20))
+    assert response.status_code == 507
+    assert response.get_json()["error"]["code"] == "INSUFFICIENT_STORAGE"
+    offset = int(client.head(url, headers=TUS).headers["Upload-Offset"])
+    assert 0 < offset <= 2 << 20  # every whole chunk that fit is kept, durable
+    with app.app_context(), db.connection() as con:
+        row = store.get(con, url.rsplit("/", 1)[1])
+    assert row is not None and row.staging_path(tiny_upload_dir).stat().st_size == offset
+    # a terminated upload frees the space
+    assert client.delete(url, headers=TUS).status_code == 204
+    assert not row.staging_path(tiny_upload_dir).exists()
+
+
+def test_random_chunking_reassembles_exactly(client: FlaskClient) -> None:
+    """However the client splits its PATCHes (with or without checksums, with a resend
+    of an already-stored range refused as 409), the stored bytes are the sent ones."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.binary(min_size=0, max_size=4096),
+           cuts=st.lists(st.integers(0, 4096), max_size=6), sums=st.booleans())
+    def run(data: bytes, cuts: list[int], sums: bool) -> None:
+        url = create(client, len(data))
+        points = sorted({c for c in cuts if 0 < c < len(data)} | {len(data)})
+        offset = 0
+        for point in points if data else []:
+            piece = data[offset:point]
+            extra = {}
+            if sums:
+                extra["Upload-Checksum"] = "sha256 " + base64.b64encode(
+                    hashlib.sha256(piece).digest()).decode()
+            response = patch(client, url, offset, piece, **extra)
+            assert response.status_code == 204
+            assert response.headers["Upload-Offset"] == str(point)
+            if offset:
+                assert patch(client, url, 0, data[:offset]).status_code == 409
+            offset = point
+        stored = client.get("/uploads/" + url.rsplit("/", 1)[1] + "/content")
+        assert stored.status_code == 200 and stored.data == data
+
+    run()
