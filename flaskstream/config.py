@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     # Wait for the WAL flush on publish (durable) or not (faster; a DB crash may lose the last ~0.5 s).
     "EVENTS_SYNCHRONOUS_COMMIT": False,
     # The listener re-reads the events table at least this often, notification or not.
-    "EVENTS_POLL_SECONDS": 1.0,
+    "EVENTS_POLL_SECONDS": 2.0,
     # Per-worker stats line in the log at most this often (when anything is open or moving).
     "EVENTS_STATS_LOG_SECONDS": 60,
     # Delay between words of /stream/tokens (the stand-in for an upstream model).

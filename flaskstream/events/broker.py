@@ -20,7 +20,7 @@ import ctypes
 import gc
 import logging
 import os
-import select
+import selectors
 import threading
 import time
 import weakref
@@ -234,6 +234,7 @@ class Broker:
         database = db.get_database(self.app)
         while not self._stop.is_set():
             con = None
+            selector: selectors.BaseSelector | None = None
             try:
                 con = database.new_connection()
                 con.run(f"LISTEN {store.NOTIFY_CHANNEL}")
@@ -243,10 +244,13 @@ class Broker:
                 self._ready.set()
                 backoff = 0.5
                 self._catch_up(con)  # anything committed while we were away
-                sock = con._usock  # noqa: SLF001 - pg8000 exposes no fileno()
+                # DefaultSelector: gevent's under monkey-patching, epoll otherwise —
+                # never select(), which fails for fds >= 1024 in a busy worker.
+                selector = selectors.DefaultSelector()
+                selector.register(con._usock, selectors.EVENT_READ)  # noqa: SLF001
                 while not self._stop.is_set():
                     if not _has_buffered_input(con):
-                        select.select([sock], [], [], self.poll_seconds)
+                        selector.select(self.poll_seconds)
                     self._catch_up(con)
                     self._log_stats()
                     self._release_memory()
@@ -259,6 +263,9 @@ class Broker:
                             backoff)
             finally:
                 self.connected = False
+                if selector is not None:
+                    selector.close()
+                    selector = None
                 if con is not None:
                     db.close_quietly(con)
             self._stop.wait(backoff)
