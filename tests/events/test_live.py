@@ -27,7 +27,9 @@ from tests.live import ROOT
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
-FAST = {"FLASKSTREAM_SSE_HEARTBEAT": "0.5", "FLASKSTREAM_EVENTS_POLL_SECONDS": "0.5",
+# The poll is a safety net only: with it at 30 s, any missed wake-up (say a
+# notification left in pg8000's read buffer) would make these tests time out.
+FAST = {"FLASKSTREAM_SSE_HEARTBEAT": "0.5", "FLASKSTREAM_EVENTS_POLL_SECONDS": "30",
         "FLASKSTREAM_SSE_RETRY_MS": "1000", "FLASKSTREAM_SSE_RETRY_JITTER_MS": "2000"}
 
 
