@@ -238,8 +238,12 @@ class Broker:
             try:
                 con = database.new_connection()
                 con.run(f"LISTEN {store.NOTIFY_CHANNEL}")
-                if self.last_id is None:
-                    self.last_id = store.max_id(con)
+                top = store.max_id(con)
+                if self.last_id is None or top < self.last_id:
+                    if self.last_id is not None:  # the store was restored or recreated
+                        log.warning("events store is behind the listener (%d < %d): "
+                                    "following it from %d", top, self.last_id, top)
+                    self.last_id = top
                 self.connected = True
                 self._ready.set()
                 backoff = 0.5
