@@ -227,6 +227,11 @@ def is_connection_lost(exc: BaseException) -> bool:
     """Errors after which the connection must not go back to the pool."""
     if isinstance(exc, (InterfaceError, OSError, TimeoutError, GeneratorExit)):
         return True
+    if not isinstance(exc, Exception):
+        # GreenletExit (a killed greenlet), gevent.Timeout, KeyboardInterrupt: they can
+        # land in the middle of a query, leaving the server's reply unread — the next
+        # borrower would read it as its own (seen with a killed tus lease watcher).
+        return True
     code = sqlstate(exc) or ""
     return code.startswith(("08", "57P"))  # connection exception, operator intervention
 

@@ -157,3 +157,15 @@ def test_checkpointer_commits_every_n_bytes_and_reports_errors() -> None:
     disabled = receive.Checkpointer(failing, 0)
     disabled.maybe(10**9)
     disabled.wait()
+
+
+def test_a_greenlet_killed_mid_query_does_not_return_its_connection_to_the_pool() -> None:
+    """Regression (found by bench/tus.py): killing the lease watcher inside a query gave the
+    next borrower of that pooled connection the previous query's reply."""
+    from greenlet import GreenletExit
+
+    from flaskstream import db
+
+    assert db.is_connection_lost(GreenletExit())
+    assert db.is_connection_lost(KeyboardInterrupt())
+    assert not db.is_connection_lost(ValueError("an ordinary error in the caller's code"))
