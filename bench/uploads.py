@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--small-mib", type=int, default=64)
     parser.add_argument("--hold", type=float, default=15.0)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--headline-only", action="store_true",
+                        help="only the interleaved single 1 GiB flaskstream-vs-Node trials")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/flaskstream-bench-uploads"))
     args = parser.parse_args()
 
@@ -259,6 +261,9 @@ def main() -> None:
                 f"{theirs[len(theirs) // 2]:.0f} MB/s (no hash, no fsync; all: "
                 f"{', '.join(f'{x:.0f}' for x in theirs)}).")
             print(headline[-1], flush=True)
+
+        if args.headline_only:
+            return
 
         # 2. Streamed (and Node) at N = 1, 10, 100; buffered last, on a fresh worker.
         targets = [("streamed", server.url + "/uploads", pids, ("201",))]
