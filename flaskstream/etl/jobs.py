@@ -28,9 +28,9 @@ from flaskstream.etl.pipeline import (
     InputError,
     Progress,
     Reject,
-    prefetch,
     read_chunks,
 )
+from flaskstream.etl.prefetch import prefetch
 from flaskstream.etl.sink import CopySink, LoadError, LoadOptions
 from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
 
@@ -215,13 +215,14 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
              on_progress: Callable[[str, dict[str, Any]], None] | None = None,
              on_connect: Callable[[Any], None] | None = None,
              parser: Callable[..., Iterator[CopyBlock]] = csv_copy_blocks,
-             parser_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             parser_options: dict[str, Any] | None = None,
+             progress_interval: float = 0.25) -> dict[str, Any]:
     """Load ``source`` into ``table``; return the summary (``status`` done/failed).
 
     Never raises for bad input or a failed load: the summary carries the error
     (``BaseException``s such as KeyboardInterrupt still propagate, after rollback).
-    ``on_progress(event, data)`` gets ``progress`` events at most every 250 ms,
-    then one ``done`` or ``error``. A dry run needs no database at all.
+    ``on_progress(event, data)`` gets ``progress`` events at most every
+    ``progress_interval`` seconds, then one ``done`` or ``error``. A dry run needs no database at all.
     """
     progress = Progress()
     started = time.monotonic()
@@ -244,7 +245,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
         if recorder is not None:
             recorder.update(progress)
 
-    throttled = Throttle(tick)
+    throttled = Throttle(tick, progress_interval)
 
     def note_rejects(batch_rejects: list[Reject]) -> None:
         if rejects is not None:

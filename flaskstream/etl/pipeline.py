@@ -23,14 +23,11 @@ import codecs
 import csv
 import io
 import itertools
-import queue
-import threading
-import time
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 CHUNK_SIZE = 1 << 20  # source read size; also the target COPY message size
 BLOCK_ROWS = 4096  # records per block between stages
@@ -116,57 +113,6 @@ class Batch:
 
 class InputError(Exception):
     """Bad input as a whole (not one row): reported as a clear message, no traceback."""
-
-
-# --- overlap ------------------------------------------------------------------
-
-
-def prefetch(items: Iterable, depth: int = 8) -> Iterator:
-    """Iterate ``items`` in a helper thread, up to ``depth`` items ahead.
-
-    The parse/validate stages are CPU-bound Python; the sink spends its time
-    blocked in ``send`` (the GIL released) while the server inserts. Running
-    the stages ahead in a thread lets both happen at once — under gevent's
-    monkey-patching the thread is a greenlet that runs while the COPY socket
-    waits. Exceptions are re-raised in the consumer; closing the consumer stops
-    the producer at its next hand-off.
-    """
-    hand_off: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[int, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                hand_off.put(entry, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((0, item)):
-                    return
-                time.sleep(0)  # under gevent: let other greenlets (streams) run per block
-            put((1, None))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            put((2, exc))
-
-    worker = threading.Thread(target=produce, name="etl-stages", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, item = hand_off.get()
-            if kind == 0:
-                yield item
-            elif kind == 1:
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 # --- bytes --------------------------------------------------------------------

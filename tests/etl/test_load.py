@@ -164,11 +164,12 @@ def test_connection_killed_mid_load_leaves_table_unchanged(app, clean_db):
 
 def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
     on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
-    fired = []
+    seen: list[int] = []
 
-    def later(event: str, data: dict) -> None:  # kill once two batches are committed
-        if data["rows_loaded"] >= 2000 and not fired:
-            fired.append(1)
+    def later(event: str, data: dict) -> None:  # kill in the second batch, after a commit
+        if data["rows_loaded"] and not seen:
+            seen.append(data["rows_loaded"])
+        elif seen and data["rows_loaded"] > seen[0]:
             on_progress(event, data)
 
     data = users_csv(60_000)
@@ -176,11 +177,12 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
         result = run_load(db.get_database(), iter([data[i:i + 8192] for i in
                                                    range(0, len(data), 8192)]),
                           USERS, LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
-                          on_connect=on_connect, on_progress=later)
+                          on_connect=on_connect, on_progress=later,
+                          progress_interval=0)
     assert result["status"] == "failed"
     committed, line, offset = query(
         clean_db, "SELECT rows_committed, checkpoint_line, checkpoint_offset FROM etl_jobs")[0]
-    assert committed >= 2000 and users(clean_db)[0][0].startswith("user")
+    assert committed >= 1000 and users(clean_db)[0][0].startswith("user")
     assert query(clean_db, "SELECT count(*) FROM users") == [[committed]]
     assert line == committed + 1  # header + one line per row
     assert offset == len(b"\n".join(data.split(b"\n")[:line])) + 1
@@ -189,8 +191,12 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
 def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_db, tmp_path):
     on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
 
-    def later(event: str, data: dict) -> None:
-        if data["rows_loaded"] >= 3000:
+    seen: list[int] = []
+
+    def later(event: str, data: dict) -> None:  # kill in the second batch, after a commit
+        if data["rows_loaded"] and not seen:
+            seen.append(data["rows_loaded"])
+        elif seen and data["rows_loaded"] > seen[0]:
             on_progress(event, data)
 
     src = tmp_path / "in.csv.gz"
@@ -199,7 +205,8 @@ def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_d
     with app.app_context(), open(src, "rb") as handle:
         first = run_load(db.get_database(), handle, USERS,
                          LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
-                         job_id="first", on_connect=on_connect, on_progress=later)
+                         job_id="first", on_connect=on_connect, on_progress=later,
+                         progress_interval=0)
     assert first["status"] == "failed" and killed.is_set()
     committed = query(clean_db, "SELECT rows_committed FROM etl_jobs")[0][0]
     assert 0 < committed < 19_980

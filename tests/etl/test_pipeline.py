@@ -259,7 +259,7 @@ def test_positions_give_exact_byte_offsets_for_resuming():
 
 
 def test_prefetch_keeps_order_reraises_and_stops_when_closed():
-    from flaskstream.etl.pipeline import prefetch
+    from flaskstream.etl.prefetch import prefetch
 
     assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
 
