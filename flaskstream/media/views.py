@@ -22,6 +22,8 @@ import mimetypes
 import os
 import stat
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -33,6 +35,14 @@ from flaskstream.media.stream import FileShrunk, PreadStream, gevent_offload
 __all__ = ["FileShrunk", "PreadStream", "bp", "serve_descriptor", "serve_file"]
 
 bp = Blueprint("media", __name__)
+
+
+@bp.record_once
+def _install_fast_path(state: Any) -> None:
+    """Put ``fastpath.MediaFastPath`` in front of the app (see that module for why)."""
+    from flaskstream.media.fastpath import MediaFastPath
+
+    state.app.wsgi_app = MediaFastPath(state.app, state.app.wsgi_app)
 
 #: Extension → Content-Type, ahead of ``mimetypes`` (whose table depends on the host).
 CONTENT_TYPES = {
@@ -99,10 +109,9 @@ CONDITIONAL_HEADERS = tuple(
 )
 
 
-def _conditional_headers() -> dict[str, str]:
+def conditional_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """Only the headers that matter, straight from the environ (cheaper than
     walking every request header on each of thousands of range requests/s)."""
-    environ = request.environ
     return {name: environ[key] for name, key in CONDITIONAL_HEADERS if key in environ}
 
 
@@ -143,7 +152,33 @@ def serve_descriptor(
 ) -> Response:
     """``serve_file`` for a descriptor the caller opened; it is always consumed
     (closed here, or handed to the response body, which closes it)."""
-    config = current_app.config
+    status, headers, body = plan_response(
+        fd, request.method, conditional_headers(request.environ), current_app.config,
+        content_type, download_name, as_attachment, cache_control)
+    if status == 416:
+        return error_response(416, "RANGE_NOT_SATISFIABLE",
+                              "no requested range overlaps the file", headers)
+    if body is None:
+        return Response(status=status, headers=headers)
+    return Response(body, status=status, headers=headers, direct_passthrough=True)
+
+
+def plan_response(
+    fd: int,
+    method: str,
+    request_headers: Mapping[str, str],
+    config: Mapping[str, Any],
+    content_type: str,
+    download_name: str | None = None,
+    as_attachment: bool = False,
+    cache_control: str | None = None,
+) -> tuple[int, dict[str, str], PreadStream | None]:
+    """Status, headers and body (None: no body) for ``method`` on the open ``fd``.
+
+    No Flask: the blueprint and the WSGI fast path (``fastpath.py``) share it.
+    ``fd`` is always consumed — closed here, or owned by the returned body.
+    Raises ``ApiError(404)`` when ``fd`` is not a regular file.
+    """
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -151,19 +186,24 @@ def serve_descriptor(
         size = info.st_size
         etag = ranges.make_etag(info.st_ino, size, info.st_mtime_ns)
         last_modified = int(info.st_mtime)
-        decision = ranges.evaluate(request.method, _conditional_headers(), size, etag,
-                                   last_modified, int(config["MEDIA_MAX_RANGES"]))
+        decision = ranges.evaluate(method, request_headers, size, etag, last_modified,
+                                   int(config["MEDIA_MAX_RANGES"]))
         headers = {
             "ETag": etag,
             "Last-Modified": ranges.http_date(last_modified),
             "Cache-Control": cache_control or config["MEDIA_CACHE_CONTROL"],
         }
-        if decision.status in (304, 412):
-            return Response(status=decision.status, headers=headers)
+        if decision.status == 304:
+            # §15.4.5: no representation metadata beyond the validators a cache needs;
+            # with an ETag present that excludes Last-Modified.
+            del headers["Last-Modified"]
+            return 304, headers, None
+        if decision.status == 412:
+            headers["Content-Length"] = "0"
+            return 412, headers, None
         if decision.status == 416:
             headers["Content-Range"] = ranges.unsatisfied_range(size)
-            return error_response(416, "RANGE_NOT_SATISFIABLE",
-                                  f"no requested range overlaps the {size} bytes", headers)
+            return 416, headers, None
 
         headers["Accept-Ranges"] = "bytes"
         headers["X-Content-Type-Options"] = "nosniff"
@@ -188,12 +228,12 @@ def serve_descriptor(
             headers["Content-Type"] = plan.content_type
         headers["Content-Length"] = str(length)
 
-        if request.method == "HEAD" or length == 0:
-            return Response(status=decision.status, headers=headers)
+        if method == "HEAD" or length == 0:
+            return decision.status, headers, None
         offload = gevent_offload() if config.get("MEDIA_OFFLOAD_COLD_READS", True) else None
         body = PreadStream(fd, pieces, int(config["MEDIA_CHUNK_SIZE"]), offload)
         fd = -1  # the body owns it now
-        return Response(body, status=decision.status, headers=headers, direct_passthrough=True)
+        return decision.status, headers, body
     finally:
         if fd >= 0:
             os.close(fd)

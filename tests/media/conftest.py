@@ -21,9 +21,11 @@ def media_dir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def app_config(tmp_path: Path, media_dir: Path) -> dict[str, Any]:
+@pytest.fixture(params=[True, False], ids=["fastpath", "flask"])
+def app_config(request: pytest.FixtureRequest, tmp_path: Path, media_dir: Path) -> dict[str, Any]:
+    """Every app-level test runs twice: through the WSGI fast path and through Flask."""
     return {
+        "MEDIA_FAST_PATH": request.param,
         "TESTING": True,
         "DATABASE_URL": "postgresql://unused@127.0.0.1:9/unused",
         "INSTANCE_PATH": str(tmp_path / "instance"),

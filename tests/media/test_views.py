@@ -245,3 +245,50 @@ def test_reads_only_the_requested_bytes(client: FlaskClient, clip: Path,
     calls.clear()
     assert client.get("/media/clip.mp4").data == DATA
     assert [length for _, length in calls] == [256 * 1024] * 3 + [123]
+
+
+# --- the WSGI fast path and Flask agree -------------------------------------------------
+
+@pytest.fixture
+def flask_calls(app: Flask) -> list[str]:
+    calls: list[str] = []
+    app.before_request(lambda: calls.append("flask") and None)
+    return calls
+
+
+def test_fast_path_skips_flask_only_on_the_happy_path(app: Flask, client: FlaskClient, clip: Path,
+                                                      media_dir: Path,
+                                                      flask_calls: list[str]) -> None:
+    fast = app.config["MEDIA_FAST_PATH"]
+    for headers in ({}, {"Range": "bytes=0-9"}, {"Range": "bytes=0-0,9000-9000"},
+                    {"If-None-Match": "*"}, {"If-Match": '"x"'}):
+        client.get("/media/clip.mp4", headers=headers).close()
+        client.head("/media/clip.mp4", headers=headers).close()
+    assert len(flask_calls) == (0 if fast else 10)
+    flask_calls.clear()
+    (media_dir / "folder").mkdir()
+    assert client.get("/media/clip.mp4", headers={"Range": "bytes=99999999-"}).status_code == 416
+    assert client.get("/media/nope.mp4").status_code == 404
+    assert client.get("/media/folder").status_code == 404
+    assert client.get("/media/").status_code == 200
+    assert client.get("/media/clip.mp4", headers={"Origin": "https://x.example"}).status_code == 200
+    assert client.post("/media/clip.mp4").status_code == 405
+    assert len(flask_calls) == 6  # every one of those went to Flask, in both modes
+
+
+def test_fast_path_and_flask_send_the_same_headers(app: Flask, clip: Path) -> None:
+    client = app.test_client()
+    etag = client.head("/media/clip.mp4").headers["ETag"]
+    cases = ({}, {"Range": "bytes=5-9"}, {"If-None-Match": etag}, {"If-Match": '"x"'},
+             {"Range": "bytes=0-0,9000-9000"})
+    seen = {}
+    for fast in (True, False):
+        app.config["MEDIA_FAST_PATH"] = fast
+        for index, headers in enumerate(cases):
+            res = client.get("/media/clip.mp4", headers=headers)
+            got = {k: v for k, v in res.headers.items() if k != "Content-Type"}
+            ctype = res.headers.get("Content-Type", "")
+            got["Content-Type"] = ctype.split("boundary=")[0] if res.status_code != 412 else ""
+            seen.setdefault(index, []).append((res.status_code, got, len(res.data)))
+    for index, (fast, slow) in seen.items():
+        assert fast == slow, cases[index]
