@@ -150,7 +150,8 @@ class ExactMultipartDecoder(MultipartDecoder):
             chunk = view[data_start:max(data_start, data_end)].tobytes()
         return chunk, del_index, more_data
 
-    def _last_partial_boundary_index(self, data: bytes | bytearray, start: int = 0) -> int:
+    def _last_partial_boundary_index(self, data: bytes | bytearray | memoryview,
+                                     start: int = 0) -> int:
         n = len(data)
         candidates: list[int] = []
         # Short candidates: a line break in the last len(LB + dash + "-") bytes.
@@ -340,13 +341,13 @@ class FormReader:
                 return out + self._drain()
         view = memoryview(chunk)[offset:]
         if chunk.find(decoder._dash_boundary, offset) != -1:
-            decoder.receive_data(view)
+            decoder.receive_data(view)  # type: ignore[arg-type]  # extends a bytearray
             return out + self._drain()
         safe = decoder._last_partial_boundary_index(view)
         if safe:
             self._part_data(Data(data=view[:safe], more_data=True), out)  # type: ignore[arg-type]
         if safe < len(view):
-            decoder.receive_data(view[safe:])
+            decoder.receive_data(view[safe:])  # type: ignore[arg-type]
         return out
 
     def _finish(self) -> list[ReaderEvent]:

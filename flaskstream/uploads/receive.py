@@ -120,7 +120,7 @@ class ChunkBudget:
         _active -= 1
 
 
-def read_chunks(stream: IO[bytes], raw_input: Any, chunk_size: int | Callable[[], int],
+def read_chunks(stream: IO[bytes] | GunicornSocketBody, raw_input: Any, chunk_size: int | Callable[[], int],
                 idle_timeout: float | None, expected: int | None = None) -> Iterator[bytes]:
     """Yield the body in chunks of up to ``chunk_size`` until EOF.
 
