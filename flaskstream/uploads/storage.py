@@ -30,17 +30,35 @@ Public API (the tus pattern builds on it)::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
 import errno
 import hashlib
 import os
 import secrets
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+# The stored-upload names live in records.py; storage is the API others import.
+from flaskstream.uploads.records import (
+    COLUMNS,
+    Upload,
+    delete_upload,
+    final_path,
+    get_upload,
+    insert_uploads,
+    is_upload_id,
+    list_uploads,
+    new_upload_id,
+)
+
+__all__ = [
+    "COLUMNS", "FILE_MODE", "NO_SPACE_ERRNOS", "STAGING_DIRNAME", "STAGING_SUFFIX",
+    "InsufficientStorage", "StagingFile", "Upload", "commit_staged", "delete_upload",
+    "final_path", "fsync_dir", "get_upload", "gevent_threadpool", "hash_file",
+    "insert_uploads", "is_upload_id", "list_uploads", "new_upload_id", "run_blocking",
+    "staging_dir", "sweep_staging",
+]
 
 STAGING_DIRNAME = ".staging"
 STAGING_SUFFIX = ".part"
@@ -90,22 +108,6 @@ def staging_dir(upload_dir: str | os.PathLike[str]) -> Path:
     path = Path(upload_dir) / STAGING_DIRNAME
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def final_path(upload_dir: str | os.PathLike[str], upload_id: str) -> Path:
-    """Where an upload's bytes live: ``UPLOAD_DIR/<id>`` (ids are server-generated hex)."""
-    if not is_upload_id(upload_id):
-        raise ValueError(f"not an upload id: {upload_id!r}")
-    return Path(upload_dir) / upload_id
-
-
-def new_upload_id() -> str:
-    """A random 32-hex-digit id (uuid4), used both as the row key and the file name."""
-    return uuid.uuid4().hex
-
-
-def is_upload_id(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -331,89 +333,6 @@ def sweep_staging(upload_dir: str | os.PathLike[str], older_than: float,
                     os.unlink(entry.path)
                     removed += 1
     return removed
-
-
-# --- metadata rows (schema in uploads/schema.sql) -------------------------------
-
-COLUMNS = "id, filename, size, sha256, content_type, field, created"
-
-
-@dataclasses.dataclass(frozen=True)
-class Upload:
-    """One stored upload: its row in ``uploads`` and the file at ``final_path(dir, id)``."""
-
-    id: str
-    filename: str
-    size: int
-    sha256: str
-    content_type: str
-    field: str | None = None
-    created: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Upload:
-        return cls(*row)
-
-    def to_json(self, url: str | None = None) -> dict[str, Any]:
-        """The contract's file object (``url`` is added by the view that knows the route)."""
-        body: dict[str, Any] = {
-            "id": self.id, "field": self.field, "filename": self.filename, "size": self.size,
-            "sha256": self.sha256, "content_type": self.content_type,
-            "created": self.created.isoformat(),
-        }
-        if url is not None:
-            body["url"] = url
-        return body
-
-
-def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
-    """Insert every row in one transaction: all or none (``con`` is a pg8000.native connection)."""
-    con.run("BEGIN")
-    try:
-        for u in uploads:
-            con.run(
-                f"INSERT INTO uploads ({COLUMNS}) VALUES "
-                "(:id, :filename, :size, :sha256, :content_type, :field, :created)",
-                id=u.id, filename=u.filename, size=u.size, sha256=u.sha256,
-                content_type=u.content_type, field=u.field, created=u.created,
-            )
-        con.run("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            con.run("ROLLBACK")
-        raise
-
-
-def get_upload(con: Any, upload_id: str) -> Upload | None:
-    if not is_upload_id(upload_id):
-        return None
-    rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE id = :id", id=upload_id)
-    return Upload.from_row(rows[0]) if rows else None
-
-
-def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = None
-                 ) -> list[Upload]:
-    """Newest first, keyset-paginated: ``before`` is the (created, id) of the last row seen."""
-    if before is None:
-        rows = con.run(f"SELECT {COLUMNS} FROM uploads ORDER BY created DESC, id DESC "
-                       "LIMIT :limit", limit=limit)
-    else:
-        rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE (created, id) < (:c, :i) "
-                       "ORDER BY created DESC, id DESC LIMIT :limit",
-                       c=before[0], i=before[1], limit=limit)
-    return [Upload.from_row(r) for r in rows]
-
-
-def delete_upload(con: Any, upload_dir: str | os.PathLike[str], upload_id: str) -> bool:
-    """Delete the row, then the file. False if there was no such upload."""
-    if not is_upload_id(upload_id):
-        return False
-    rows = con.run("DELETE FROM uploads WHERE id = :id RETURNING id", id=upload_id)
-    if not rows:
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(final_path(upload_dir, upload_id))
-    return True
 
 
 def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> None:
