@@ -2,7 +2,7 @@
 
 Run from the checkout (about a minute, ~10 GB of disk churn):
 
-    .venv/bin/python bench/tus.py [--size-mib 1024] [--concurrency 10]
+    .venv/bin/python bench/tus.py [--size-mib 1024] [--concurrency 10 100]
 
 One gunicorn worker (gevent), the session's embedded PostgreSQL. Side by side
 in one run, on the same file:
@@ -10,7 +10,7 @@ in one run, on the same file:
 - ``PUT /uploads/<name>`` with ``curl -T`` — the plain raw upload (baseline);
 - tus, one ``PATCH`` of the whole file with curl (how tus-js-client streams);
 - tus with tuspy, 64 MiB chunks, with and without a sha1 ``Upload-Checksum``;
-- N concurrent tus PATCHes (curl) — the worker's peak RSS growth;
+- N = 10 and 100 concurrent tus PATCHes (curl) sharing the size — the worker's peak RSS growth;
 - takeover latency: a PATCH whose client vanished (the server's socket stays
   open and silent) holds the upload; a new ``HEAD`` must get the offset. Median
   of several trials, in seconds.
@@ -130,10 +130,9 @@ def takeover_latency(server: LiveServer, trials: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--checkpoint-mib", type=int, default=None,
                         help="FLASKSTREAM_TUS_CHECKPOINT_BYTES in MiB (default: the app's)")
-    parser.add_argument("--only", default=None, help="run only rows whose label has this text")
     args = parser.parse_args()
     size = args.size_mib * MiB
     work = Path(tempfile.mkdtemp(prefix="bench-tus-", dir=os.environ.get("BENCH_DIR")))
@@ -169,20 +168,21 @@ def main() -> None:
             mbps, rss = measure(server, size, lambda c=checksum: tuspy(server, source, c))
             label = "tus, tuspy 64 MiB chunks" + (" + sha1 Upload-Checksum" if checksum else "")
             rows.append((label, f"{mbps:.0f}", f"{rss:.1f}"))
-        n = args.concurrency
-        each = max(size // n, MiB)
-        small = work / "each.bin"
-        with open(source, "rb") as src, open(small, "wb") as dst:
-            dst.write(src.read(each))
-        def concurrent() -> None:
-            targets = [create(server, each) for _ in range(n)]
-            procs = [subprocess.Popen(["curl", "-sS", "-f", "-o", "/dev/null",
-                                       *curl_patch(u, small)]) for u in targets]
-            assert all(p.wait() == 0 for p in procs)
+        for n in args.concurrency:
+            each = max(size // n, MiB)
+            small = work / f"each-{n}.bin"
+            with open(source, "rb") as src, open(small, "wb") as dst:
+                dst.write(src.read(each))
 
-        mbps, rss = measure(server, each * n, concurrent)
-        rows.append((f"tus, {n} concurrent PATCHes of {each // MiB} MiB (curl)",
-                     f"{mbps:.0f}", f"{rss:.1f}"))
+            def concurrent(n: int = n, each: int = each, small: Path = small) -> None:
+                targets = [create(server, each) for _ in range(n)]
+                procs = [subprocess.Popen(["curl", "-sS", "-f", "-o", "/dev/null",
+                                           *curl_patch(u, small)]) for u in targets]
+                assert all(p.wait() == 0 for p in procs)
+
+            mbps, rss = measure(server, each * n, concurrent)
+            rows.append((f"tus, {n} concurrent PATCHes of {each // MiB} MiB (curl)",
+                         f"{mbps:.0f}", f"{rss:.1f}"))
         latencies = takeover_latency(server, 7)
     except BaseException:
         print(server.log(), file=sys.stderr)

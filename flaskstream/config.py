@@ -95,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "TUS_JANITOR_INTERVAL": 60,
     # Finished/terminated/expired records answer 410 for this long, then 404.
     "TUS_TOMBSTONE_SECONDS": 7 * 86400,
+    # Seconds between `progress` events on uploads.<id> during a PATCH (0 = only `done`).
+    "TUS_PROGRESS_INTERVAL": 0,
     # --- media ------------------------------------------------------------
     # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
     # stream holds at most one chunk in memory).

@@ -1,16 +1,17 @@
 """Streaming a PATCH body into an upload's staging file while holding its lease.
 
-The request greenlet reads ``request.stream`` in chunks and appends them; a
-small watcher greenlet renews the lease every ``interval`` seconds. The
-watcher is what makes takeover work: a request blocked reading from a client
-that vanished without closing its connection would otherwise hold the upload
-until the TCP stack gave up (minutes to hours). When another request asks for
-the upload, when the lease is lost, or when no byte arrived for the idle
-timeout, the watcher interrupts the read; the view then keeps the bytes it has
-(fsync, commit the offset) and lets go.
+The request greenlet reads the body in chunks and appends them; one renewer
+greenlet per worker (``LeaseRenewer``) renews the leases of all its requests
+every ``interval`` seconds in a single query. The renewer is what makes
+takeover work: a request blocked reading from a client that vanished without
+closing its connection would otherwise hold the upload until the TCP stack gave
+up (minutes to hours). When another request asks for the upload, when the lease
+is lost, or when no byte arrived for the idle timeout, the renewer interrupts
+the read; the view then keeps the bytes it has (fsync, commit the offset) and
+lets go.
 
 Without gevent (the Flask test client, other servers) reads never block for
-long, so the same checks run inline between chunks instead.
+long, so each request renews inline between chunks instead.
 """
 
 from __future__ import annotations
@@ -84,23 +85,29 @@ class LeaseKeeper:
         self.interrupt: Interrupted | None = None
         self.reading = False
         self._next_tick = now + interval
-        self._watcher: Any = None
+        self._renewer: LeaseRenewer | None = None
         self._owner: Any = None
-        self._stopping: Any = None
 
     def tick(self) -> Interrupted | None:
-        """Renew once; the reason to stop, if there is one."""
+        """Renew once, by itself (no gevent); the reason to stop, if there is one."""
         started = time.monotonic()
-        wanted = False
         try:
             with self.connect() as con:
-                wanted = store.renew(con, self.upload_id, self.token, self.lease)
+                wanted: bool | None = store.renew(con, self.upload_id, self.token, self.lease)
         except store.LeaseLost:
-            return LeaseExpired("the upload's lease was lost")
+            wanted = None
         except Exception:  # noqa: BLE001 - a database hiccup: keep going until the lease runs out
             log.warning("could not renew the lease of tus upload %s", self.upload_id,
                         exc_info=True)
-        else:
+            return self.outcome(started, False, renewed=False)
+        return self.outcome(started, wanted)
+
+    def outcome(self, started: float, wanted: bool | None, renewed: bool = True
+                ) -> Interrupted | None:
+        """Apply a renewal's result: ``wanted`` None = the lease is gone, True = asked to let go."""
+        if wanted is None:
+            return LeaseExpired("the upload's lease was lost")
+        if renewed:
             self.valid_until = started + self.lease - LEASE_MARGIN
         if wanted:
             return TakenOver("another request took over this upload")
@@ -111,32 +118,28 @@ class LeaseKeeper:
     def start(self) -> LeaseKeeper:
         if gevent_active():
             import gevent
-            from gevent.event import Event
 
             self._owner = gevent.getcurrent()
-            self._stopping = Event()
-            self._watcher = gevent.spawn(self._watch)
+            self._renewer = LeaseRenewer.for_(self.connect, self.lease, self.interval)
+            self._renewer.add(self)
         return self
 
     def stop(self) -> None:
-        """Stop the watcher and wait for it. Never kill it: a greenlet killed in the
-        middle of a query leaves its pooled connection out of step with the server."""
-        if self._watcher is not None:
-            self._stopping.set()
-            self._watcher.join()
-            self._watcher = None
+        if self._renewer is not None:
+            self._renewer.remove(self)
+            self._renewer = None
 
-    def _watch(self) -> None:
+    def stop_with(self, reason: Interrupted) -> None:
+        """Called by the renewer: remember why, and interrupt a read in progress.
+
+        From the hub, and only if the owner is still blocked in a read: an
+        exception thrown anywhere else (an fsync, a commit) would break the
+        bookkeeping that keeps the bytes; otherwise ``check`` raises it.
+        """
         import gevent
 
-        while self.interrupt is None and not self._stopping.wait(self.interval):
-            reason = self.tick()
-            if reason is not None:
-                self.interrupt = reason
-                # From the hub, and only if the owner is still blocked in a read:
-                # an exception thrown anywhere else (an fsync, a commit) would
-                # break the bookkeeping that keeps the bytes.
-                gevent.get_hub().loop.run_callback(self._interrupt_read, reason)
+        self.interrupt = reason
+        gevent.get_hub().loop.run_callback(self._interrupt_read, reason)
 
     def _interrupt_read(self, reason: Interrupted) -> None:
         if self.reading and self._owner is not None and not self._owner.dead:
@@ -153,7 +156,7 @@ class LeaseKeeper:
     def check(self) -> None:
         """Before each write: raise if the stream must stop (inline renewal without gevent)."""
         now = time.monotonic()
-        if self._watcher is None and now >= self._next_tick:
+        if self._renewer is None and now >= self._next_tick:
             self._next_tick = now + self.interval
             reason = self.tick()
             if reason is not None:
@@ -164,6 +167,79 @@ class LeaseKeeper:
             raise LeaseExpired("the upload's lease ran out")
 
 
+class LeaseRenewer:
+    """One greenlet per worker renews every lease its requests hold, in one query per interval.
+
+    A greenlet and a query per upload would cost 2 queries a second per upload
+    in flight and, at 100 uploads on a worker, more than its connection pool can
+    serve in time — leases would run out under load. Never killed (see
+    ``db.is_connection_lost``); it sleeps while no lease is held.
+    """
+
+    _instances: dict[tuple[int, float, float], LeaseRenewer] = {}
+
+    def __init__(self, connect: Callable[[], Any], lease: float, interval: float) -> None:
+        from gevent.event import Event
+
+        self.connect = connect
+        self.lease = lease
+        self.interval = interval
+        self.keepers: dict[int, LeaseKeeper] = {}
+        self._wake = Event()
+        self._greenlet: Any = None
+
+    @classmethod
+    def for_(cls, connect: Callable[[], Any], lease: float, interval: float) -> LeaseRenewer:
+        key = (id(getattr(connect, "__self__", connect)), float(lease), float(interval))
+        renewer = cls._instances.get(key)
+        if renewer is None:
+            renewer = cls._instances[key] = cls(connect, lease, interval)
+        return renewer
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        import gevent
+
+        self.keepers[id(keeper)] = keeper
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+        self._wake.set()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        self.keepers.pop(id(keeper), None)
+
+    def _run(self) -> None:
+        import gevent
+
+        while True:
+            if not self.keepers:
+                self._wake.clear()
+                self._wake.wait()
+                continue
+            gevent.sleep(self.interval)
+            keepers = [k for k in self.keepers.values() if k.interrupt is None]
+            if keepers:
+                self.renew(keepers)
+
+    def renew(self, keepers: list[LeaseKeeper]) -> None:
+        started = time.monotonic()
+        try:
+            with self.connect() as con:
+                held = store.renew_many(con, [(k.upload_id, k.token) for k in keepers],
+                                        self.lease)
+        except Exception:  # noqa: BLE001 - keep going until the leases run out
+            log.warning("could not renew %d tus leases", len(keepers), exc_info=True)
+            held, renewed = {}, False
+        else:
+            renewed = True
+        for keeper in keepers:
+            if renewed:
+                reason = keeper.outcome(started, held.get((keeper.upload_id, keeper.token)))
+            else:
+                reason = keeper.outcome(started, False, renewed=False)
+            if reason is not None and id(keeper) in self.keepers:
+                keeper.stop_with(reason)
+
+
 class Checkpointer:
     """Makes the offset durable every ``every`` bytes of a long PATCH, without stopping it.
 
@@ -172,7 +248,7 @@ class Checkpointer:
     request keeps reading: the bytes it covers were all written before it
     started, so the offset it records is on disk. One runs at a time; ``wait``
     joins it (before the final commit, so offsets are recorded in order) and
-    re-raises its error. Never killed: see ``LeaseKeeper.stop``.
+    re-raises its error. Never killed: see ``db.is_connection_lost``.
     """
 
     def __init__(self, commit: Callable[[int], Any], every: int) -> None:

@@ -180,6 +180,20 @@ def renew(con: Any, upload_id: str, token: str, lease: float) -> bool:
     return bool(rows[0][0])
 
 
+def renew_many(con: Any, held: list[tuple[str, str]], lease: float) -> dict[tuple[str, str], bool]:
+    """Extend many leases in one statement: ``{(id, token): release requested}`` for those
+    still held (a pair missing from the answer has lost its lease)."""
+    if not held:
+        return {}
+    rows = con.run(
+        f"UPDATE tus_uploads AS t SET lock_expires = clock_timestamp() + :lease {SECONDS} "
+        "FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS text[])) AS h(id, token) "
+        "WHERE t.id = h.id AND t.lock_token = h.token AND t.lock_expires >= clock_timestamp() "
+        "RETURNING t.id, t.lock_token, t.release_requested IS NOT NULL",
+        ids=[i for i, _ in held], tokens=[t for _, t in held], lease=float(lease))
+    return {(row[0], row[1]): bool(row[2]) for row in rows}
+
+
 def release(con: Any, upload_id: str, token: str) -> None:
     con.run("UPDATE tus_uploads SET lock_token = NULL, lock_expires = NULL "
             "WHERE id = :id AND lock_token = :token", id=upload_id, token=token)

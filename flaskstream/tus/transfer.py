@@ -100,7 +100,7 @@ def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum |
     # With a checksum nothing may be recorded before the whole body is verified.
     checkpoints = receive.Checkpointer(
         durable, 0 if checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
-    progress = _progress_publisher(row.id, length)
+    progress = _progress_publisher(row.id, length, float(_cfg("TUS_PROGRESS_INTERVAL") or 0))
 
     def on_chunk(written: int) -> None:
         checkpoints.maybe(written)
@@ -212,13 +212,15 @@ def _publish(upload_id: str, event: str, data: Any) -> None:
         log.warning("could not publish %s for tus upload %s", event, upload_id, exc_info=True)
 
 
-def _progress_publisher(upload_id: str, total: int | None, interval: float = 0.25) -> Any:
-    """``progress`` events (``{"bytes", "total"}``) on ``uploads.<id>``, at most every 250 ms."""
+def _progress_publisher(upload_id: str, total: int | None, interval: float) -> Any:
+    """``progress`` events (``{"bytes", "total"}``) on ``uploads.<id>``, at most every
+    ``interval`` s; off when 0 (tus clients report progress themselves, and an event a
+    second per upload in flight is load on the event bus for nobody)."""
     last = [time.monotonic()]
 
     def progress(offset: int) -> None:
         now = time.monotonic()
-        if now - last[0] >= interval:
+        if interval > 0 and now - last[0] >= interval:
             last[0] = now
             _publish(upload_id, "progress", {"bytes": offset, "total": total})
 

@@ -328,3 +328,15 @@ def test_random_chunking_reassembles_exactly(client: FlaskClient) -> None:
         assert stored.status_code == 200 and stored.data == data
 
     run()
+
+
+def test_renew_many_extends_held_leases_and_reports_takeover_requests(client: FlaskClient,
+                                                                       app: Any) -> None:
+    ids = [create(client, 10).rsplit("/", 1)[1] for _ in range(3)]
+    with app.app_context(), db.connection() as con:
+        for i, upload_id in enumerate(ids):
+            assert store.try_acquire(con, upload_id, f"t{i}", 30) is not None
+        store.request_release(con, ids[1])
+        held = store.renew_many(con, [(ids[0], "t0"), (ids[1], "t1"), (ids[2], "wrong")], 30)
+        assert held == {(ids[0], "t0"): False, (ids[1], "t1"): True}
+        assert store.renew_many(con, [], 30) == {}
