@@ -6,7 +6,8 @@ same gunicorn (1 gevent worker), and optionally the lesson's Node server.
 Figures, side by side in one run (the machine is shared and noisy — compare
 ratios, not absolutes):
   1. req/s for random 64 KiB ranges (keep-alive, 2 client processes x 4 connections)
-     on a 16 MiB and a 256 MiB file of random bytes; plus "flask-ceiling", a route
+     on a 16 MiB and a 256 MiB file of random bytes; plus "flaskstream-via-flask"
+     (the same requests through the blueprint, fast path bypassed), "flask-ceiling", a route
      answering 64 KiB from memory in the same gunicorn (Flask + gunicorn alone), and
      "wsgi-ceiling", the same from a bare WSGI callable (gunicorn alone);
   2. MB/s for whole-file transfers of the 256 MiB file (2 concurrent clients);
@@ -96,7 +97,8 @@ def get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str],
 
 
 def _client_proc(port: int, path: str, size: int, expect: int, seconds: float,
-                 conns: int, mode: str, out: multiprocessing.Queue) -> None:
+                 conns: int, mode: str, out: multiprocessing.Queue,
+                 extra: dict[str, str] | None = None) -> None:
     stop_at = time.monotonic() + seconds
     counts = [0, 0, 0]  # requests, bytes, errors
 
@@ -105,7 +107,7 @@ def _client_proc(port: int, path: str, size: int, expect: int, seconds: float,
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         buf = bytearray(MiB)
         while time.monotonic() < stop_at:
-            headers = {}
+            headers = dict(extra or {})
             if mode == "range":
                 start = rng.randrange(0, size - RANGE)
                 headers["Range"] = f"bytes={start}-{start + RANGE - 1}"
@@ -131,12 +133,13 @@ def _client_proc(port: int, path: str, size: int, expect: int, seconds: float,
 
 
 def load(port: int, path: str, size: int, expect: int, seconds: float, mode: str,
-         procs: int = 2, conns: int = 4) -> tuple[float, float, int]:
+         procs: int = 2, conns: int = 4, extra: dict[str, str] | None = None,
+         ) -> tuple[float, float, int]:
     """(requests/s, MB/s, errors) over ``seconds`` of closed-loop load."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     started = time.monotonic()
     workers = [multiprocessing.Process(target=_client_proc, args=(
-        port, path, size, expect, seconds, conns, mode, queue)) for _ in range(procs)]
+        port, path, size, expect, seconds, conns, mode, queue, extra)) for _ in range(procs)]
     for w in workers:
         w.start()
     results = [queue.get() for _ in workers]
@@ -174,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--node", help="path to a copy of the lesson's video-server.js")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per range row")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="fs-bench-media-"))
@@ -192,35 +196,40 @@ def main() -> None:
         gunicorn, gport = start_gunicorn(folder, base / "instance")
         procs.append(gunicorn)
         servers = {"flaskstream": (gport, "/media/{}"), "send_file": (gport, "/bench/send_file/{}")}
-        nodes: dict[str, subprocess.Popen[bytes]] = {}
+        node_ports: dict[str, int] = {}
+        if args.node:  # the seed serves one file per process
+            for name in ("m16.bin", "m256.bin", "g1.bin"):
+                proc, node_ports[name] = start_node(args.node, folder / name)
+                procs.append(proc)
         print(f"# media bench {time.strftime('%Y-%m-%d %H:%M')} - 1 gunicorn gevent worker, "
-              f"{args.seconds:.0f} s per figure, 2 procs x 4 keep-alive connections")
+              f"{args.seconds:.0f} s per figure, 2 procs x 4 keep-alive connections, "
+              f"range rows: median of {args.rounds} interleaved rounds")
 
         def node_for(name: str) -> int | None:
-            if not args.node:
-                return None
-            for proc in nodes.values():
-                proc.terminate()
-                proc.wait()
-            nodes.clear()
-            proc, port = start_node(args.node, folder / name)
-            nodes[name] = proc
-            procs.append(proc)
-            return port
+            return node_ports.get(name)
 
+        origin = {"Origin": "http://bench.invalid"}
         for name, size in (("m16.bin", 16 * MiB), ("m256.bin", 256 * MiB)):
-            row = []
-            for label, (port, pattern) in servers.items():
-                rps, _, errors = load(port, pattern.format(name), size, 206, args.seconds, "range")
-                row.append(f"{label} {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
-            nport = node_for(name)
-            if nport:
-                rps, _, errors = load(nport, "/video", size, 206, args.seconds, "range")
-                row.append(f"node {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
+            # (label, port, path, extra headers); an Origin header sends the request
+            # through Flask (CORS) instead of the WSGI fast path: the blueprint's own rate.
+            targets = [(label, port, pattern.format(name), None)
+                       for label, (port, pattern) in servers.items()]
+            if node_for(name):
+                targets.append(("node", node_ports[name], "/video", None))
             if size == 16 * MiB:
-                for label, path in (("flask-ceiling", "/bench/ceiling"), ("wsgi-ceiling", "/bench/raw")):
-                    rps, _, errors = load(gport, path, size, 206, args.seconds, "range")
-                    row.append(f"{label} {rps:8.0f} req/s" + (f" ({errors} errors)" if errors else ""))
+                targets += [("flaskstream-via-flask", gport, f"/media/{name}", origin),
+                            ("flask-ceiling", gport, "/bench/ceiling", None),
+                            ("wsgi-ceiling", gport, "/bench/raw", None)]
+            results: dict[str, list[float]] = {t[0]: [] for t in targets}
+            errors: dict[str, int] = {t[0]: 0 for t in targets}
+            for _ in range(args.rounds):
+                for label, port, path, extra in targets:
+                    rps, _, errs = load(port, path, size, 206, args.seconds, "range", extra=extra)
+                    results[label].append(rps)
+                    errors[label] += errs
+            row = [f"{label} {statistics.median(v):6.0f} req/s"
+                   + (f" ({errors[label]} errors)" if errors[label] else "")
+                   for label, v in results.items()]
             print(f"random 64 KiB ranges, {size // MiB} MiB file: " + " | ".join(row))
 
         row = []

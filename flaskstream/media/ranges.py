@@ -25,6 +25,7 @@ Content-Range shows them inclusive.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ def make_etag(inode: int, size: int, mtime_ns: int) -> str:
     return f'"{inode:x}-{size:x}-{mtime_ns:x}"'
 
 
+@functools.lru_cache(maxsize=1024)
 def http_date(timestamp: float) -> str:
-    """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT`` (cached: files keep their mtime)."""
     return formatdate(timestamp, usegmt=True)
 
 

@@ -80,6 +80,7 @@ CONTENT_TYPES = {
 LISTING_LIMIT = 1000
 
 
+@functools.lru_cache(maxsize=1024)
 def content_type_for(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
     if ext in CONTENT_TYPES:
