@@ -317,3 +317,16 @@ def test_email_scan_finds_every_bad_address_among_good_ones():
     _, _, rejects, _ = run(data.encode())
     expected = sorted({i for i in range(100) if i % 7 == 0} | {50})
     assert [r.reason.split(":")[0] for r in rejects] == ["email"] * len(expected)
+
+
+def test_relaxed_gc_nests_and_restores():
+    import gc
+
+    from flaskstream.etl.jobs import GC_GEN0_DURING_LOADS, relaxed_gc
+
+    before = gc.get_threshold()
+    with relaxed_gc():
+        with relaxed_gc():
+            assert gc.get_threshold()[0] >= GC_GEN0_DURING_LOADS
+        assert gc.get_threshold()[0] >= GC_GEN0_DURING_LOADS
+    assert gc.get_threshold() == before
