@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "LIMIT_PART_HEADER_COUNT": 32,  # header lines in one part
     # Raw filename as sent (bytes); stored names are further cut to 255 bytes.
     "LIMIT_FILENAME_LENGTH": 1 * KiB,
-    "UPLOAD_IDLE_TIMEOUT": 60,  # seconds for one chunk of the body to arrive → 408
+    "UPLOAD_IDLE_TIMEOUT": 60,  # seconds without body bytes → 408
     # Allow-list of ".ext", "type/subtype", "type/*" entries; empty allows everything.
     "UPLOAD_ALLOWED_TYPES": [],
     # Registers POST /uploads/buffered (request.get_data() first): benchmarks only.

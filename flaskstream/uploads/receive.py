@@ -27,7 +27,7 @@ DRAIN_SECONDS = 2.0
 
 
 class IdleTimeout(Exception):
-    """No chunk of the body arrived within ``UPLOAD_IDLE_TIMEOUT`` seconds."""
+    """No byte of the body arrived within ``UPLOAD_IDLE_TIMEOUT`` seconds."""
 
 
 class ClientGone(Exception):
@@ -124,12 +124,13 @@ def read_chunks(stream: IO[bytes] | GunicornSocketBody, raw_input: Any, chunk_si
                 idle_timeout: float | None, expected: int | None = None) -> Iterator[bytes]:
     """Yield the body in chunks of up to ``chunk_size`` until EOF.
 
-    The idle timeout bounds each chunk read. Under gunicorn's gevent worker it
-    is a ``gevent.Timeout`` around the read (gunicorn's body reader blocks until
-    a whole chunk or EOF, so a 256 KiB chunk must arrive within the timeout:
-    only clients slower than chunk/timeout, ~4 KiB/s by default, or stalled
-    ones trip it). Without gevent (tests, other servers) it is a ``select`` on
-    the raw input's file descriptor when it has one.
+    The idle timeout bounds each read. Under gunicorn's gevent worker it is a
+    ``gevent.Timeout`` around the read; ``GunicornSocketBody`` returns as soon
+    as any bytes arrive, so it means "no byte for that long". (gunicorn's own
+    body reader, used for chunked bodies, blocks until a whole chunk or EOF, so
+    there a read of up to ``UPLOAD_CHUNK_SIZE`` must complete in time.) Without
+    gevent (tests, other servers) it is a ``select`` on the raw input's file
+    descriptor when it has one.
 
     ``expected`` is the declared Content-Length: a body that ends before it is
     a disconnect (``ClientGone``), never a short success.
