@@ -1,8 +1,9 @@
 """One loader run for bench/etl.py, in its own process so its peak RSS is its own.
 
-    python bench/etl_loader.py pipeline|naive|insert-sink DATABASE_URL PATH|-
+    python bench/etl_loader.py pipeline|pipeline-dry|naive|insert-sink DATABASE_URL PATH|-
 
-``pipeline`` is flaskstream's load (``run_load``: COPY sink, rejects, jobs).
+``pipeline`` is flaskstream's load (``run_load``: COPY sink, rejects, jobs);
+``pipeline-dry`` the same with ``--dry-run`` (every stage, no database writes).
 ``naive`` is the lesson's pipeline in Python: row-at-a-time generator stages
 (``csv.DictReader`` → validate/normalise each row → batch(1000)) into batched
 multi-row INSERTs of 1,000 rows with bound parameters. ``insert-sink`` keeps
@@ -106,7 +107,8 @@ def main() -> None:
         from flaskstream.etl.jobs import run_load
         from flaskstream.etl.sink import LoadOptions
 
-        result = run_load(UrlDatabase(url), source, USERS, LoadOptions(), source_name=path)
+        result = run_load(UrlDatabase(url), source, USERS,
+                          LoadOptions(dry_run=kind == "pipeline-dry"), source_name=path)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)
 
