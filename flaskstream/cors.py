@@ -12,6 +12,7 @@ from flask import Flask, Response, current_app, request
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Last-Event-ID, Range, If-Range, If-Match, If-None-Match, "
+    "If-Modified-Since, If-Unmodified-Since, "
     "Tus-Resumable, Upload-Length, Upload-Defer-Length, Upload-Offset, Upload-Metadata, "
     "Upload-Checksum, Upload-Concat, X-HTTP-Method-Override, X-Requested-With"
 )
