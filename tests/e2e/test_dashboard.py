@@ -176,9 +176,17 @@ def test_a_50_mb_upload_reaches_100_percent_with_the_right_sha256(
     sha256 = random_file(path, size)
     page.evaluate(RECORD_BAR, "#up-transfers li[data-name='fifty.bin'] .bar")
 
-    page.set_input_files("#up-input", str(path))
-    row = page.locator("#up-transfers li[data-name='fifty.bin']")
-    row.locator(".pill[data-state=stored]").wait_for(timeout=60_000)
+    # Over loopback 50 MB can go in one progress tick; at 20 MiB/s (~2.5 s) the
+    # browser reports progress along the way, as it would on a real network.
+    cdp = throttle_uploads(page, 20 * MiB)
+    try:
+        page.set_input_files("#up-input", str(path))
+        row = page.locator("#up-transfers li[data-name='fifty.bin']")
+        row.locator(".pill[data-state=stored]").wait_for(timeout=60_000)
+    finally:
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        cdp.detach()
 
     bar = row.locator(".bar")
     assert bar.get_attribute("aria-valuenow") == "100"
