@@ -73,3 +73,24 @@ def test_streamed_chunked_upload_and_export_with_flat_memory(live_server, databa
     assert total > rows * 25
     growth = live_server.worker_rss()[pid] - before
     assert growth < 64 * 1024 * 1024, f"worker grew {growth / 2**20:.1f} MiB"
+
+
+def test_progress_reaches_an_sse_subscriber(live_server, database_url):
+    query(database_url, "TRUNCATE users, etl_jobs CASCADE")
+    resp = requests.post(f"{live_server.url}/etl/jobs?job=sse-1", data=users_csv(30_000),
+                         headers={"Content-Type": "text/csv"}, timeout=60)
+    assert resp.status_code == 201
+    events = []
+    with requests.get(f"{live_server.url}/events/etl.sse-1?lastEventId=0", stream=True,
+                      timeout=10) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        name = None
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and name:
+                events.append((name, line.split(":", 1)[1].strip()))
+                if name in ("done", "error"):
+                    break
+    assert events[0][0] == "progress" and events[-1][0] == "done"
+    assert '"rows_loaded":30000' in events[-1][1].replace(" ", "")
