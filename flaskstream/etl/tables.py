@@ -17,6 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from flaskstream.etl.pipeline import (
     DEFAULT_FIELD_SIZE_LIMIT,
@@ -174,6 +175,9 @@ def encode_column(column: Column, raws: Sequence[str], errors: dict[int, list[st
     for fn in column.normalise:
         values = list(map(fn, values))
     slow: list[int] = []  # rows the fast checks could not settle
+    # Holds None where a fast check failed; every such row is in ``slow`` and is
+    # overwritten below, so what is returned is all str.
+    out: list[Any]
     lo, hi = column.min, column.max
     if column.type == "int" and lo is not None and hi is not None and hi - lo < _SMALL_RANGE:
         out = list(map(_int_strings(lo, hi).get, values))  # None: not canonical or out of range

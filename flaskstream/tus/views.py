@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import auth, db
+from flaskstream import auth
 from flaskstream.errors import ApiError, error_response
 from flaskstream.tus import janitor, protocol, store, transfer
 from flaskstream.uploads import multipart, storage
@@ -34,17 +34,10 @@ EXPOSED = ("Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
            "Upload-Metadata", "Upload-Expires", "Location")
 
 
-def _cfg(name: str) -> Any:
-    return current_app.config[name]
-
-
-def _max_size() -> int | None:
-    value = _cfg("TUS_MAX_SIZE")
-    return int(value) if value else None
-
-
-def _connect() -> Any:
-    return db.get_database().connection()
+# One definition of each, shared with the request-body code.
+_cfg = transfer._cfg
+_max_size = transfer._max_size
+_connect = transfer._connect
 
 
 def _method() -> str:
