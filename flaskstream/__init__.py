@@ -34,6 +34,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # pgserver logs every pg_ctl command line and its output at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
     from flaskstream import auth, cors, db, errors
 

@@ -20,7 +20,9 @@ import atexit
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,25 @@ _attach_only = False
 _owned: set[Path] = set()
 
 
+def _pgserver() -> Any:
+    """Import pgserver quietly: as root without XDG_RUNTIME_DIR, platformdirs warns
+    at import that it falls back to /tmp/runtime-0 — expected here, and noise in
+    every ``flask`` command's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+        import pgserver.utils
+
+    return pgserver
+
+
 def pgdata_path(instance_path: str) -> Path:
     return Path(instance_path) / "pgdata"
 
 
 def running_uri(pgdata: Path) -> str | None:
     """The URI of the server running on ``pgdata``, or None (no side effects)."""
-    from pgserver.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata)
     if info is not None and info.is_running() and info.status == "ready":
         return info.get_uri()
     return None
@@ -52,8 +64,7 @@ def ensure_running(pgdata: Path, *, own: bool | None = None) -> str:
     uri = running_uri(pgdata)
     if uri is not None:
         return uri
-    import pgserver
-
+    pgserver = _pgserver()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL in %s", pgdata)
     cached = pgserver.PostgresServer._instances.get(pgdata.resolve())
