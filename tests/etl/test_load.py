@@ -133,6 +133,12 @@ def test_dry_run_writes_nothing(runner, clean_db, tmp_path):
 
 
 def _kill_on_first_progress(url: str):
+    """Terminate the load's backend at its first progress event with rows read.
+
+    ``pg_terminate_backend(pid, timeout)`` waits until the backend has exited,
+    so the loader's next statement fails for certain: without the wait, a loaded
+    machine could let one more COMMIT through and move the checkpoint.
+    """
     pid: list[int] = []
     killed = threading.Event()
 
@@ -142,9 +148,23 @@ def _kill_on_first_progress(url: str):
     def on_progress(event: str, data: dict) -> None:
         if event == "progress" and pid and not killed.is_set() and data["rows_read"]:
             killed.set()
-            query(url, "SELECT pg_terminate_backend(:p)", p=pid[0])
+            assert query(url, "SELECT pg_terminate_backend(:p, 10000)", p=pid[0]) == [[True]]
 
     return on_connect, on_progress, killed
+
+
+def _kill_after_first_commit(url: str):
+    """Like ``_kill_on_first_progress``, but in the second batch, after one commit."""
+    on_connect, on_progress, killed = _kill_on_first_progress(url)
+    seen: list[int] = []
+
+    def later(event: str, data: dict) -> None:
+        if data["rows_loaded"] and not seen:
+            seen.append(data["rows_loaded"])
+        elif seen and data["rows_loaded"] > seen[0]:
+            on_progress(event, data)
+
+    return on_connect, later, killed
 
 
 def test_connection_killed_mid_load_leaves_table_unchanged(app, clean_db):
@@ -163,15 +183,7 @@ def test_connection_killed_mid_load_leaves_table_unchanged(app, clean_db):
 
 
 def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
-    on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
-    seen: list[int] = []
-
-    def later(event: str, data: dict) -> None:  # kill in the second batch, after a commit
-        if data["rows_loaded"] and not seen:
-            seen.append(data["rows_loaded"])
-        elif seen and data["rows_loaded"] > seen[0]:
-            on_progress(event, data)
-
+    on_connect, later, killed = _kill_after_first_commit(clean_db)
     data = users_csv(60_000)
     with app.app_context():
         result = run_load(db.get_database(), iter([data[i:i + 8192] for i in
@@ -179,7 +191,7 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
                           USERS, LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
                           on_connect=on_connect, on_progress=later,
                           progress_interval=0)
-    assert result["status"] == "failed"
+    assert result["status"] == "failed" and killed.is_set()
     committed, line, offset = query(
         clean_db, "SELECT rows_committed, checkpoint_line, checkpoint_offset FROM etl_jobs")[0]
     assert committed >= 1000 and users(clean_db)[0][0].startswith("user")
@@ -189,16 +201,7 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
 
 
 def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_db, tmp_path):
-    on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
-
-    seen: list[int] = []
-
-    def later(event: str, data: dict) -> None:  # kill in the second batch, after a commit
-        if data["rows_loaded"] and not seen:
-            seen.append(data["rows_loaded"])
-        elif seen and data["rows_loaded"] > seen[0]:
-            on_progress(event, data)
-
+    on_connect, later, killed = _kill_after_first_commit(clean_db)
     src = tmp_path / "in.csv.gz"
     data = "\ufeffemail,age,name\n".encode() + users_csv(20_000, bad_every=1000)[15:]
     src.write_bytes(gzip.compress(data))
@@ -208,8 +211,10 @@ def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_d
                          job_id="first", on_connect=on_connect, on_progress=later,
                          progress_interval=0)
     assert first["status"] == "failed" and killed.is_set()
-    committed = query(clean_db, "SELECT rows_committed FROM etl_jobs")[0][0]
+    committed, line = query(clean_db, "SELECT rows_committed, checkpoint_line FROM etl_jobs")[0]
+    bad_lines = [n + 2 for n in range(999, 20_000, 1000)]  # header is line 1
     assert 0 < committed < 19_980
+    assert committed == line - 1 - sum(b <= line for b in bad_lines)
     result, summary = load(runner, src, "--resume", "first", "--commit-every", "5000",
                            "--rejects", str(tmp_path / "r.csv"))
     assert result.exit_code == 0, result.output
@@ -217,7 +222,7 @@ def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_d
         [[19_980, 19_980]]
     rejected_lines = [int(r.split(",")[0]) for r in
                       (tmp_path / "r.csv").read_text().splitlines()[1:]]
-    assert rejected_lines == [n + 2 for n in range(999, 20_000, 1000) if n + 2 > 2 + committed]
+    assert rejected_lines == [b for b in bad_lines if b > line]  # only lines after the checkpoint
     again = runner.invoke(args=["etl", "load", str(src), "--resume", summary["job"]])
     assert again.exit_code == 1 and "no checkpoint to resume from" in again.output
 
