@@ -9,6 +9,7 @@ and the stored SHA-256 must equal the source's.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -239,36 +240,50 @@ def test_two_workers_share_an_upload(server: LiveServer) -> None:
     assert stored(server, upload_id(url))["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+@contextlib.contextmanager
+def stalled_on_first_worker(server: LiveServer, path: Path, stall_at: int
+                            ) -> Iterator[tuple[Any, int, int]]:
+    """A tuspy upload of ``path`` whose connection stalls after ``stall_at`` bytes.
+
+    The second worker is SIGSTOPped first, so the first one takes the PATCH and is
+    left blocked reading the silent socket. Yields ``(uploader, first_pid,
+    second_pid)`` inside the proxy; on exit every worker still alive is SIGCONTinued.
+    """
+    w1, w2 = server.worker_pids()[:2]
+    os.kill(w2, signal.SIGSTOP)
+    try:
+        with BreakingProxy(server.port, stall_at, mode="stall") as proxy:
+            first = uploader(proxy.url, path)
+            with pytest.raises((TusUploadFailed, TusCommunicationError)):
+                first.upload()
+            yield first, w1, w2
+    finally:
+        for pid in (w1, w2):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def test_frozen_worker_is_waited_out_and_cannot_write_after(server: LiveServer, tmp_path: Path,
                                                             staging_size: Any) -> None:
     """A holder that stops answering loses its lease; when it wakes it writes nothing."""
     path = tmp_path / "frozen.bin"
     data = os.urandom(8 * MiB)
     path.write_bytes(data)
-    w1, w2 = server.worker_pids()[:2]
-    os.kill(w2, signal.SIGSTOP)
-    try:
-        with BreakingProxy(server.port, 5 * MiB, mode="stall") as proxy:
-            first = uploader(proxy.url, path)
-            with pytest.raises((TusUploadFailed, TusCommunicationError)):
-                first.upload()
-            time.sleep(0.3)
-            os.kill(w1, signal.SIGSTOP)  # frozen mid-PATCH, lease held, nothing committed
-            os.kill(w2, signal.SIGCONT)
-            uid = upload_id(first.url)
-            started = time.monotonic()
-            second = uploader(server.url, path, url=f"{server.url}/uploads/tus/{uid}")
-            assert time.monotonic() - started >= 1.5  # waited for the lease to run out
-            assert second.offset == 0  # the frozen PATCH's bytes were never confirmed
-            assert staging_size(uid) == 0
-            second.upload(stop_at=4 * MiB)
-            os.kill(w1, signal.SIGCONT)  # wakes, finds its lease gone, touches nothing
-            time.sleep(1.0)
-            assert int(head(server, uid).headers["Upload-Offset"]) == 4 * MiB
-            second.upload()
-    finally:
-        for pid in (w1, w2):
-            os.kill(pid, signal.SIGCONT)
+    with stalled_on_first_worker(server, path, 5 * MiB) as (first, w1, w2):
+        time.sleep(0.3)
+        os.kill(w1, signal.SIGSTOP)  # frozen mid-PATCH, lease held, nothing committed
+        os.kill(w2, signal.SIGCONT)
+        uid = upload_id(first.url)
+        started = time.monotonic()
+        second = uploader(server.url, path, url=f"{server.url}/uploads/tus/{uid}")
+        assert time.monotonic() - started >= 1.5  # waited for the lease to run out
+        assert second.offset == 0  # the frozen PATCH's bytes were never confirmed
+        assert staging_size(uid) == 0
+        second.upload(stop_at=4 * MiB)
+        os.kill(w1, signal.SIGCONT)  # wakes, finds its lease gone, touches nothing
+        time.sleep(1.0)
+        assert int(head(server, uid).headers["Upload-Offset"]) == 4 * MiB
+        second.upload()
     assert stored(server, uid)["sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -278,18 +293,10 @@ def test_killed_worker_loses_only_unconfirmed_bytes(server: LiveServer, tmp_path
     path = tmp_path / "killed.bin"
     data = os.urandom(60 * MiB + 7)
     path.write_bytes(data)
-    w1, w2 = server.worker_pids()[:2]
-    os.kill(w2, signal.SIGSTOP)
-    try:
-        with BreakingProxy(server.port, 40 * MiB, mode="stall") as proxy:
-            first = uploader(proxy.url, path)
-            with pytest.raises((TusUploadFailed, TusCommunicationError)):
-                first.upload()
-            time.sleep(0.5)
-            os.kill(w1, signal.SIGKILL)
-            psutil.Process(w1).wait(timeout=5) if psutil.pid_exists(w1) else None
-    finally:
-        os.kill(w2, signal.SIGCONT)
+    with stalled_on_first_worker(server, path, 40 * MiB) as (first, w1, _w2):
+        time.sleep(0.5)
+        os.kill(w1, signal.SIGKILL)
+        psutil.Process(w1).wait(timeout=5) if psutil.pid_exists(w1) else None
     uid = upload_id(first.url)
     offset = int(head(server, uid).headers["Upload-Offset"])
     assert 16 * MiB <= offset < 40 * MiB  # checkpoints every 16 MiB were durable
