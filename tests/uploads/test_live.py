@@ -192,6 +192,40 @@ def test_client_disconnect_mid_upload_cleans_up(server: LiveServer) -> None:
     assert res.status_code == 201
 
 
+def test_body_shorter_than_content_length_is_never_stored(server: LiveServer) -> None:
+    """gunicorn reports a mid-body disconnect as plain EOF: the declared length must catch it.
+
+    The client half-closes after part of the body (so it can still read the
+    answer); for multipart, the part sent is a complete form on its own. A
+    chunked body cut inside a chunk is caught by gunicorn's chunk parser.
+    """
+    before = stored_files(server)
+    boundary = "short0123"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.bin\""
+            "\r\n\r\n").encode() + os.urandom(MiB) + f"\r\n--{boundary}--\r\n".encode()
+    heads = [
+        f"PUT /uploads/short.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {2 * MiB}\r\n\r\n",
+        f"POST /uploads HTTP/1.1\r\nHost: x\r\nContent-Length: {len(form) + 10}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n",
+        # Chunked: the body stops inside a chunk that announced 1 MiB.
+        "PUT /uploads/short2.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+    bodies = [os.urandom(MiB), form, b"100000\r\n" + os.urandom(64 * KiB)]
+    for head, body in zip(heads, bodies, strict=True):
+        sock = raw_request(server, head.encode(), body)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            response = b""
+            while data := sock.recv(65536):
+                response += data
+        finally:
+            sock.close()
+        assert response.startswith(b"HTTP/1.1 400"), response[:200]
+        assert b"CLIENT_DISCONNECTED" in response
+    assert wait_for(lambda: staging_files(server) == [])
+    assert stored_files(server) == before
+
+
 def test_idle_upload_gets_408_and_cleanup(server: LiveServer) -> None:
     head = (b"PUT /uploads/slow.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
     sock = raw_request(server, head, b"x" * 1000)

@@ -248,6 +248,22 @@ def test_client_disconnect_cleans_up(app: Flask, client: FlaskClient) -> None:
     assert client.put("/uploads/after.txt", data=b"still serving").status_code == 201
 
 
+@pytest.mark.parametrize("method,path,body", [
+    ("put", "/uploads/short.bin", os.urandom(70_000)),
+    # A complete multipart body: only its declared length shows that bytes are missing.
+    ("post", "/uploads", form(("f", "short.bin", os.urandom(70_000)))),
+])
+def test_body_shorter_than_content_length_is_never_stored(app: Flask, client: FlaskClient,
+                                                          method: str, path: str, body: bytes
+                                                          ) -> None:
+    """A disconnect can look like EOF (gunicorn hands the app a short body, no error)."""
+    res = getattr(client, method)(path, environ_overrides={
+        "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
+        "CONTENT_LENGTH": str(len(body) + 1000), "CONTENT_TYPE": CT})
+    assert (res.status_code, res.json["error"]["code"]) == (400, "CLIENT_DISCONNECTED")
+    assert_nothing_stored(app)
+
+
 def test_idle_body_times_out_with_408(app_config: dict[str, Any]) -> None:
     from flaskstream import create_app
 
