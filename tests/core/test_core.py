@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 
 from flaskstream import create_app
@@ -49,6 +49,21 @@ def test_werkzeug_errors_use_the_json_shape(
     assert response.status_code == status
     assert response.is_json
     assert response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["message"]
+
+
+def test_body_over_max_content_length_is_a_json_413(app: Flask) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 10
+
+    @app.post("/echo")
+    def echo() -> str:
+        return str(len(request.get_data()))  # werkzeug raises RequestEntityTooLarge
+
+    client = app.test_client()
+    assert client.post("/echo", data=b"x" * 10).get_data() == b"10"
+    response = client.post("/echo", data=b"x" * 11)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert response.get_json()["error"]["message"]
 
 
