@@ -1,0 +1,29 @@
+"""The live tus server: 2 gevent workers, a token, a 256 MiB maximum, short leases.
+
+Module-scoped: each live test module gets its own server (and instance folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.live import LiveServer
+from tests.tus.live_support import TOKEN, MiB
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    env = {
+        "FLASKSTREAM_API_TOKEN": TOKEN,
+        "FLASKSTREAM_TUS_MAX_SIZE": str(256 * MiB),
+        "FLASKSTREAM_TUS_LOCK_LEASE": "3",
+        "FLASKSTREAM_TUS_LOCK_POLL": "0.2",
+        "FLASKSTREAM_TUS_LOCK_WAIT": "8",
+        "FLASKSTREAM_TUS_CHECKPOINT_BYTES": str(16 * MiB),
+    }
+    live = LiveServer(tmp_path_factory.mktemp("tus-live"), env=env, workers=2,
+                      database_url=database_url)
+    with live:
+        yield live
