@@ -268,18 +268,10 @@ def test_get_status_json_needs_no_tus_header(client: FlaskClient) -> None:
 @pytest.fixture
 def tiny_upload_dir(tmp_path: Any) -> Any:
     """A real 2 MiB tmpfs to fill up (needs root and mount; else skipped)."""
-    import subprocess
+    from tests.uploads.tmpfs import small_tmpfs
 
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                            capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path, "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_disk_full_is_507_and_keeps_what_fit(app: Any, tiny_upload_dir: Any) -> None:

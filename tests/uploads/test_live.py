@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.live import LiveServer
+from tests.uploads.tmpfs import small_tmpfs
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
@@ -247,13 +248,7 @@ def test_idle_upload_gets_408_and_cleanup(server: LiveServer) -> None:
 
 def test_disk_full_is_507_under_gunicorn(start_live_server: object, tmp_path: Path) -> None:
     """A real ENOSPC: UPLOAD_DIR on a 4 MiB tmpfs (skipped where mount is not allowed)."""
-    mount_point = tmp_path / "full"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
-                              str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path, "4m") as mount_point:
         live = start_live_server(env={"FLASKSTREAM_UPLOAD_DIR": str(mount_point)})  # type: ignore[operator]
         big = os.urandom(4 * MiB + 512 * KiB)  # the rest after ENOSPC fits the drain
         res = requests.post(live.url + "/uploads", files={"file": ("big.bin", big)}, timeout=30)
@@ -265,5 +260,3 @@ def test_disk_full_is_507_under_gunicorn(start_live_server: object, tmp_path: Pa
         assert ok.status_code == 201
         assert requests.get(live.url + ok.json()["url"], timeout=30).content == b"s" * MiB
         live.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flaskstream import db
+from tests.uploads.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.db
 
@@ -285,16 +285,8 @@ def test_idle_body_times_out_with_408(app_config: dict[str, Any]) -> None:
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB tmpfs to fill up (needs root and mount; else skipped)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                            capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path, "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_disk_full_is_507_and_cleans_up(app_config: dict[str, Any], tiny_fs: Path) -> None:
