@@ -13,7 +13,7 @@ from flaskstream import db
 from flaskstream.etl.jobs import RejectsFile, run_load
 from flaskstream.etl.sink import LoadOptions
 from flaskstream.etl.tables import USERS
-from tests.etl.helpers import query, users_csv
+from tests.etl.helpers import chunked, query, users_csv
 
 pytestmark = pytest.mark.db
 
@@ -171,9 +171,8 @@ def test_connection_killed_mid_load_leaves_table_unchanged(app, clean_db):
     on_connect, on_progress, killed = _kill_on_first_progress(clean_db)
     data = users_csv(60_000)
     with app.app_context():
-        result = run_load(db.get_database(), iter([data[i:i + 65536] for i in
-                                                   range(0, len(data), 65536)]),
-                          USERS, LoadOptions(batch_rows=5000, chunk_size=65536),
+        result = run_load(db.get_database(), chunked(data, 65536), USERS,
+                          LoadOptions(batch_rows=5000, chunk_size=65536),
                           on_connect=on_connect, on_progress=on_progress)
     assert killed.is_set()
     assert result["status"] == "failed"
@@ -186,11 +185,9 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
     on_connect, later, killed = _kill_after_first_commit(clean_db)
     data = users_csv(60_000)
     with app.app_context():
-        result = run_load(db.get_database(), iter([data[i:i + 8192] for i in
-                                                   range(0, len(data), 8192)]),
-                          USERS, LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
-                          on_connect=on_connect, on_progress=later,
-                          progress_interval=0)
+        result = run_load(db.get_database(), chunked(data, 8192), USERS,
+                          LoadOptions(batch_rows=1000, chunk_size=8192, commit_every=1000),
+                          on_connect=on_connect, on_progress=later, progress_interval=0)
     assert result["status"] == "failed" and killed.is_set()
     committed, line, offset = query(
         clean_db, "SELECT rows_committed, checkpoint_line, checkpoint_offset FROM etl_jobs")[0]
