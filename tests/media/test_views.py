@@ -106,6 +106,7 @@ def tree(tmp_path: Path, media_dir: Path) -> Path:
     (media_dir / "escape.txt").symlink_to(tmp_path / "secret.txt")
     (media_dir / "inside.mp3").symlink_to(media_dir / "sub" / "ok.mp3")
     (media_dir / "loop").symlink_to(media_dir)
+    (media_dir / "to-hidden.txt").symlink_to(media_dir / ".git" / "config")
     return media_dir
 
 
@@ -113,7 +114,7 @@ def tree(tmp_path: Path, media_dir: Path) -> Path:
     "/media/../secret.txt", "/media/%2e%2e/secret.txt", "/media/sub/%2E%2E/../secret.txt",
     "/media/sub/..%2f..%2fsecret.txt", "/media//etc/passwd", "/media/escape.txt",
     "/media/.hidden", "/media/.git/config", "/media/sub", "/media/nope.mp4",
-    "/media/sub/%00ok.mp3", "/media/sub\\ok.mp3",
+    "/media/sub/%00ok.mp3", "/media/sub\\ok.mp3", "/media/to-hidden.txt",
 ])
 def test_unsafe_paths_are_404(client: FlaskClient, tree: Path, url: str) -> None:
     res = client.get(url, follow_redirects=True)  # "//" is merged by a 308 first
