@@ -11,6 +11,8 @@ import csv
 import hashlib
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,19 @@ def throttle_uploads(page: Any, bytes_per_second: int) -> Any:
         "offline": False, "latency": 0, "downloadThroughput": -1,
         "uploadThroughput": bytes_per_second})
     return cdp
+
+
+@contextmanager
+def throttled_uploads(page: Any, bytes_per_second: int) -> Iterator[Any]:
+    """``throttle_uploads`` for a block: full speed again and the session detached after it,
+    so the module-scoped page is never left slowed down for the next test."""
+    cdp = throttle_uploads(page, bytes_per_second)
+    try:
+        yield cdp
+    finally:
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        cdp.detach()
 
 
 def record_responses(page: Any, fragment: str) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from tests.e2e.support import (
     stats,
     stored_uploads,
     text,
-    throttle_uploads,
+    throttled_uploads,
     users_csv,
     wait_until,
 )
@@ -178,15 +178,10 @@ def test_a_50_mb_upload_reaches_100_percent_with_the_right_sha256(
 
     # Over loopback 50 MB can go in one progress tick; at 20 MiB/s (~2.5 s) the
     # browser reports progress along the way, as it would on a real network.
-    cdp = throttle_uploads(page, 20 * MiB)
-    try:
+    with throttled_uploads(page, 20 * MiB):
         page.set_input_files("#up-input", str(path))
         row = page.locator("#up-transfers li[data-name='fifty.bin']")
         row.locator(".pill[data-state=stored]").wait_for(timeout=60_000)
-    finally:
-        cdp.send("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
-        cdp.detach()
 
     bar = row.locator(".bar")
     assert bar.get_attribute("aria-valuenow") == "100"
@@ -249,8 +244,7 @@ def test_a_cancelled_upload_leaves_nothing_on_the_server(
     path = tmp_path / "cancel-me.bin"
     random_file(path, 24 * MiB)
     before = stored_uploads(live_server)
-    cdp = throttle_uploads(page, 4 * MiB)
-    try:
+    with throttled_uploads(page, 4 * MiB):
         page.set_input_files("#up-input", str(path))
         row = page.locator("#up-transfers li[data-name='cancel-me.bin']")
         # Cancel once the server has written part of it (its progress events say so).
@@ -260,10 +254,6 @@ def test_a_cancelled_upload_leaves_nothing_on_the_server(
         assert staging_files(live_server)  # the partial file exists while it streams
         row.locator("button", has_text="Cancel").click()
         row.locator(".pill[data-state=cancelled]").wait_for()
-    finally:
-        cdp.send("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
-        cdp.detach()
     deadline = time.monotonic() + 10
     while staging_files(live_server) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -281,20 +271,19 @@ def test_a_cancelled_resumable_upload_is_terminated_on_the_server(
     created: list[str] = []
     page.on("response", lambda r: r.request.method == "POST" and "/uploads/tus" in r.url
             and r.status == 201 and created.append(r.headers["location"]))
-    cdp = throttle_uploads(page, 8 * MiB)
     try:
-        page.check("#up-resumable")
-        page.set_input_files("#up-input", str(path))
-        row = page.locator("#up-transfers li[data-name='terminate-me.bin']")
-        wait_until(page,
-            "Number(document.querySelector(\"#up-transfers li[data-name='terminate-me.bin'] .bar\")"
-            "?.dataset.serverEvents) >= 1", timeout=30_000)
-        row.locator("button", has_text="Cancel").click()
-        row.locator(".pill[data-state=cancelled]").wait_for()
-        assert "deleted" in row.inner_text()
+        with throttled_uploads(page, 8 * MiB):
+            page.check("#up-resumable")
+            page.set_input_files("#up-input", str(path))
+            row = page.locator("#up-transfers li[data-name='terminate-me.bin']")
+            wait_until(page,
+                "Number(document.querySelector(\"#up-transfers li[data-name='terminate-me.bin'] .bar\")"
+                "?.dataset.serverEvents) >= 1", timeout=30_000)
+            row.locator("button", has_text="Cancel").click()
+            row.locator(".pill[data-state=cancelled]").wait_for()
+            assert "deleted" in row.inner_text()
     finally:
         page.uncheck("#up-resumable")
-        cdp.detach()
     assert len(created) == 1
     status = requests.head(live_server.url + created[0], headers={"Tus-Resumable": "1.0.0"}, timeout=5)
     assert status.status_code in (404, 410)  # terminated: tus DELETE removed it
@@ -390,12 +379,9 @@ def test_an_etl_job_completes_with_the_right_counts(
     }""")
     page.set_input_files("#etl-file", str(path))
     # ~1.5 s of sending at most, so the 250 ms progress events show up on any machine.
-    cdp = throttle_uploads(page, 6 * MiB)
-    try:
+    with throttled_uploads(page, 6 * MiB):
         page.click("#etl-start")
         page.wait_for_selector("#etl-state[data-state=done]", timeout=60_000)
-    finally:
-        cdp.detach()
 
     assert count(page, "#etl-read") == rows
     assert count(page, "#etl-loaded") == good
