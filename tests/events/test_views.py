@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,6 +60,20 @@ class Stream:
 
     def close(self) -> None:
         self.response.close()
+
+
+def ends_by_itself(client: FlaskClient, url: str, timeout: float = 5.0, **kwargs: Any) -> Any:
+    """GET a response that must end on its own; fail (not hang) if it streams on."""
+    response = client.get(url, buffered=False, **kwargs)
+    body, deadline = b"", time.monotonic() + timeout
+    try:
+        for chunk in response.response:
+            body += chunk
+            assert time.monotonic() < deadline, f"{url} kept streaming: {body[:200]!r}"
+    finally:
+        response.close()
+    response.body = body
+    return response
 
 
 def test_publish_route_and_python_api(app: Flask, client: FlaskClient) -> None:
@@ -248,8 +263,6 @@ def test_tick(client: FlaskClient) -> None:
         events = stream.read(3)
         assert [e.type for e in events] == ["tick"] * 3
         assert [e.last_event_id for e in events] == ["11", "12", "13"]
-        import json
-
         body = json.loads(events[0].data)
         assert body["id"] == 11 and body["ts"] > 1.7e12
     finally:
@@ -266,7 +279,7 @@ def test_tokens_plain_and_sse(app: Flask, client: FlaskClient) -> None:
                      headers={"Accept": "text/event-stream"})
     events = parse(sse.data).events
     assert [e.type for e in events] == ["token"] * len(words) + ["done"]
-    assert "".join(__import__("json").loads(e.data)["text"] for e in events[:-1]) == "".join(words)
+    assert "".join(json.loads(e.data)["text"] for e in events[:-1]) == "".join(words)
 
 
 def test_tokens_stop_when_the_client_leaves(app: Flask, client: FlaskClient) -> None:
@@ -321,3 +334,96 @@ def test_listener_reconnects_and_rereads_what_it_missed(app: Flask, client: Flas
         assert get_broker(app).snapshot()["counters"]["listener_reconnects"] >= 1
     finally:
         stream.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("/events/b%20ad", "INVALID_CHANNEL"),
+        ("/events?channel=ok&channel=no%2Fslash", "INVALID_CHANNEL"),
+        ("/events?channel=stats", "INVALID_CHANNEL"),  # reserved
+        ("/events?" + "&".join(f"channel=c{i}" for i in range(store.MAX_CHANNELS + 1)),
+         "TOO_MANY_CHANNELS"),
+    ],
+)
+def test_subscribe_rejects_bad_channels_before_streaming(app: Flask, client: FlaskClient,
+                                                         url: str, code: str) -> None:
+    response = ends_by_itself(client, url)
+    assert response.status_code == 400
+    assert json.loads(response.body)["error"]["code"] == code
+    assert get_broker(app).snapshot()["counters"]["opened"] == 0
+
+
+def test_subscribe_with_the_max_channels_is_accepted(app: Flask, client: FlaskClient) -> None:
+    query = "&".join(f"channel=c{i}" for i in range(store.MAX_CHANNELS))
+    stream = Stream(client, f"/events?{query}&channel=c0")  # a repeat does not count twice
+    try:
+        assert stream.response.status_code == 200
+        assert get_broker(app).snapshot()["subscribers"] == store.MAX_CHANNELS
+    finally:
+        stream.close()
+
+
+def test_publish_is_503_with_retry_after_when_the_store_fails(
+        client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise db.InterfaceError("connection refused")
+
+    monkeypatch.setattr(store, "insert_event", down)
+    response = client.post("/events/x", json={"data": 1})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "EVENT_STORE_UNAVAILABLE"
+    assert response.headers["Retry-After"] == "2"
+
+
+def test_resume_when_the_store_fails_is_a_200_retry_not_an_error(
+        app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    with app.app_context():
+        publish("down", "x")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise db.InterfaceError("connection refused")
+
+    monkeypatch.setattr(store, "pruned_through", down)
+    response = ends_by_itself(client, "/events/down", headers={"Last-Event-ID": "0"})
+    assert response.status_code == 200
+    parsed = parse(response.body)
+    assert parsed.retry is not None and parsed.events == []
+    assert b"event store unavailable" in response.body
+    assert get_broker(app).snapshot()["open_streams"] == 0
+
+
+def test_tokens_over_the_cap(app: Flask, client: FlaskClient) -> None:
+    """Plain text may say 503; an EventSource must get a 200 that only sets retry:."""
+    app.config["SSE_MAX_STREAMS"] = 0
+    app.extensions.pop("flaskstream.events", None)
+    plain = client.get("/stream/tokens?prompt=x")
+    assert plain.status_code == 503 and plain.headers["Retry-After"] == "5"
+    assert plain.get_json()["error"]["code"] == "TOO_MANY_STREAMS"
+    sse = ends_by_itself(client, "/stream/tokens?prompt=x", headers={"Accept": "text/event-stream"})
+    assert sse.status_code == 200
+    assert parse(sse.body).retry is not None and parse(sse.body).events == []
+    assert get_broker(app).snapshot()["counters"]["rejected"] == 2
+
+
+def test_tokens_max_tokens(client: FlaskClient) -> None:
+    words = answer_tokens("p", 3)
+    assert len(words) == 3
+    assert client.get("/stream/tokens?prompt=p&max_tokens=3").get_data(as_text=True) == "".join(words)
+    assert client.get("/stream/tokens?max_tokens=x").status_code == 400
+
+
+def test_stats_are_logged_periodically(app: Flask, client: FlaskClient,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    app.config["EVENTS_STATS_LOG_SECONDS"] = 0
+    app.extensions.pop("flaskstream.events", None)
+    caplog.set_level("INFO", logger="flaskstream.events.broker")
+    stream = Stream(client, "/events/logged")
+    try:
+        stream.head()
+        deadline = time.monotonic() + 5
+        while "events stats: open=1" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stream.close()
+    assert "events stats: open=1 subscribers=1 channels=1" in caplog.text
