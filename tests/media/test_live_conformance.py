@@ -85,6 +85,33 @@ def test_head_mirrors_get_without_body(media_server: MediaServer) -> None:
             assert h_headers["Content-Type"] == g_headers["Content-Type"]
 
 
+def test_head_304_412_send_no_body_bytes_on_the_wire(media_server: MediaServer, etag: str) -> None:
+    """http.client never reads a body after HEAD/304, so check the raw connection:
+    on one keep-alive socket, each bodiless answer is followed directly by the next."""
+    requests_ = [
+        ("HEAD", {}), ("HEAD", {"Range": "bytes=0-9,100-109"}),
+        ("GET", {"If-None-Match": etag}), ("GET", {"If-Match": '"stale"'}),
+    ]
+    with socket.create_connection((media_server.host, media_server.port), timeout=10) as sock:
+        pending = b""
+        for method, headers in requests_:
+            extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            sock.sendall(f"{method} {BLOB} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+            while b"\r\n\r\n" not in pending:
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                pending += data
+            head, _, pending = pending.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 " + (b"412" if "If-Match" in headers else
+                                                   b"304" if "If-None-Match" in headers else
+                                                   b"206" if "Range" in headers else b"200"))
+            assert pending == b"", (method, headers)
+        sock.sendall(b"GET /media/small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while data := sock.recv(65536):
+            pending += data
+    assert pending.startswith(b"HTTP/1.1 200") and pending.endswith(b"0123456789abcdefghij")
+
+
 # --- single ranges ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec,start,stop", [
