@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -330,3 +331,18 @@ def test_relaxed_gc_nests_and_restores():
             assert gc.get_threshold()[0] >= GC_GEN0_DURING_LOADS
         assert gc.get_threshold()[0] >= GC_GEN0_DURING_LOADS
     assert gc.get_threshold() == before
+
+
+def test_progress_throttle_fires_at_most_once_per_interval(monkeypatch):
+    from flaskstream.etl import jobs
+
+    now = [100.0]
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    calls: list[float] = []
+    throttled = jobs.Throttle(lambda: calls.append(now[0]), 0.25)
+    for step in range(20):  # 20 calls over 0.95 s, every 50 ms
+        now[0] = 100.0 + step * 0.05
+        throttled()
+    assert calls == pytest.approx([100.0, 100.25, 100.5, 100.75])
+    throttled(force=True)  # the final event is never swallowed
+    assert len(calls) == 5
