@@ -156,8 +156,11 @@ def create_job() -> tuple[Response, int]:
     if result["status"] == "done":
         return jsonify(result), 200 if options.dry_run else 201
     code = result["error"]["code"]
-    if "disconnect" in result["error"]["message"].lower():
+    message = result["error"]["message"].lower()
+    if "disconnect" in message:
         code = result["error"]["code"] = "CLIENT_DISCONNECTED"
+    elif message.startswith("body larger than"):  # a chunked body past ETL_MAX_BODY
+        code = result["error"]["code"] = "PAYLOAD_TOO_LARGE"
     return jsonify(result), STATUS.get(code, 500)
 
 

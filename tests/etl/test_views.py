@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 
 import pytest
 
+from flaskstream import create_app
 from tests.etl.helpers import query, users_csv
 
 pytestmark = pytest.mark.db
@@ -82,3 +84,26 @@ def test_export_streams_what_was_loaded(client, clean_db):
     query(clean_db, "TRUNCATE users")
     assert post(client, text.encode()).get_json()["rows_loaded"] == 1
     assert query(clean_db, "SELECT email, age, name FROM users") == [["o@x.io", 7, name]]
+
+
+def test_body_limit_is_413_declared_or_streamed_and_bad_parameters_are_400(app_config, clean_db):
+    client = create_app({**app_config, "ETL_MAX_BODY": 1000}).test_client()
+    resp = post(client, users_csv(100), "job=declared")
+    assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    # No Content-Length (chunked): the limit is enforced while streaming, then rolled back.
+    resp = client.post("/etl/jobs?job=streamed&batch_size=1", input_stream=io.BytesIO(
+        users_csv(100)), headers={"Content-Type": "text/csv"},
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True})
+    assert resp.status_code == 413, resp.get_json()
+    assert resp.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert client.get("/etl/jobs/streamed").get_json()["status"] == "failed"
+    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    for qs in ("mode=merge", "batch_size=0", "max_errors=x", "max_error_ratio=x"):
+        resp = post(client, users_csv(1), qs)
+        assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_REQUEST", qs
+    boundary = "B"
+    resp = post(client, f"--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1"
+                f"\r\n--{boundary}--\r\n".encode(), "job=nofile",
+                f"multipart/form-data; boundary={boundary}")
+    assert resp.status_code == 422 and "no file part" in resp.get_json()["error"]["message"]
+    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
