@@ -223,12 +223,36 @@ def test_chunked_bodies_are_bounded_too(app_config: dict[str, Any]) -> None:
     res = chunked(client, "/uploads", endless(), content_type=CT)
     assert res.json["error"]["code"] == "LIMIT_FILE_SIZE", res.json
     assert sum(sent) < 300_000 + receive_drain_max()
+    sent.clear()
     res = chunked(client, "/uploads/raw.bin", endless(), method="put")
-    assert res.json["error"]["code"] == "LIMIT_BODY_SIZE" or \
-        res.json["error"]["code"] == "LIMIT_FILE_SIZE"
+    assert res.json["error"]["code"] == "LIMIT_FILE_SIZE"
+    assert sum(sent) < 200_000 + receive_drain_max()
     ok = chunked(client, "/uploads/small.bin", iter([b"ab", b"cd"]), method="put")
     assert ok.status_code == 201 and ok.json["size"] == 4
     assert leftovers(app) == [ok.json["id"]]
+    db.get_database(app).close_all()
+
+
+def test_chunked_bodies_hit_the_body_limit(app_config: dict[str, Any]) -> None:
+    from flaskstream import create_app
+
+    app = create_app({**app_config, "LIMIT_BODY_SIZE": 100_000})
+    client = app.test_client()
+    head = form(("f", "a", b""))[: -len(f"\r\n--{BOUNDARY}--\r\n")]
+    for method, path, first, kw in [("post", "/uploads", head, {"content_type": CT}),
+                                    ("put", "/uploads/raw.bin", b"z", {})]:
+        sent = [0]
+
+        def endless(first: bytes = first, sent: list[int] = sent) -> Iterator[bytes]:
+            yield first
+            while True:
+                sent[0] += 65536
+                yield b"z" * 65536
+
+        res = chunked(client, path, endless(), method=method, **kw)
+        assert (res.status_code, res.json["error"]["code"]) == (413, "LIMIT_BODY_SIZE"), path
+        assert sent[0] < 100_000 + receive_drain_max()
+    assert_nothing_stored(app)
     db.get_database(app).close_all()
 
 
