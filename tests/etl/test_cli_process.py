@@ -34,6 +34,11 @@ def test_load_from_stdin_then_bad_input_exits_1_with_one_line(clean_db, tmp_path
     summary = json.loads(done.stdout.splitlines()[0])
     assert (summary["status"], summary["rows_loaded"], summary["rows_rejected"]) == ("done", 18, 2)
     assert query(clean_db, "SELECT count(*) FROM users") == [[18]]
+    exported = flask_etl(["export", "--table", "users", "--output", "-"], clean_db, tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.decode().splitlines()
+    assert lines[0] == "id,email,age,name" and len(lines) == 19
+    assert "user0@example.com,0,User 0" in lines[1]
 
     bad = flask_etl(["load", "-"], clean_db, tmp_path, b"mail,age\nx@y.io,1\n")
     assert bad.returncode == 1
