@@ -240,53 +240,6 @@ class LeaseRenewer:
                 keeper.stop_with(reason)
 
 
-class Checkpointer:
-    """Makes the offset durable every ``every`` bytes of a long PATCH, without stopping it.
-
-    ``commit(written)`` fsyncs the file and records the offset. Under gevent it
-    runs in its own greenlet (the fsync itself on the thread pool) while the
-    request keeps reading: the bytes it covers were all written before it
-    started, so the offset it records is on disk. One runs at a time; ``wait``
-    joins it (before the final commit, so offsets are recorded in order) and
-    re-raises its error. Never killed: see ``db.is_connection_lost``.
-    """
-
-    def __init__(self, commit: Callable[[int], Any], every: int) -> None:
-        self.commit = commit
-        self.every = every
-        self.last = 0
-        self._job: Any = None
-        self._error: BaseException | None = None
-
-    def maybe(self, written: int) -> None:
-        if self._error is not None:
-            raise self._error
-        if not self.every or written - self.last < self.every:
-            return
-        if self._job is not None and not self._job.ready():
-            return  # the previous one is still syncing: the next chunk will ask again
-        self.last = written
-        if gevent_active():
-            import gevent
-
-            self._job = gevent.spawn(self._run, written)
-        else:
-            self._run(written)
-
-    def _run(self, written: int) -> None:
-        try:
-            self.commit(written)
-        except Exception as exc:  # noqa: BLE001 - raised in the request at its next chunk
-            self._error = exc
-
-    def wait(self) -> None:
-        if self._job is not None:
-            self._job.join()
-            self._job = None
-        if self._error is not None:
-            raise self._error
-
-
 class Tee:
     """Feeds several hashers (the checksum's, the file's SHA-256) from one stream."""
 
@@ -393,15 +346,3 @@ def _write_all(fd: int, data: bytes) -> None:
         if exc.errno in storage.NO_SPACE_ERRNOS:
             raise storage.InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
         raise
-
-
-def fsync_path(path: os.PathLike[str] | str) -> None:
-    """fsync a file by path, off the gevent loop (a large fsync can take seconds)."""
-    def sync() -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    storage.run_blocking(sync)

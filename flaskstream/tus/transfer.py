@@ -21,7 +21,7 @@ from flask import current_app, request, url_for
 
 from flaskstream import db
 from flaskstream.errors import ApiError
-from flaskstream.tus import protocol, receive, store
+from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import receive as uploads_receive
 from flaskstream.uploads import storage
 
@@ -93,12 +93,12 @@ def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum |
     database, expires_in = db.get_database(), _cfg("TUS_EXPIRATION_SECONDS")
 
     def durable(written: int) -> None:  # runs in its own greenlet: no app context there
-        receive.fsync_path(path)
+        checkpoint.fsync_path(path)
         with database.connection() as con:
             store.commit_offset(con, row.id, token, start + written, length, expires_in)
 
     # With a checksum nothing may be recorded before the whole body is verified.
-    checkpoints = receive.Checkpointer(
+    checkpoints = checkpoint.Checkpointer(
         durable, 0 if checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
     progress = _progress_publisher(row.id, length, float(_cfg("TUS_PROGRESS_INTERVAL") or 0))
 
@@ -153,7 +153,7 @@ def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum |
     return row
 
 
-def _settle(checkpoints: receive.Checkpointer) -> None:
+def _settle(checkpoints: checkpoint.Checkpointer) -> None:
     """Let a checkpoint in flight finish (its error, if any, is for the caller to see later)."""
     with contextlib.suppress(Exception):
         checkpoints.wait()
@@ -184,7 +184,7 @@ def _keep_partial(path: os.PathLike[str], row: store.TusUpload, token: str, star
 def _commit(path: os.PathLike[str], row: store.TusUpload, token: str, offset: int,
             length: int | None) -> store.TusUpload:
     """fsync the staging file, then record ``offset`` as durable."""
-    receive.fsync_path(path)
+    checkpoint.fsync_path(path)
     with _connect() as con:
         return store.commit_offset(con, row.id, token, offset, length,
                                    _cfg("TUS_EXPIRATION_SECONDS"))

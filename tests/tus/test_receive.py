@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flaskstream.tus import receive, store
+from flaskstream.tus import checkpoint, receive, store
 
 
 class FakeCon:
@@ -139,7 +139,7 @@ def test_store_renew_raises_when_not_held() -> None:
 
 def test_checkpointer_commits_every_n_bytes_and_reports_errors() -> None:
     committed: list[int] = []
-    checkpoints = receive.Checkpointer(committed.append, 100)
+    checkpoints = checkpoint.Checkpointer(committed.append, 100)
     for written in (40, 99, 100, 150, 199, 200, 260):
         checkpoints.maybe(written)
     checkpoints.wait()
@@ -148,13 +148,13 @@ def test_checkpointer_commits_every_n_bytes_and_reports_errors() -> None:
     def failing(written: int) -> None:
         raise store.LeaseLost("x")
 
-    broken = receive.Checkpointer(failing, 10)
+    broken = checkpoint.Checkpointer(failing, 10)
     broken.maybe(10)  # the error surfaces at the next chunk, not inside the commit
     with pytest.raises(store.LeaseLost):
         broken.maybe(11)
     with pytest.raises(store.LeaseLost):
         broken.wait()
-    disabled = receive.Checkpointer(failing, 0)
+    disabled = checkpoint.Checkpointer(failing, 0)
     disabled.maybe(10**9)
     disabled.wait()
 
