@@ -1,7 +1,8 @@
-"""Configuration layering: defaults → FLASKSTREAM_* environment → test_config."""
+"""Configuration layering: defaults → FLASKSTREAM_* environment → test_config; gunicorn's env overrides."""
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,33 @@ def test_ensure_schema_without_a_connection_does_not_deadlock(app) -> None:  # n
     assert database._schema_ready
     with database.connection() as con:
         assert con.run("SELECT value FROM flaskstream_meta WHERE key = 'schema'") == [["1"]]
+
+
+def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:
+    for name in ("GUNICORN_BIND", "HOST", "PORT", "WEB_CONCURRENCY", "GUNICORN_WORKER_CONNECTIONS",
+                 "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE",
+                 "GUNICORN_ACCESSLOG", "GUNICORN_LOGLEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(Path(__file__).parents[2] / "conf" / "gunicorn.conf.py"))
+
+
+def test_gunicorn_defaults_suit_long_lived_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = _gunicorn_settings(monkeypatch)
+    assert conf["worker_class"] == "gevent"
+    assert (conf["bind"], conf["workers"], conf["accesslog"]) == ("127.0.0.1:8000", 2, "-")
+    assert conf["worker_connections"] >= 1000  # type: ignore[operator]
+    assert conf["graceful_timeout"] < conf["timeout"]  # type: ignore[operator]
+
+
+def test_gunicorn_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = _gunicorn_settings(
+        monkeypatch, HOST="0.0.0.0", PORT="9123", WEB_CONCURRENCY="5",
+        GUNICORN_WORKER_CONNECTIONS="77", GUNICORN_TIMEOUT="61", GUNICORN_GRACEFUL_TIMEOUT="7",
+        GUNICORN_KEEPALIVE="3", GUNICORN_ACCESSLOG="", GUNICORN_LOGLEVEL="debug")
+    assert (conf["bind"], conf["workers"], conf["worker_connections"]) == ("0.0.0.0:9123", 5, 77)
+    assert (conf["timeout"], conf["graceful_timeout"], conf["keepalive"]) == (61, 7, 3)
+    assert (conf["accesslog"], conf["loglevel"]) == (None, "debug")
+    assert _gunicorn_settings(monkeypatch, GUNICORN_BIND="unix:/tmp/fs.sock", PORT="1")["bind"] \
+        == "unix:/tmp/fs.sock"
