@@ -253,7 +253,7 @@ class Broker:
                 selector = selectors.DefaultSelector()
                 selector.register(con._usock, selectors.EVENT_READ)  # noqa: SLF001
                 while not self._stop.is_set():
-                    if not _has_buffered_input(con):
+                    if not store.has_buffered_input(con):
                         selector.select(self.poll_seconds)
                     self._catch_up(con)
                     self._log_stats()
@@ -364,26 +364,6 @@ class Broker:
             log.info("events stats: open=%d subscribers=%d channels=%d counters=%s last_id=%s",
                      s["open_streams"], s["subscribers"], len(s["channels"]), s["counters"],
                      self.last_id)
-
-
-def _has_buffered_input(con: Any) -> bool:
-    """True if pg8000's read buffer already holds bytes the socket will not signal.
-
-    A notification that arrives together with the end of our last query is read
-    into pg8000's ``BufferedReader`` but not parsed, and then the socket is not
-    readable any more: waiting on it would sit until the next poll. Peek at the
-    buffer with the socket made non-blocking for the moment (a raw read then
-    returns nothing instead of waiting).
-    """
-    usock = con._usock  # noqa: SLF001
-    timeout = usock.gettimeout()
-    try:
-        usock.settimeout(0)
-        return bool(con._sock.peek(1))  # noqa: SLF001
-    except (BlockingIOError, InterruptedError, TimeoutError):
-        return False
-    finally:
-        usock.settimeout(timeout)
 
 
 def get_broker(app: Flask | None = None) -> Broker:

@@ -1,4 +1,5 @@
-"""SQL for the events table: insert-and-notify, reads for fan-out and replay, retention.
+"""SQL for the events table: insert-and-notify, reads for fan-out and replay, retention;
+and how to wait on the LISTEN connection without missing a buffered notification.
 
 Every function takes an open ``pg8000.native.Connection``; none imports Flask.
 
@@ -204,3 +205,23 @@ def prune(con: Any, keep_count: int, keep_seconds: float) -> int:
     deleted = int(con.run(PRUNE_SQL, keep=int(keep_count), secs=float(keep_seconds))[0][0])
     con.run(TRIM_MARKS_SQL, keep=int(keep_count), secs=float(keep_seconds))
     return deleted
+
+
+def has_buffered_input(con: Any) -> bool:
+    """True if pg8000's read buffer already holds bytes the socket will not signal.
+
+    A notification that arrives together with the end of our last query is read
+    into pg8000's ``BufferedReader`` but not parsed, and then the socket is not
+    readable any more: waiting on it would sit until the next poll. Peek at the
+    buffer with the socket made non-blocking for the moment (a raw read then
+    returns nothing instead of waiting).
+    """
+    usock = con._usock  # noqa: SLF001
+    timeout = usock.gettimeout()
+    try:
+        usock.settimeout(0)
+        return bool(con._sock.peek(1))  # noqa: SLF001
+    except (BlockingIOError, InterruptedError, TimeoutError):
+        return False
+    finally:
+        usock.settimeout(timeout)
