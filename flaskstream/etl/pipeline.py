@@ -1,7 +1,7 @@
 """Pure generator stages of the ETL pipeline: bytes in, COPY text batches out.
 
 Each stage is a small generator over the previous one, testable alone, and the
-composition reads top to bottom (``tables.csv_batches``)::
+composition reads top to bottom (``tables.csv_copy_blocks``)::
 
     read_chunks → gunzip_if_needed → decode → read_records → (take_header)
                 → validate (tables.py) → batch → sink (sink.py)
@@ -394,16 +394,3 @@ def fill_batch(blocks: Iterator[CopyBlock], out: Batch, batch_rows: int = 100_00
         out.chunks.append(data)
         yield data
 
-
-def batches(blocks: Iterable[CopyBlock], batch_rows: int = 100_000,
-            chunk_size: int = CHUNK_SIZE) -> Iterator[Batch]:
-    """Whole batches one after the other (dry runs and tests)."""
-    it = iter(blocks)
-    while True:
-        out = Batch()
-        for _ in fill_batch(it, out, batch_rows, chunk_size):
-            pass
-        if out.rows or out.rejects:
-            yield out
-        if out.exhausted:
-            return

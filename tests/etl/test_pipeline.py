@@ -12,17 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flaskstream.etl.pipeline import (
+    Batch,
+    CopyBlock,
     InputError,
     Progress,
     Reject,
     decode,
+    fill_batch,
     gunzip_if_needed,
     read_chunks,
     read_records,
     take_header,
-)
-from flaskstream.etl.pipeline import (
-    batches as make_batches,
 )
 from flaskstream.etl.tables import (
     USERS,
@@ -34,6 +34,19 @@ from flaskstream.etl.tables import (
     csv_copy_blocks,
     map_header,
 )
+
+
+def make_batches(blocks, batch_rows: int, chunk_size: int):
+    """Whole batches one after the other, as the sink's loop takes them."""
+    it = iter(blocks)
+    while True:
+        out = Batch()
+        for _ in fill_batch(it, out, batch_rows, chunk_size):
+            pass
+        if out.rows or out.rejects:
+            yield out
+        if out.exhausted:
+            return
 
 
 def run(data: bytes, table: Table = USERS, chunk: int = 1 << 20, **kw):
@@ -188,7 +201,6 @@ def test_map_header_aliases():
 def test_batch_bounds_rows_and_chunks():
     blocks = list(read_records(["a\n" * 10]))
     header, rest = take_header(blocks)
-    from flaskstream.etl.pipeline import CopyBlock
     copy_blocks = [CopyBlock("x\n", [i], []) for i in range(10)]
     out = list(make_batches(copy_blocks, batch_rows=4, chunk_size=4))
     assert [b.rows for b in out] == [4, 4, 2]
