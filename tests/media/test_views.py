@@ -170,6 +170,29 @@ def test_pread_stream_exact_and_closes(clip: Path) -> None:
         os.fstat(fd)
 
 
+def test_only_requested_bytes_are_read_at_absolute_offsets(
+        client: FlaskClient, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No read from byte 0 up to a range's start (send_file's trap under gunicorn)."""
+    reads: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append((offset, offset + length))
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    size = len(DATA)
+    for spec, wanted in [("bytes=-10", [(size - 10, size)]),
+                         ("bytes=500000-500009,0-9", [(500000, 500010), (0, 10)]),
+                         ("bytes=1000-", [(1000, size)])]:
+        reads.clear()
+        res = client.get("/media/clip.mp4", headers={"Range": spec})
+        assert res.status_code == 206 and DATA[wanted[0][0]:wanted[0][1]] in res.data
+        assert sum(b - a for a, b in reads) == sum(b - a for a, b in wanted), spec
+        assert all(any(lo <= a and b <= hi for lo, hi in wanted) for a, b in reads), spec
+        assert max(b - a for a, b in reads) <= 256 * 1024
+
+
 def test_pread_stream_closes_on_abort_and_when_never_started(clip: Path) -> None:
     before = open_fds()
     body = PreadStream(os.open(clip, os.O_RDONLY), [(0, len(DATA))], 65536)
