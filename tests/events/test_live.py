@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -272,3 +273,32 @@ def test_sigterm_ends_every_stream_promptly_with_jittered_retry(start_live_serve
     assert None not in retries, "a stream closed without a final retry:"
     assert len(retries) > 10  # jittered
     assert took < 4.0, f"gunicorn took {took:.1f}s to stop"
+
+
+def test_worker_restart_ends_streams_promptly_and_the_new_worker_serves(start_live_server) -> None:
+    """SIGHUP: gunicorn starts a new worker and retires the old one; the old one's streams
+    end with a retry: at once (not after graceful_timeout) and come back to the new one."""
+    server = start_live_server(workers=1, env={**FAST, "FLASKSTREAM_SSE_HEARTBEAT": "30",
+                                               "GUNICORN_GRACEFUL_TIMEOUT": "30"})
+    old_pid = server.worker_pids()[0]
+    clients = [SSEClient(server.port, "/events/restart") for _ in range(50)]
+    for c in clients:
+        assert c.wait_for(b": worker", 10)
+    started = time.monotonic()
+    os.kill(server.pid, signal.SIGHUP)
+    for c in clients:
+        assert c.read_until_closed(10), "a stream outlived its worker's restart"
+        assert parse(c.body.split(b"\n\n", 1)[1]).retry is not None
+        c.close()
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(old_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie"
+    again = SSEClient(server.port, "/events/restart")
+    try:
+        assert again.wait_for(b": worker", 10) and again.worker() != old_pid
+        event_id = post(server.url, "restart", "after restart")
+        assert [int(e.last_event_id) for e in again.wait_events(1)] == [event_id]
+    finally:
+        again.close()
