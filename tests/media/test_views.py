@@ -70,6 +70,16 @@ def test_304_and_412_have_no_body(client: FlaskClient, clip: Path) -> None:
     assert res.status_code == 412 and res.data == b""
 
 
+def test_cache_control_and_max_ranges_are_configurable(app: Flask, clip: Path) -> None:
+    app.config.update(MEDIA_CACHE_CONTROL="no-store", MEDIA_MAX_RANGES=2)
+    client = app.test_client()
+    assert client.head("/media/clip.mp4").headers["Cache-Control"] == "no-store"
+    two = client.get("/media/clip.mp4", headers={"Range": "bytes=0-0,1000-1000"})
+    assert two.status_code == 206 and two.headers["Cache-Control"] == "no-store"
+    three = client.get("/media/clip.mp4", headers={"Range": "bytes=0-0,1000-1000,5000-5000"})
+    assert three.status_code == 200 and three.data == DATA
+
+
 def test_416_has_content_range(client: FlaskClient, clip: Path) -> None:
     res = client.get("/media/clip.mp4", headers={"Range": f"bytes={len(DATA)}-"})
     assert res.status_code == 416
