@@ -169,3 +169,33 @@ def test_a_greenlet_killed_mid_query_does_not_return_its_connection_to_the_pool(
     assert db.is_connection_lost(GreenletExit())
     assert db.is_connection_lost(KeyboardInterrupt())
     assert not db.is_connection_lost(ValueError("an ordinary error in the caller's code"))
+
+
+def test_salvage_returns_what_gunicorn_buffered_before_an_interrupted_read() -> None:
+    """A takeover thrown into a blocked read leaves the received bytes in gunicorn's
+    buffers; salvage hands them back (and empties them), capped at the body's length."""
+    from gunicorn.http.body import Body, ChunkedReader, LengthReader
+    from gunicorn.http.unreader import Unreader
+
+    class Source(Unreader):
+        def __init__(self, pieces: list[bytes]) -> None:
+            super().__init__()
+            self.pieces = pieces
+
+        def chunk(self, size_hint: int | None = None) -> bytes:
+            if not self.pieces:
+                raise receive.TakenOver("another request took over")
+            return self.pieces.pop(0)
+
+    body = Body(LengthReader(Source([b"abc", b"defg"]), 100))
+    with pytest.raises(receive.TakenOver):
+        body.read(50)
+    assert receive.salvage_gunicorn_buffers(body) == b"abcdefg"
+    assert receive.salvage_gunicorn_buffers(body) == b""  # handed back once
+    assert body.failed  # the connection is not reused
+
+    chunked = Body(ChunkedReader(None, Source([b"3\r\nabc"])))
+    with pytest.raises(receive.TakenOver):
+        chunked.read(50)
+    assert receive.salvage_gunicorn_buffers(chunked) == b""  # framing state unknown: nothing
+    assert receive.salvage_gunicorn_buffers(object()) == b""
