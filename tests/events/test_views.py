@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from flaskstream import db
 from flaskstream.events import store
-from flaskstream.events.broker import get_broker, publish
+from flaskstream.events.broker import Broker, get_broker, publish
 from flaskstream.events.streams import Delivery, Subscriber
 from flaskstream.events.tokens import answer_tokens
 from tests.events.sse_parser import Dispatched, parse
@@ -427,3 +427,16 @@ def test_stats_are_logged_periodically(app: Flask, client: FlaskClient,
     finally:
         stream.close()
     assert "events stats: open=1 subscribers=1 channels=1" in caplog.text
+
+
+def test_no_event_bus_is_a_200_retry_not_an_error(app: Flask, client: FlaskClient,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that cannot connect: the subscriber is told when to come back, and
+    no admission slot is taken."""
+    monkeypatch.setattr(Broker, "ensure_listener", lambda self, timeout: False)
+    response = ends_by_itself(client, "/events/nobus")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert parse(response.body).retry is not None and parse(response.body).events == []
+    assert b"event bus unavailable" in response.body
+    assert get_broker(app).snapshot()["counters"]["opened"] == 0
