@@ -65,6 +65,8 @@ def media_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copy(ROOT / "media" / "sample.mp4", folder / "sample.mp4")
     (folder / "small.txt").write_bytes(b"0123456789abcdefghij")
     (folder / ".secret").write_text("hidden")
+    (folder / ".private").mkdir()
+    (folder / ".private" / "clip.mp4").write_text("hidden folder")
     (base / "outside.txt").write_text("outside secret")
     (folder / "escape.txt").symlink_to(base / "outside.txt")
     (folder / "sub").mkdir()

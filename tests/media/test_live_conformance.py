@@ -277,11 +277,12 @@ def test_etag_changes_when_file_changes(media_server: MediaServer) -> None:
     "/media/../tests/live.py", "/media/%2e%2e/outside.txt", "/media/%2E%2E%2Foutside.txt",
     "/media/sub/..%2F..%2Foutside.txt", "/media/escape.txt", "/media/.secret",
     "/media/%2esecret", "/media/sub", "/media/missing.mp4", "/media/sub/%00x",
+    "/media/.private/clip.mp4", "/media/%2Eprivate/clip.mp4", "/media/sub/../.private/clip.mp4",
 ])
 def test_paths_outside_or_hidden_404(media_server: MediaServer, path: str) -> None:
     status, _, body = fetch(media_server, path)
     assert status == 404, path
-    assert b"secret" not in body and b"import" not in body
+    assert b"secret" not in body and b"import" not in body and b"hidden" not in body
 
 
 def test_listing(media_server: MediaServer) -> None:
@@ -290,6 +291,7 @@ def test_listing(media_server: MediaServer) -> None:
     assert names == ["blob.bin", "sample.mp4", "small.txt", "sub/tone.opus"] or \
         set(names) >= {"blob.bin", "sample.mp4", "sub/tone.opus"}
     assert ".secret" not in names and "escape.txt" not in names
+    assert not any(name.startswith(".private") for name in names)
     mp4 = next(f for f in listing if f["name"] == "sample.mp4")
     assert mp4["content_type"] == "video/mp4" and mp4["url"] == "/media/sample.mp4"
     assert mp4["size"] == media_server.path("sample.mp4").stat().st_size
