@@ -15,6 +15,7 @@ so two workers starting together do not race.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -147,7 +148,9 @@ class Database:
     def _connect(self, **extra: Any) -> Connection:
         kwargs = connect_kwargs(self.url())
         kwargs.setdefault("timeout", self.timeout)
-        kwargs["application_name"] = "flaskstream"
+        # The process id lets an operator (and the tests) tell workers apart in
+        # pg_stat_activity.
+        kwargs["application_name"] = f"flaskstream:{os.getpid()}"
         kwargs.update(extra)
         return pg8000.native.Connection(**kwargs)
 

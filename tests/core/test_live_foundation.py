@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pg8000.native
@@ -68,11 +69,20 @@ def test_embedded_postgres_is_shared_kept_and_stopped(outside_tmp: Path) -> None
         uri = embedded.running_uri(pgdata)
         assert uri is not None
         con = pg8000.native.Connection(**db.connect_kwargs(uri))
-        for _ in range(20):  # spread requests across both workers
-            requests.get(server.url + "/healthz", timeout=5)
-        pids = {r[0] for r in con.run(
-            "SELECT DISTINCT pid FROM pg_stat_activity WHERE application_name = 'flaskstream'")}
-        assert len(pids) >= 2
+        workers = set(server.worker_pids())
+
+        def connected_workers() -> set[int]:
+            rows = con.run("SELECT application_name FROM pg_stat_activity "
+                           "WHERE application_name LIKE 'flaskstream:%'")
+            return {int(r[0].split(":")[1]) for r in rows} & workers
+
+        # Which worker accepts a connection is up to the kernel: keep requests in
+        # flight concurrently until each worker has served one (and so connected).
+        with ThreadPoolExecutor(16) as pool:
+            deadline = time.monotonic() + 30
+            while connected_workers() != workers and time.monotonic() < deadline:
+                list(pool.map(lambda _: requests.get(server.url + "/healthz", timeout=5), range(64)))
+        assert connected_workers() == workers, "both workers use the one embedded server"
         con.run("CREATE TABLE kept (v text)")
         con.run("INSERT INTO kept VALUES ('survives restarts')")
         con.close()
