@@ -273,8 +273,14 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
                 "rows_loaded": progress.rows_loaded, "rows_rejected": progress.rows_rejected,
                 "rows_per_s": round(progress.rows_read / elapsed)}
 
+    last_tick: list[dict[str, Any]] = [{}]
+
     def tick() -> None:
-        notify("progress", snapshot())
+        now = snapshot()
+        if {**now, "rows_per_s": 0} == {**last_tick[0], "rows_per_s": 0}:
+            return  # nothing moved (a stalled input): no repeated event or row update
+        last_tick[0] = now
+        notify("progress", now)
         if recorder is not None:
             recorder.update(progress)
 
@@ -304,7 +310,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
                         field_size_limit=field_size_limit, **(parser_options or {}))
         first = next(blocks, None)  # header checked here: before any write
         blocks = itertools.chain([first] if first is not None else [],
-                                 prefetch(blocks) if first is not None else blocks)
+                                 prefetch(blocks, on_idle=throttled, idle_interval=progress_interval)
+                                 if first is not None else blocks)
         if not options.dry_run:
             assert database is not None
             con = database.new_connection()

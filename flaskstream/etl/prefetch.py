@@ -8,11 +8,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
-def prefetch(items: Iterable, depth: int = 8) -> Iterator:
+def prefetch(items: Iterable, depth: int = 8, on_idle: Callable[[], None] | None = None,
+             idle_interval: float = 0.25) -> Iterator:
     """Iterate ``items`` in a helper thread, up to ``depth`` items ahead.
 
     The parse/validate stages are CPU-bound Python; the sink spends its time
@@ -21,6 +22,11 @@ def prefetch(items: Iterable, depth: int = 8) -> Iterator:
     monkey-patching the thread is a greenlet that runs while the COPY socket
     waits. Exceptions are re-raised in the consumer; closing the consumer stops
     the producer at its next hand-off.
+
+    ``on_idle`` is called in the consumer every ``idle_interval`` seconds that
+    it waits for an item: when the input stalls (a slow or paused client), the
+    consumer's throttled progress reporting would otherwise stay at whatever it
+    last wrote, which may be from before the rows now loaded.
     """
     hand_off: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -48,7 +54,12 @@ def prefetch(items: Iterable, depth: int = 8) -> Iterator:
     worker.start()
     try:
         while True:
-            kind, item = hand_off.get()
+            try:
+                kind, item = hand_off.get(timeout=idle_interval) if on_idle else hand_off.get()
+            except queue.Empty:
+                assert on_idle is not None
+                on_idle()
+                continue
             if kind == 0:
                 yield item
             elif kind == 1:
