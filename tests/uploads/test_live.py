@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -19,7 +21,7 @@ from tests.uploads.tmpfs import small_tmpfs
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
-KiB, MiB = 1024, 1024 * 1024
+KiB, MiB, GIB = 1024, 1024 * 1024, 1024 ** 3
 FILE_LIMIT = 129 * MiB
 
 
@@ -120,28 +122,36 @@ def peak_rss_during(server: LiveServer, action: object) -> tuple[int, int, objec
 
 
 @pytest.mark.slow
-def test_curl_multipart_128mib_flat_memory(server: LiveServer, tmp_path: Path) -> None:
+def test_curl_multipart_1gib_flat_memory(start_live_server: Any, tmp_path: Path) -> None:
+    """The issue's own check: ``curl -F file=@big.bin`` of 1 GiB, SHA-256 equal, RSS flat."""
     big = tmp_path / "big.bin"
     digest = hashlib.sha256()
     with open(big, "wb") as f:
         block = os.urandom(MiB)
-        for i in range(128):
+        for i in range(1024):  # every MiB different: a shifted block would hide misplaced data
             chunk = block[i:] + block[:i]
             digest.update(chunk)
             f.write(chunk)
+    live = start_live_server(env={"FLASKSTREAM_LIMIT_FILE_SIZE": str(2 * GIB),
+                                  "FLASKSTREAM_LIMIT_BODY_SIZE": str(2 * GIB)})
     # Warm up: the first request of a worker imports and connects.
-    requests.put(server.url + "/uploads/warm.bin", data=b"w" * MiB, timeout=30)
+    requests.put(live.url + "/uploads/warm.bin", data=b"w" * MiB, timeout=30)
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["curl", "-sS", "-F", f"file=@{big}", server.url + "/uploads"],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(["curl", "-sS", "-F", f"file=@{big}", live.url + "/uploads"],
+                              capture_output=True, text=True, timeout=300)
 
-    baseline, peak, result = peak_rss_during(server, run)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
-    body = __import__("json").loads(result.stdout)  # type: ignore[attr-defined]
-    assert body["files"][0]["sha256"] == digest.hexdigest()
-    assert body["files"][0]["size"] == 128 * MiB
-    assert peak - baseline < 16 * MiB, (baseline, peak)
+    try:
+        baseline, peak, result = peak_rss_during(live, run)
+        assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+        body = json.loads(result.stdout)  # type: ignore[attr-defined]
+        assert body["files"][0]["sha256"] == digest.hexdigest()
+        assert body["files"][0]["size"] == GIB
+        stored = live.instance_path / "uploads" / body["files"][0]["id"]
+        assert stored.stat().st_size == GIB
+        assert peak - baseline < 16 * MiB, (baseline, peak)
+    finally:
+        big.unlink()
 
 
 def test_over_limit_upload_leaves_nothing_and_stops_early(server: LiveServer) -> None:
