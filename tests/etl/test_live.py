@@ -94,3 +94,41 @@ def test_progress_reaches_an_sse_subscriber(live_server, database_url):
                     break
     assert events[0][0] == "progress" and events[-1][0] == "done"
     assert '"rows_loaded":30000' in events[-1][1].replace(" ", "")
+
+
+def test_job_status_is_visible_from_the_other_worker(start_live_server, clean_db):
+    """GET /etl/jobs/<id> reads etl_jobs, so a worker that did not run the job answers it.
+
+    The worker that ran the load is frozen (SIGSTOP) before the GET, so the
+    other one must answer: no reliance on how the kernel spreads connections.
+    """
+    import os
+    import signal
+
+    database_url = clean_db
+    live = start_live_server(workers=2)
+    assert wait_until(lambda: len(live.worker_pids()) == 2)
+    resp = requests.post(f"{live.url}/etl/jobs?job=two-workers", data=users_csv(500),
+                         headers={"Content-Type": "text/csv"}, timeout=60)
+    assert resp.status_code == 201, resp.text
+    ran_in = int(query(database_url, "SELECT worker FROM etl_jobs WHERE id = 'two-workers'")
+                 [0][0].rsplit(":", 1)[1])
+    assert ran_in in live.worker_pids()
+    os.kill(ran_in, signal.SIGSTOP)
+    try:
+        for _ in range(3):  # fresh connections: each must be accepted by the other worker
+            job = requests.get(f"{live.url}/etl/jobs/two-workers", timeout=10,
+                               headers={"Connection": "close"}).json()
+            assert (job["status"], job["rows_loaded"]) == ("done", 500), job
+            assert job["worker"].endswith(f":{ran_in}")  # the frozen worker ran it
+    finally:
+        os.kill(ran_in, signal.SIGCONT)
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
