@@ -149,10 +149,37 @@ def create_upload() -> Response:
             row = transfer.receive_body(row, token, checksum)
         elif row.complete:  # a zero-length upload is complete when created
             transfer.complete(row)
+    except Exception as exc:
+        _creation_failed(row.id, exc, headers["Location"])
+        raise
     finally:
         _release(row.id, token)
     headers.update(_progress_headers(row))
     return Response(status=201, headers=headers)
+
+
+def _creation_failed(upload_id: str, exc: Exception, location: str) -> None:
+    """The body of a creation-with-upload failed: only this response can name the upload.
+
+    With bytes kept, the error carries ``Location`` and ``Upload-Offset`` so the
+    client can resume it (HEAD/PATCH). With nothing kept the upload is
+    terminated now: the client will create another, and the record would
+    otherwise wait for the janitor with a URL nobody knows.
+    """
+    try:
+        with _connect() as con:
+            row = store.get(con, upload_id)
+            if row is None or row.state != "active":
+                return
+            if row.offset == 0:
+                store.terminate(con, _cfg("UPLOAD_DIR"), row)
+                return
+    except Exception:  # noqa: BLE001 - the body's own error is the one to answer
+        log.warning("tus upload %s: could not settle a failed creation", upload_id, exc_info=True)
+        return
+    extra = getattr(exc, "headers", None)
+    if isinstance(extra, dict):
+        extra.update({"Location": location, "Upload-Offset": str(row.offset)})
 
 
 def head_upload(upload_id: str) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +139,39 @@ def test_old_tombstones_are_purged(app: Flask, client: FlaskClient) -> None:
     app.config["TUS_TOMBSTONE_SECONDS"] = 0
     assert janitor.expire_and_purge(app) == (0, 1)
     assert client.head(url, headers=TUS).status_code == 404
+
+
+def uploads_rows(app: Flask) -> list[list[Any]]:
+    with app.app_context(), db.connection() as con:
+        return con.run("SELECT state, upload_offset, staging_name FROM tus_uploads")
+
+
+def test_a_failed_creation_with_nothing_kept_leaves_no_upload(app: Flask,
+                                                               client: FlaskClient) -> None:
+    wrong = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    response = client.post("/uploads/tus/", data=b"hello", headers={
+        **TUS, "Upload-Length": "5", "Content-Type": OCTETS, "Upload-Checksum": f"sha1 {wrong}"})
+    assert response.status_code == 460 and "Location" not in response.headers
+    (state, offset, staging_name), = uploads_rows(app)
+    assert (state, offset) == ("terminated", 0)  # at once, not left for the janitor
+    staging = Path(app.config["UPLOAD_DIR"]) / ".staging" / staging_name
+    assert not staging.exists()
+
+
+def test_a_failed_creation_that_kept_bytes_names_the_upload(app: Flask,
+                                                            client: FlaskClient) -> None:
+    import io
+
+    app.config["UPLOAD_CHUNK_SIZE"] = 64  # the body arrives in several reads
+    # no Content-Length: the overrun is only seen as the bytes arrive
+    response = client.post("/uploads/tus/", input_stream=io.BytesIO(b"x" * 150), headers={
+        **TUS, "Upload-Length": "100", "Content-Type": OCTETS},
+        environ_overrides={"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    assert response.status_code == 413 and code(response) == "TUS_LENGTH_EXCEEDED", \
+        (response.headers, uploads_rows(app))
+    url = response.headers["Location"]
+    kept = int(response.headers["Upload-Offset"])
+    assert 0 < kept <= 100
+    assert client.head(url, headers=TUS).headers["Upload-Offset"] == str(kept)
+    rest = patch(client, url, kept, b"x" * (100 - kept))
+    assert rest.status_code == 204 and rest.headers["Upload-Offset"] == "100"
