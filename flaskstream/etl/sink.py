@@ -5,7 +5,7 @@ checkpoints. Each batch is one ``COPY ... FROM STDIN`` under a savepoint, its
 stream a generator that pulls the pipeline lazily (parsing overlaps the
 server's inserts). Three pg8000 facts shape the code (see the design brief):
 
-* each item of the stream is one CopyData message, so items are ~1 MiB chunks;
+* each item of the stream is one CopyData message, so items are ~256 KiB chunks;
 * pg8000 reads no reply until the stream ends: after every chunk the stream
   peeks at the socket and stops early once the server has spoken (an error),
   so a bad row costs at most a chunk, not the rest of the batch;
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from flaskstream.db import DatabaseError, is_connection_lost
-from flaskstream.etl.pipeline import CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
+from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
 
 MODES = ("insert", "upsert")
@@ -48,8 +48,8 @@ class TooManyErrors(LoadError):
 @dataclass
 class LoadOptions:
     mode: str = "insert"
-    batch_rows: int = 100_000
-    chunk_size: int = CHUNK_SIZE
+    batch_rows: int = 250_000
+    chunk_size: int = COPY_CHUNK_SIZE
     max_errors: int | None = None  # abort when more rows than this are rejected
     max_error_ratio: float | None = None  # ... or when rejected/read passes this
     commit_every: int | None = None  # commit (and checkpoint) every N rows
