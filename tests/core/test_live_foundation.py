@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from flaskstream import db, embedded
+from tests import live
 from tests.live import ROOT, LiveServer
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
@@ -37,13 +38,8 @@ def postmasters(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def wait_for(predicate, timeout: float = 15.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
+    return live.wait_for(predicate, timeout, interval=0.1)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.etl.helpers import query, users_csv
+from tests.live import wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
@@ -107,7 +108,7 @@ def test_job_status_is_visible_from_the_other_worker(start_live_server, clean_db
 
     database_url = clean_db
     live = start_live_server(workers=2)
-    assert wait_until(lambda: len(live.worker_pids()) == 2)
+    assert wait_for(lambda: len(live.worker_pids()) == 2)
     resp = requests.post(f"{live.url}/etl/jobs?job=two-workers", data=users_csv(500),
                          headers={"Content-Type": "text/csv"}, timeout=60)
     assert resp.status_code == 201, resp.text
@@ -123,12 +124,3 @@ def test_job_status_is_visible_from_the_other_worker(start_live_server, clean_db
             assert job["worker"].endswith(f":{ran_in}")  # the frozen worker ran it
     finally:
         os.kill(ran_in, signal.SIGCONT)
-
-
-def wait_until(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.live import LiveServer
+from tests.live import LiveServer, wait_for
 from tests.uploads.tmpfs import small_tmpfs
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
@@ -52,14 +52,6 @@ def staging_files(server: LiveServer) -> list[str]:
 def stored_files(server: LiveServer) -> set[str]:
     return {p.name for p in upload_dir(server).iterdir() if p.is_file()}
 
-
-def wait_for(predicate: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def sizes_around_64k() -> list[int]:
