@@ -230,6 +230,9 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
         if sub.reason == "shutdown":
             broker.count("shutdown_ended")
             yield _jittered_retry(app)
+    except GeneratorExit:
+        sub.end("disconnect")  # closed mid-stream: a write to the client failed
+        raise
     finally:
         watch.stop()
         sub.finish()
@@ -300,6 +303,9 @@ def tick() -> Response:
                     _wait(stream, watch, due - time.monotonic())
             if stream.reason == "shutdown":
                 yield _jittered_retry(app)
+        except GeneratorExit:
+            stream.end("disconnect")  # closed mid-stream: a write to the client failed
+            raise
         finally:
             watch.stop()
             stream.finish()
@@ -341,6 +347,9 @@ def tokens() -> Response:
                 sent += 1
             if as_sse:
                 yield encode_event(json_data({"tokens": sent}), event="done")
+        except GeneratorExit:
+            stream.end("disconnect")  # closed mid-stream: a write to the client failed
+            raise
         finally:
             watch.stop()
             stream.finish()

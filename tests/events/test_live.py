@@ -205,6 +205,36 @@ def test_disconnects_release_everything(start_live_server) -> None:
     assert "token stream stopped after" in server.log()
 
 
+def test_a_client_that_sent_bytes_is_released_at_the_next_heartbeat(start_live_server) -> None:
+    """Stray bytes turn off the EOF watch (readable, but not EOF): the heartbeat's failed
+    write is then what finds the closed client."""
+    server = start_live_server(workers=1, env=FAST)  # heartbeat every 0.5 s
+
+    def stats() -> dict:
+        return requests.get(f"{server.url}/events/stats", timeout=5).json()
+
+    client = SSEClient(server.port, "/events/stray")
+    assert client.wait_for(b"retry:", 5)
+    client.sock.sendall(b"not a request, just bytes\r\n")
+    def comments() -> int:
+        return len(client.parsed().comments)
+
+    heartbeats = comments()
+    deadline = time.monotonic() + 5  # two more heartbeats: the stream lives on after the bytes
+    while comments() < heartbeats + 2 and time.monotonic() < deadline and not client.closed:
+        client._pump(0.5)
+    assert comments() >= heartbeats + 2 and not client.closed
+    assert stats()["open_streams"] == 1
+    before = stats()["counters"]["disconnects"]
+    client.sock.close()
+    deadline = time.monotonic() + 5
+    while stats()["open_streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = stats()
+    assert after["open_streams"] == 0 and after["subscribers"] == 0
+    assert after["counters"]["disconnects"] == before + 1
+
+
 def test_slow_consumer_is_cut_off_and_others_get_everything(start_live_server, api_app: Flask) -> None:
     server = start_live_server(workers=1, env={**FAST, "FLASKSTREAM_SSE_QUEUE_SIZE": "8"})
     slow = SSEClient(server.port, "/events/firehose", rcvbuf=4096)
