@@ -183,7 +183,7 @@ def test_disconnects_release_everything(start_live_server) -> None:
     cycle(100, "/events/leak")
     time.sleep(0.3)
     base_fds, base_rss = worker.num_fds(), worker.memory_info().rss
-    for i in range(6):
+    for i in range(50):  # 5,000 connect/disconnect cycles
         cycle(100, "/events/leak" if i % 2 else "/events/tick?interval=0.05")
     deadline = time.monotonic() + 3
     while open_streams() and time.monotonic() < deadline:
@@ -191,7 +191,7 @@ def test_disconnects_release_everything(start_live_server) -> None:
     assert open_streams() == 0
     stats = requests.get(f"{server.url}/events/stats", timeout=5).json()
     assert stats["subscribers"] == 0 and stats["channels"] == {}
-    assert stats["counters"]["disconnects"] >= 600
+    assert stats["counters"]["disconnects"] >= 5000
     assert worker.num_fds() <= base_fds + 5
     assert worker.memory_info().rss - base_rss < 8 * 1024 * 1024
 
