@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
@@ -104,6 +105,24 @@ def _release(broker: Broker, stream: Stream, watch: PeerWatch) -> None:
     broker.close_stream(stream)
 
 
+@contextmanager
+def _lifetime(broker: Broker, stream: Stream, watch: PeerWatch) -> Iterator[None]:
+    """Wrap a stream generator's body: cleanup in ``finally``, however it ends.
+
+    ``GeneratorExit`` at a ``yield`` means the server stopped iterating because a
+    write to the client failed: a disconnect the socket watch did not see.
+    """
+    try:
+        yield
+    except GeneratorExit:
+        stream.end("disconnect")
+        raise
+    finally:
+        watch.stop()
+        stream.finish()
+        broker.close_stream(stream)
+
+
 def _wait(stream: Stream, watch: PeerWatch, timeout: float) -> None:
     """Sleep until woken or ``timeout``; turn a closed client socket into ``reason``."""
     stream.wait(max(0.0, timeout))
@@ -181,7 +200,7 @@ def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
 def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
                   raw_last: str | None) -> Iterator[bytes]:
     heartbeat = float(app.config["SSE_HEARTBEAT"])
-    try:
+    with _lifetime(broker, sub, watch):
         current = broker.subscribe(sub)  # before any replay: nothing can fall between
         try:
             sent, reset, replaying = _resume_point(app, broker, sub, current, raw_last)
@@ -230,13 +249,6 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
         if sub.reason == "shutdown":
             broker.count("shutdown_ended")
             yield _jittered_retry(app)
-    except GeneratorExit:
-        sub.end("disconnect")  # closed mid-stream: a write to the client failed
-        raise
-    finally:
-        watch.stop()
-        sub.finish()
-        broker.close_stream(sub)
 
 
 # --- publish -----------------------------------------------------------------
@@ -291,7 +303,7 @@ def tick() -> Response:
     watch = PeerWatch(request.environ, stream)
 
     def ticks() -> Iterator[bytes]:
-        try:
+        with _lifetime(broker, stream, watch):
             yield encode_retry(int(app.config["SSE_RETRY_MS"]))
             n, due = start, time.monotonic()
             while stream.reason is None:
@@ -303,13 +315,6 @@ def tick() -> Response:
                     _wait(stream, watch, due - time.monotonic())
             if stream.reason == "shutdown":
                 yield _jittered_retry(app)
-        except GeneratorExit:
-            stream.end("disconnect")  # closed mid-stream: a write to the client failed
-            raise
-        finally:
-            watch.stop()
-            stream.finish()
-            broker.close_stream(stream)
 
     return _stream_response(ticks(), release=lambda: _release(broker, stream, watch))
 
@@ -335,25 +340,20 @@ def tokens() -> Response:
     def generate() -> Iterator[bytes]:
         sent = 0
         try:
-            for index, word in enumerate(words):
-                if index:
-                    _wait(stream, watch, delay)  # the "model" thinking; wakes on disconnect
-                if stream.reason is not None:
-                    return
+            with _lifetime(broker, stream, watch):
+                for index, word in enumerate(words):
+                    if index:
+                        _wait(stream, watch, delay)  # the "model" thinking; wakes on disconnect
+                    if stream.reason is not None:
+                        return
+                    if as_sse:
+                        yield encode_event(json_data({"index": index, "text": word}), event="token")
+                    else:
+                        yield word.encode("utf-8")
+                    sent += 1
                 if as_sse:
-                    yield encode_event(json_data({"index": index, "text": word}), event="token")
-                else:
-                    yield word.encode("utf-8")
-                sent += 1
-            if as_sse:
-                yield encode_event(json_data({"tokens": sent}), event="done")
-        except GeneratorExit:
-            stream.end("disconnect")  # closed mid-stream: a write to the client failed
-            raise
+                    yield encode_event(json_data({"tokens": sent}), event="done")
         finally:
-            watch.stop()
-            stream.finish()
-            broker.close_stream(stream)
             if sent < len(words):
                 log.info("token stream stopped after %d of %d tokens (%s)",
                          sent, len(words), stream.reason or "client gone")
