@@ -1,0 +1,1 @@
+"""Contract tests: every assumption the adapters make about a dependency's internals, pinned by name."""

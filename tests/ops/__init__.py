@@ -1,0 +1,1 @@
+"""Operations: nginx in front, metrics, health, logs."""
