@@ -122,6 +122,11 @@ DEFAULTS: dict[str, Any] = {
     "ETL_STORE_REJECTS": 10000,
     # Largest request body POST /etl/jobs accepts (None: no limit).
     "ETL_MAX_BODY": None,
+    # --- adapters (dependency internals, flaskstream/adapters/) ----------------
+    # Capabilities to switch off (comma-separated names such as
+    # "gunicorn.direct_body,pg8000.raw_socket", a package name, or "all"): they take
+    # their public fallback, as when a start-up check finds the installed version changed.
+    "ADAPTERS_DISABLE": "",
 }
 
 ENV_PREFIX = "FLASKSTREAM"

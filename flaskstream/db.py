@@ -30,6 +30,7 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 from pg8000.native import Connection
 
 from flaskstream import embedded
+from flaskstream.adapters import pg8000 as pg8000_adapter
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Database:
         """Return ``con`` to the idle list, or drop it if it is broken."""
         if not broken:
             try:
-                if getattr(con, "_transaction_status", b"I") != b"I":
+                if pg8000_adapter.in_transaction(con):
                     con.run("ROLLBACK")
                 self._idle.put(con)
                 return

@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from flaskstream import db
+from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.events import store
 from flaskstream.events.encode import EncodeError, encode_event
 from flaskstream.events.streams import Delivery, Stream, Subscriber
@@ -251,9 +252,13 @@ class Broker:
                 # DefaultSelector: gevent's under monkey-patching, epoll otherwise —
                 # never select(), which fails for fds >= 1024 in a busy worker.
                 selector = selectors.DefaultSelector()
-                selector.register(con._usock, selectors.EVENT_READ)  # noqa: SLF001
+                sock = pg8000_adapter.raw_socket(con)
+                if sock is not None:
+                    selector.register(sock, selectors.EVENT_READ)
                 while not self._stop.is_set():
-                    if not store.has_buffered_input(con):
+                    if sock is None:  # no socket to wait on: poll (later, never lost)
+                        self._stop.wait(self.poll_seconds)
+                    elif not pg8000_adapter.has_buffered_input(con):
                         selector.select(self.poll_seconds)
                     self._catch_up(con)
                     self._log_stats()

@@ -19,10 +19,10 @@ jittered ``retry:`` so a thousand browsers do not come back in the same second.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from typing import Any
 
+from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.events.broker import shutdown_all
 from flaskstream.events.streams import Stream
 
@@ -68,9 +68,8 @@ class PeerWatch:
         self.stream.peer_check = False
         if self.sock is None or self.watcher is None:
             return False
-        raw = getattr(self.sock, "_sock", self.sock)  # the non-blocking _socket.socket
         try:
-            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = gunicorn_adapter.peek(self.sock, 1)
         except (BlockingIOError, InterruptedError):
             self.watcher.start(self._readable)  # spurious: keep watching
             return False
@@ -93,7 +92,7 @@ def watch_worker(worker: Any, interval: float = 0.25) -> None:
         return
     import gevent
 
-    app = getattr(worker, "wsgi", None)
+    app = gunicorn_adapter.worker_app(worker)
     config = getattr(app, "config", None)
     connections = getattr(worker, "worker_connections", None)
     if config is not None and connections and int(config["SSE_MAX_STREAMS"]) >= connections:
