@@ -99,9 +99,13 @@ def _is_disabled(name: str) -> bool:
 
 
 def configure(disabled: Any) -> None:
-    """Set the disabled capabilities and forget earlier check results."""
+    """Set the disabled capabilities; earlier check results are forgotten if that changed
+    (every ``create_app`` calls this: the same setting again checks and logs nothing)."""
     global _disabled
-    _disabled = parse_disabled(disabled)
+    wanted = parse_disabled(disabled)
+    if wanted == _disabled:
+        return
+    _disabled = wanted
     for cap in _registry.values():
         cap.reset()
 
@@ -121,3 +125,11 @@ def init_app(app: Any) -> None:
 
 def registered() -> dict[str, Capability]:
     return dict(_registry)
+
+
+def reset_all(disabled: Any = None) -> None:
+    """Forget every check result and set ``disabled`` (tests switch capabilities with this)."""
+    global _disabled
+    _disabled = parse_disabled(disabled)
+    for cap in _registry.values():
+        cap.reset()

@@ -34,11 +34,11 @@ from flaskstream.adapters import capability
 
 
 def _check_direct_body() -> str | None:
-    body = Body(LengthReader(IterUnreader([b"abcdef", b"gh"]), 7))
-    if body.read(2) != b"ab" or not isinstance(body.buf, io.BytesIO):
-        return "Body.read/Body.buf changed"
-    reader = body.reader
-    if not isinstance(reader, LengthReader) or reader.length != 5:
+    reader = LengthReader(IterUnreader([b"abcdef", b"gh"]), 7)
+    body = Body(reader)
+    if body.reader is not reader or not isinstance(body.buf, io.BytesIO) or body.buf.tell():
+        return "Body.reader/Body.buf changed"
+    if reader.read(2) != b"ab" or reader.length != 5:
         return "LengthReader.length no longer counts what is left"
     ahead = reader.unreader.take_buffered()
     if ahead != b"cdef":

@@ -102,11 +102,20 @@ def has_buffered_input(con: Any) -> bool:
 
 
 def in_transaction(con: Any) -> bool:
-    """True unless the server last said it is idle (outside any transaction)."""
+    """True unless the server last said it is idle (outside any transaction).
+
+    Unlike the old inline ``getattr(con, "_transaction_status", b"I") != b"I"``, a fresh
+    connection (status None until its first query) counts as idle.
+    """
     if not TRANSACTION_STATUS.ok():
         return True
-    status = getattr(con, "_transaction_status", None)
+    status = getattr(con, "_transaction_status", _MISSING)
+    if status is None:  # pg8000 clears it after the start-up: no query has run yet
+        return False
     if isinstance(status, bytes) and len(status) == 1:
         return status != IDLE
     TRANSACTION_STATUS.fail(f"{type(con).__name__}._transaction_status is {status!r}")
     return True
+
+
+_MISSING = object()
