@@ -30,7 +30,7 @@ from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import IterUnreader
 from gunicorn.workers.base import Worker
 
-from flaskstream.adapters import capability
+from flaskstream.adapters.registry import capability
 
 
 def _check_direct_body() -> str | None:

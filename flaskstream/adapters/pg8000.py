@@ -32,7 +32,7 @@ from typing import Any
 from pg8000 import core
 from pg8000.native import Connection
 
-from flaskstream.adapters import capability
+from flaskstream.adapters.registry import capability
 
 IDLE = core.IDLE
 

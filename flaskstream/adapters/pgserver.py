@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flaskstream.adapters import capability
+from flaskstream.adapters.registry import capability
 
 
 def module() -> Any:
