@@ -52,6 +52,7 @@ def test_length_reader_counts_what_is_left_and_the_unreader_pushes_back() -> Non
 @pytest.fixture
 def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
     client, server = socket.socketpair()
+    server.settimeout(5)  # a reader that loses count blocks: fail instead of hanging
     yield client, server
     client.close()
     server.close()
@@ -168,6 +169,7 @@ def test_body_failed_disabled_leaves_the_body_to_gunicorns_drain() -> None:
 
 def test_peek_on_a_plain_socket_does_not_consume_or_wait(sockets) -> None:
     client, server = sockets
+    server.settimeout(None)  # blocking, as gunicorn's are: MSG_DONTWAIT alone must not wait
     with pytest.raises(BlockingIOError):
         ga.peek(server)
     client.sendall(b"x")
