@@ -35,7 +35,8 @@ DOCUMENTED_PUBLIC = {"_get_current_object"}
 
 # Take bytes/iterators, do protocol logic; no Flask, no driver, no server.
 PURE_CORES = {
-    "flaskstream.events.encode", "flaskstream.events.tokens", "flaskstream.media.ranges",
+    "flaskstream.events.encode", "flaskstream.events.streams", "flaskstream.events.tokens",
+    "flaskstream.media.ranges",
     "flaskstream.uploads.names", "flaskstream.uploads.multipart", "flaskstream.uploads.decoder",
     "flaskstream.etl.pipeline", "flaskstream.etl.tables", "flaskstream.etl.logs",
     "flaskstream.tus.protocol",
@@ -333,6 +334,14 @@ def test_a_pure_core_reaches_neither_flask_nor_a_driver(core: str) -> None:
                if t.split(".")[0] in NOT_IN_PURE_CORES}
     assert reached == set()
     assert all(layer(m) <= 1 for m in seen), sorted(seen)
+
+
+def test_architecture_md_lists_the_same_pure_cores() -> None:
+    row = next(line for line in (ROOT / "ARCHITECTURE.md").read_text().splitlines()
+               if line.startswith("| 0 pure cores"))
+    listed = {"flaskstream." + cell.strip("`").removesuffix(".py").replace("/", ".")
+              for cell in row.split("|")[2].replace(",", " ").split()}
+    assert listed == PURE_CORES
 
 
 # --- (d) size -----------------------------------------------------------------------
