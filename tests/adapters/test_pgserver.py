@@ -15,10 +15,11 @@ from pathlib import Path
 import pg8000.native
 import psutil
 import pytest
+import requests
 
 from flaskstream import adapters, db, embedded
 from flaskstream.adapters import pgserver as pa
-from tests.live import ROOT, wait_for
+from tests.live import ROOT, LiveServer, wait_for
 
 pytestmark = pytest.mark.db
 
@@ -102,3 +103,18 @@ def test_start_stop_restart_and_stop_again(pgdata: Path, disabled: str) -> None:
     assert _select_one(again) == [[1]]
     embedded.stop(pgdata)
     assert wait_for(lambda: not _postmasters(pgdata), 15)
+
+
+@pytest.mark.slow
+@pytest.mark.live
+def test_gunicorn_master_owns_and_stops_the_server_on_the_fallbacks(pgdata: Path) -> None:
+    """The master's hooks read FLASKSTREAM_ADAPTERS_DISABLE themselves (no create_app there):
+    start, serve, and leave no postgres behind on the public paths."""
+    instance = pgdata.parent / "instance"
+    server = LiveServer(instance, env={"FLASKSTREAM_ADAPTERS_DISABLE": "pgserver"})
+    with server:
+        assert requests.get(server.url + "/healthz", timeout=10).json() == {"status": "ok", "db": "ok"}
+        served = embedded.pgdata_path(str(instance))
+        assert _postmasters(served)
+    assert wait_for(lambda: not _postmasters(served), 15), server.log()
+    assert "adapter pgserver.commands: disabled by ADAPTERS_DISABLE" in server.log()
