@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +23,12 @@ from tests.conftest import truncate_all
 from tests.etl.helpers import query, users_csv
 from tests.events.client import SSEClient
 from tests.live import LiveServer, wait_for
+from tests.uploads.test_live import peak_rss_during
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
 ENV = {"FLASKSTREAM_SSE_HEARTBEAT": "60", "FLASKSTREAM_EVENTS_POLL_SECONDS": "0.5",
-       "FLASKSTREAM_LIMIT_BODY_SIZE": str(8 << 20)}
+       "FLASKSTREAM_LIMIT_BODY_SIZE": str(64 << 20)}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -73,11 +75,30 @@ def test_multipart_and_raw_uploads_arrive_byte_exact_on_one_connection(server: L
     assert listed.status_code == 200
 
 
+def test_a_large_raw_upload_keeps_worker_memory_flat(server: LiveServer, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(big, "wb") as f:
+        for _ in range(48):
+            block = os.urandom(1 << 20)
+            digest.update(block)
+            f.write(block)
+    requests.put(f"{server.url}/uploads/warm.bin", data=b"w" * (1 << 20), timeout=30)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-sS", "-T", str(big), f"{server.url}/uploads/big.bin"],
+                              capture_output=True, text=True, timeout=120)
+
+    baseline, peak, result = peak_rss_during(server, run)
+    assert json.loads(result.stdout)["sha256"] == digest.hexdigest()  # type: ignore[attr-defined]
+    assert peak - baseline < 16 << 20, (baseline, peak)
+
+
 def test_a_refused_upload_leaves_nothing_and_the_server_serving(server: LiveServer) -> None:
     before = requests.get(f"{server.url}/uploads", timeout=10).json()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"PUT /uploads/big.bin HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: %d\r\n\r\n" % (9 << 20) + b"x" * 65536)
+                     b"Content-Length: %d\r\n\r\n" % (65 << 20) + b"x" * 65536)
         reply = b""
         while b"\r\n\r\n" not in reply:
             reply += sock.recv(65536)
