@@ -34,14 +34,18 @@ __all__ = ["ENV_DISABLE", "Capability", "capability", "check_all", "configure", 
            "parse_disabled", "registered", "reset_all"]
 
 
-def check_all() -> dict[str, bool]:
-    """Run every registered check (each logs once if it fails); name → holds."""
+def check_all(packages: tuple[str, ...] = ("gunicorn", "pg8000", "pgserver")) -> dict[str, bool]:
+    """Run the checks of ``packages``' capabilities (each logs once if it fails); name → holds."""
     from flaskstream.adapters import gunicorn, pg8000, pgserver  # noqa: F401 - they register
 
-    return {name: cap.ok() for name, cap in sorted(registered().items())}
+    return {name: cap.ok() for name, cap in sorted(registered().items())
+            if name.split(".")[0] in packages}
 
 
 def init_app(app: Any) -> None:
-    """Called by ``create_app``: apply ``ADAPTERS_DISABLE`` and check every capability."""
+    """Called by ``create_app``: apply ``ADAPTERS_DISABLE`` and check the capabilities it
+    will use. pgserver's only matter (and pgserver is only imported) when the database
+    is the embedded one; they are checked on first use, in whichever process starts it."""
     configure(app.config.get("ADAPTERS_DISABLE"))
-    check_all()
+    check_all(("gunicorn", "pg8000") if app.config.get("DATABASE_URL") else
+              ("gunicorn", "pg8000", "pgserver"))

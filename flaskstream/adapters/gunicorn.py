@@ -66,6 +66,8 @@ def _check_body_failed() -> str | None:
 
 
 def _check_peek_socket() -> str | None:
+    if not _gevent_patched():  # only used under gevent; importing gevent.socket costs ~0.2 s
+        return None
     from gevent import socket as gsocket
     from gevent.monkey import get_original
 
