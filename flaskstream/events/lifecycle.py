@@ -87,7 +87,7 @@ class PeerWatch:
             self.watcher = None
 
 
-def watch_worker(worker: Any, interval: float = 0.25) -> None:
+def watch_worker(worker: Any, interval: float = 0.25, drain: float = 0.0) -> None:
     """End every stream as soon as the gunicorn worker stops being alive."""
     if not _gevent_active():
         return
@@ -104,6 +104,7 @@ def watch_worker(worker: Any, interval: float = 0.25) -> None:
     def run() -> None:
         while worker.alive:
             gevent.sleep(interval)
+        gevent.sleep(drain)  # /readyz says 503 meanwhile (SHUTDOWN_DRAIN_SECONDS, ops.py)
         log.info("worker %s is stopping: ending open streams", worker.pid)
         shutdown_all()
 
