@@ -93,6 +93,7 @@ class _TimedBody:
                 close()
         finally:
             self.on_close(self.environ, time.perf_counter() - self.started)
+            _current.set(None)  # later lines of this greenlet/thread belong to no request
 
 
 class RequestContext:

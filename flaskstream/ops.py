@@ -97,12 +97,10 @@ def _observe(environ: dict[str, Any], seconds: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Blueprint, timing and request ids around everything, JSON logs if asked.
+    """Blueprint, request timing and request ids around everything.
 
     Call last in ``create_app`` so ``RequestContext`` wraps every other WSGI layer.
     """
     app.register_blueprint(bp)
     app.before_request(_note_blueprint)
     app.wsgi_app = logs.RequestContext(app.wsgi_app, _observe)  # type: ignore[method-assign]
-    if app.config["LOG_FORMAT"] == "json":
-        logs.use_json(logging.getLogger().handlers)
