@@ -78,3 +78,27 @@ def test_readyz_turns_503_before_a_sigtermed_workers_streams_end(start_live_serv
         stream.close()
     assert time.monotonic() - started < 5  # well within graceful_timeout
     probe.close()
+
+
+def test_draining_probe_reads_alive_and_falls_back_to_sigterm() -> None:
+    from flaskstream.adapters.gunicorn_lifecycle import draining_probe
+
+    class Worker:
+        alive = True
+
+    worker = Worker()
+    probe = draining_probe(worker)
+    assert probe() is False
+    worker.alive = False  # what gunicorn sets on SIGTERM and after max_requests
+    assert probe() is True
+
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        fallback = draining_probe(object())  # no alive flag: follow the signal
+        assert fallback() is False
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert wait_for(fallback, timeout=2)
+        assert calls == [signal.SIGTERM]  # the worker's own handler still runs
+    finally:
+        signal.signal(signal.SIGTERM, previous)
