@@ -120,7 +120,8 @@ class RequestContext:
         except BaseException:
             self.on_close(environ, time.perf_counter() - started)
             raise
-        if isinstance(body, environ.get("wsgi.file_wrapper", ())):
+        wrapper = environ.get("wsgi.file_wrapper")  # PEP 3333: any callable, maybe a class
+        if isinstance(wrapper, type) and isinstance(body, wrapper):
             self.on_close(environ, time.perf_counter() - started)  # keep gunicorn's sendfile
             return body
         return _TimedBody(body, environ, started, self.on_close)
