@@ -172,3 +172,22 @@ def test_two_workers_count_exactly_and_a_killed_worker_loses_nothing(
     assert value(again, "flaskstream_events_delivered_total") == 5 * n + len(survivors)
     for sub in subscribers:
         sub.close()
+
+
+@pytest.mark.live
+@pytest.mark.slow
+def test_max_requests_recycling_keeps_every_count_once(start_live_server) -> None:
+    server = start_live_server(workers=2, env={
+        "GUNICORN_CMD_ARGS": "--max-requests 8 --max-requests-jitter 0"})
+    first = set(server.worker_pids())
+    for i in range(30):
+        response = requests.put(f"{server.url}/uploads/r{i}.bin", data=b"r" * 100,
+                                headers={"Connection": "close"}, timeout=30)
+        assert response.status_code == 201
+    assert wait_for(lambda: not first & set(server.worker_pids())
+                    and len(server.worker_pids()) == 2, timeout=30), "workers not recycled"
+    samples = scrape(server.url)
+    assert value(samples, "flaskstream_upload_files_total") == 30
+    assert value(samples, "flaskstream_upload_bytes_total") == 3000
+    assert value(samples, "flaskstream_request_duration_seconds_count", blueprint="uploads") == 30
+    assert value(samples, "flaskstream_db_pool_in_use") == 0  # retired workers' gauges gone
