@@ -96,9 +96,10 @@ def _metrics_dir() -> str:
 
 def child_exit(server, worker) -> None:  # noqa: ANN001
     # Its counters stay (summed forever); its live gauges (open streams, pool) go.
-    from prometheus_client import multiprocess
+    if _env("PROMETHEUS_MULTIPROC_DIR"):  # set by on_starting; a hook must never raise
+        from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def _drain_probe(worker) -> float:  # noqa: ANN001
