@@ -191,3 +191,50 @@ def test_max_requests_recycling_keeps_every_count_once(start_live_server) -> Non
     assert value(samples, "flaskstream_upload_bytes_total") == 3000
     assert value(samples, "flaskstream_request_duration_seconds_count", blueprint="uploads") == 30
     assert value(samples, "flaskstream_db_pool_in_use") == 0  # retired workers' gauges gone
+
+
+def test_pool_slots_count_borrowers_and_waiters() -> None:
+    import threading
+
+    from prometheus_client import REGISTRY
+
+    from flaskstream import metrics
+
+    def gauge(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    base_use, base_wait = gauge("flaskstream_db_pool_in_use"), gauge("flaskstream_db_pool_waiting")
+    slots = metrics.PoolSlots(1)
+    assert slots.acquire(timeout=1)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(slots.acquire(timeout=10)))
+    waiter.start()
+    assert wait_for(lambda: gauge("flaskstream_db_pool_waiting") == base_wait + 1)
+    assert gauge("flaskstream_db_pool_in_use") == base_use + 1
+    slots.release()
+    waiter.join(5)
+    assert got == [True] and gauge("flaskstream_db_pool_waiting") == base_wait
+    assert gauge("flaskstream_db_pool_in_use") == base_use + 1  # the waiter holds it now
+    assert slots.acquire(timeout=0.01) is False  # a timed-out wait is not a borrow
+    assert gauge("flaskstream_db_pool_in_use") == base_use + 1
+    slots.release()
+    assert (gauge("flaskstream_db_pool_in_use"), gauge("flaskstream_db_pool_waiting")) \
+        == (base_use, base_wait)
+    with pytest.raises(ValueError):
+        slots.release()  # still bounded
+
+
+def test_broker_counters_that_are_exported() -> None:
+    from prometheus_client import REGISTRY
+
+    from flaskstream import metrics
+
+    names = {"listener_reconnects": "flaskstream_listener_reconnects_total",
+             "dropped_slow": "flaskstream_events_dropped_total"}
+    before = {k: REGISTRY.get_sample_value(v) or 0.0 for k, v in names.items()}
+    metrics.count_broker("listener_reconnects")
+    metrics.count_broker("dropped_slow", 3)
+    metrics.count_broker("replays", 5)  # the broker's own only
+    after = {k: REGISTRY.get_sample_value(v) or 0.0 for k, v in names.items()}
+    assert {k: after[k] - before[k] for k in names} == {"listener_reconnects": 1,
+                                                        "dropped_slow": 3}
