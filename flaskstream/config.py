@@ -122,6 +122,15 @@ DEFAULTS: dict[str, Any] = {
     "ETL_STORE_REJECTS": 10000,
     # Largest request body POST /etl/jobs accepts (None: no limit).
     "ETL_MAX_BODY": None,
+    # --- operations: metrics, health, logs (issue 17, d-metrics) ----------------
+    # Bearer token /metrics requires when set (else it is open like /healthz).
+    "METRICS_TOKEN": None,
+    # "text" (the classic line) or "json" (one object per line, app and access log).
+    "LOG_FORMAT": "text",
+    # On graceful shutdown, /readyz answers 503 this many seconds before open
+    # streams are ended, so a load balancer drains the worker first (< graceful_timeout).
+    "SHUTDOWN_DRAIN_SECONDS": 0,
+    # --- end operations ------------------------------------------------------------
     # --- adapters (dependency internals, flaskstream/adapters/) ----------------
     # Capabilities to switch off (comma-separated names such as
     # "gunicorn.direct_body,pg8000.raw_socket", a package name, or "all"): they take

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from flaskstream import logs, metrics
 from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
 from flaskstream.etl.pipeline import (
     Batch,
@@ -99,9 +100,9 @@ class JobRecorder:
     def create(self, table: str, mode: str, source: str) -> None:
         try:
             self.con.run(
-                "INSERT INTO etl_jobs (id, table_name, mode, source, worker) "
-                "VALUES (:id, :t, :m, :s, :w)", id=self.job_id, t=table, m=mode, s=source[:500],
-                w=f"{socket.gethostname()}:{os.getpid()}")
+                "INSERT INTO etl_jobs (id, table_name, mode, source, worker, request_id) "
+                "VALUES (:id, :t, :m, :s, :w, :rid)", id=self.job_id, t=table, m=mode, s=source[:500],
+                w=f"{socket.gethostname()}:{os.getpid()}", rid=logs.request_id())
         except DatabaseError as exc:
             if (exc.args[0] or {}).get("C") == "23505":
                 raise JobExists(f"job {self.job_id} exists already") from None
@@ -353,6 +354,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
 
 def _finish(recorder: JobRecorder | None, progress: Progress, status: str,
             error: str | None) -> None:
+    metrics.etl_finished(status, progress.rows_loaded, progress.rows_rejected)
     if recorder is None:
         return
     try:

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS etl_jobs (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     finished_at       timestamptz
 );
+-- The X-Request-ID of the HTTP request that ran the job (NULL from the CLI).
+ALTER TABLE etl_jobs ADD COLUMN IF NOT EXISTS request_id text;
 CREATE INDEX IF NOT EXISTS etl_jobs_created ON etl_jobs (created_at DESC);
 CREATE TABLE IF NOT EXISTS etl_rejects (
     job_id text NOT NULL REFERENCES etl_jobs (id) ON DELETE CASCADE,

@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from flaskstream import db
+from flaskstream import db, metrics
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.events import store
 from flaskstream.events.encode import EncodeError, encode_event
@@ -110,6 +110,7 @@ class Broker:
     # --- counters and stats ------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+        metrics.count_broker(name, n)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -159,6 +160,7 @@ class Broker:
             self.peak_streams = max(self.peak_streams, self.open_streams)
             self.streams.add(stream)
             self.count("opened")
+            metrics.STREAMS_OPEN.labels(stream.kind).inc()
             return True
 
     def close_stream(self, stream: Stream) -> None:
@@ -168,6 +170,7 @@ class Broker:
             self.streams.discard(stream)
             self.open_streams -= 1
             self.count("closed")
+            metrics.STREAMS_OPEN.labels(stream.kind).dec()
             if stream.reason == "disconnect":
                 self.count("disconnects")
             if isinstance(stream, Subscriber):

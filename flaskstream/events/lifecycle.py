@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from flaskstream.adapters import gunicorn as gunicorn_adapter
+from flaskstream.adapters.gunicorn_lifecycle import draining_probe
 from flaskstream.events.broker import shutdown_all
 from flaskstream.events.streams import Stream
 
@@ -86,7 +87,7 @@ class PeerWatch:
             self.watcher = None
 
 
-def watch_worker(worker: Any, interval: float = 0.25) -> None:
+def watch_worker(worker: Any, interval: float = 0.25, drain: float = 0.0) -> None:
     """End every stream as soon as the gunicorn worker stops being alive."""
     if not _gevent_active():
         return
@@ -100,9 +101,12 @@ def watch_worker(worker: Any, interval: float = 0.25) -> None:
                     "worker, /healthz and API calls will hang; keep the cap below",
                     config["SSE_MAX_STREAMS"], connections)
 
+    stopping = draining_probe(worker)  # reads worker.alive, or follows SIGTERM without it
+
     def run() -> None:
-        while worker.alive:
+        while not stopping():
             gevent.sleep(interval)
+        gevent.sleep(drain)  # /readyz says 503 meanwhile (SHUTDOWN_DRAIN_SECONDS, ops.py)
         log.info("worker %s is stopping: ending open streams", worker.pid)
         shutdown_all()
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flaskstream import metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.tus import store
 from flaskstream.uploads import storage
@@ -327,6 +328,7 @@ def _write_all(fd: int, data: bytes) -> None:
     try:
         while view:
             view = view[os.write(fd, view):]
+        metrics.TUS_BYTES.inc(len(data))
     except OSError as exc:
         if exc.errno in storage.NO_SPACE_ERRNOS:
             raise storage.InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc

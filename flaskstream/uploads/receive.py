@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from flaskstream import metrics
 from flaskstream.adapters.gunicorn import DirectBody
 from flaskstream.uploads import multipart, storage
 
@@ -175,6 +176,7 @@ class Progress:
         self._send("done", {"bytes": self.bytes, "files": files})
 
     def error(self, code: str, message: str) -> None:
+        metrics.UPLOAD_FAILURES.labels(code).inc()
         self._send("error", {"code": code, "message": message, "bytes": self.bytes})
 
 

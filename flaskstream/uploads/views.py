@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import db
+from flaskstream import db, metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError
 from flaskstream.uploads import multipart, receive, storage
@@ -170,6 +170,7 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
         raise
     files = [file_json(upload) for _, upload in staged]
     progress.done(files)
+    metrics.uploads_stored([upload.size for _, upload in staged])
     log.info("stored %d file(s), %d bytes: body in %.2f s, fsync+rename+insert in %.2f s",
              len(files), progress.bytes, started - progress.started, time.monotonic() - started)
     return files
