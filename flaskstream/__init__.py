@@ -57,4 +57,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(uploads_views.bp)
     app.register_blueprint(media_views.bp)
     app.register_blueprint(etl_views.bp)
+
+    from flaskstream import janitors
+
+    janitors.init_app(app)  # in a gunicorn worker: leases and staging of dead workers
     return app
