@@ -1,0 +1,151 @@
+"""ETL job leases: renewed while a load runs, failed by the janitor when nobody renews them.
+
+Against the real PostgreSQL, without gunicorn: ``run_load`` renews through a
+real thread here (a greenlet under gevent), and the janitor pass is called
+directly. The kill -9 versions are in ``tests/fault/``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flaskstream import db, janitors
+from flaskstream.etl import joblease
+from flaskstream.etl.jobs import run_load
+from flaskstream.etl.sink import LoadOptions
+from flaskstream.etl.tables import USERS
+from tests.etl.helpers import query, users_csv
+from tests.live import wait_for
+
+pytestmark = pytest.mark.db
+
+
+def job_row(url: str, job: str) -> dict[str, Any]:
+    rows = query(url, "SELECT status, error, lease_expires IS NOT NULL, "
+                 "lease_expires > clock_timestamp() FROM etl_jobs WHERE id = :id", id=job)
+    status, error, has_lease, lease_live = rows[0]
+    return {"status": status, "error": error, "has_lease": has_lease, "lease_live": lease_live}
+
+
+def failed_events(url: str, job: str) -> list[str]:
+    return [r[0] for r in query(url, "SELECT data FROM events WHERE channel = :c AND "
+                                "event = 'failed' ORDER BY id", c=f"etl.{job}")]
+
+
+def slow_source(gate: threading.Event, rows: int = 5000) -> Iterator[bytes]:
+    """A CSV body that stalls (like a slow client) until ``gate`` is set; more rows than
+    one parser block, so the load is past its header check and waiting in the pipeline."""
+    yield users_csv(rows)
+    gate.wait(30)
+
+
+def start_load(app: Flask, job: str, source: Any, lease: float) -> tuple[threading.Thread, dict]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        with app.app_context():
+            out["summary"] = run_load(db.get_database(app), source, USERS, LoadOptions(),
+                                      job_id=job, lease=lease, progress_interval=0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_stalled_load_keeps_renewing_its_lease(app: Flask, clean_db: str) -> None:
+    gate = threading.Event()
+    thread, out = start_load(app, "stalled", slow_source(gate), lease=0.6)
+    try:
+        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'stalled'"))
+        time.sleep(1.5)  # well past the lease: only renewals keep it alive
+        assert job_row(clean_db, "stalled")["lease_live"]
+        assert janitors.fail_expired_jobs(app) == []
+        assert job_row(clean_db, "stalled")["status"] == "running"
+    finally:
+        gate.set()
+        thread.join(30)
+    assert out["summary"]["status"] == "done", out
+    row = job_row(clean_db, "stalled")
+    assert (row["status"], row["has_lease"]) == ("done", False)  # a finished job holds no lease
+
+
+def test_a_job_whose_worker_died_is_failed_once_with_a_failed_event(app: Flask, clean_db: str
+                                                                    ) -> None:
+    """The row a SIGKILLed worker leaves: running, lease in the past (and one from before leases)."""
+    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+          "('dead', 'users', 'host-a:4242', clock_timestamp() - interval '1 second')")
+    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, updated_at) VALUES "
+          "('old', 'users', 'host-a:4243', now() - interval '1 hour')")
+    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+          "('alive', 'users', 'host-b:1', clock_timestamp() + interval '1 minute')")
+    assert sorted(janitors.fail_expired_jobs(app)) == ["dead", "old"]
+    dead = job_row(clean_db, "dead")
+    assert dead["status"] == "failed" and not dead["has_lease"]
+    assert "lease expired" in dead["error"] and "host-a:4242" in dead["error"]
+    assert job_row(clean_db, "alive")["status"] == "running"
+    assert janitors.fail_expired_jobs(app) == []  # once
+    (event,) = failed_events(clean_db, "dead")
+    assert '"code":"LEASE_EXPIRED"' in event.replace(" ", "")
+    assert query(clean_db, "SELECT finished_at IS NOT NULL FROM etl_jobs WHERE id = 'dead'") == [
+        [True]]
+
+
+def test_publish_failure_changes_nothing_and_the_next_pass_retries(app: Flask, clean_db: str
+                                                                   ) -> None:
+    query(clean_db, "INSERT INTO etl_jobs (id, table_name, lease_expires) VALUES "
+          "('retry', 'users', clock_timestamp() - interval '1 second')")
+
+    def broken(job_id: str, data: dict[str, Any]) -> None:
+        raise ConnectionError("event bus down")
+
+    with db.get_database(app).connection() as con, pytest.raises(ConnectionError):
+        joblease.fail_expired(con, broken, grace=30)
+    assert job_row(clean_db, "retry")["status"] == "running"
+    assert janitors.fail_expired_jobs(app) == ["retry"]
+    assert len(failed_events(clean_db, "retry")) == 1
+
+
+def test_a_failure_that_could_not_be_recorded_ends_up_failed(app: Flask, clean_db: str) -> None:
+    """The bookkeeping connection dies just before the load fails (the database 'down' at
+    that moment): the row cannot say failed, but its lease runs out and the janitor does."""
+
+    def source() -> Iterator[bytes]:
+        yield users_csv(50)
+        query(clean_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+              "WHERE application_name = 'flaskstream-etl-jobs'")
+        raise RuntimeError("input broke")
+
+    thread, out = start_load(app, "unrecorded", source(), lease=0.5)
+    thread.join(30)
+    assert out["summary"]["status"] == "failed"
+    assert job_row(clean_db, "unrecorded")["status"] == "running"  # the outcome was lost
+    assert wait_for(lambda: janitors.fail_expired_jobs(app) == ["unrecorded"], timeout=5,
+                    interval=0.1)
+    assert job_row(clean_db, "unrecorded")["status"] == "failed"
+    assert len(failed_events(clean_db, "unrecorded")) == 1
+
+
+def test_a_frozen_load_whose_job_was_failed_stops_and_never_flips_back(app: Flask, clean_db: str
+                                                                        ) -> None:
+    gate = threading.Event()
+    thread, out = start_load(app, "frozen", slow_source(gate), lease=0.6)
+    try:
+        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'frozen'"))
+        # as if the worker had been frozen past its lease and another worker's janitor ran
+        query(clean_db, "UPDATE etl_jobs SET lease_expires = clock_timestamp() - "
+              "interval '1 second' WHERE id = 'frozen'")
+        assert janitors.fail_expired_jobs(app) == ["frozen"]
+        time.sleep(1.0)  # the next renewal (every 0.2 s) finds the lease gone
+    finally:
+        gate.set()
+        thread.join(10)
+    assert out["summary"]["status"] == "failed"
+    assert out["summary"]["error"]["code"] == "LEASE_LOST"
+    assert job_row(clean_db, "frozen")["status"] == "failed"
+    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
