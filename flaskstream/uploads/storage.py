@@ -57,6 +57,7 @@ from flaskstream.uploads.records import (
 __all__ = [
     "COLUMNS", "FILE_MODE", "NO_SPACE_ERRNOS", "STAGING_DIRNAME", "STAGING_SUFFIX",
     "InsufficientStorage", "StagingFile", "Upload", "commit_staged", "delete_upload",
+    "discard_staged",
     "final_path", "fsync_dir", "get_upload", "gevent_threadpool", "hash_file",
     "insert_uploads", "is_upload_id", "list_uploads", "new_upload_id", "run_blocking",
     "owner_tag", "staging_dir", "staging_host", "sweep_staging",
@@ -348,6 +349,13 @@ def sweep_staging(upload_dir: str | os.PathLike[str], older_than: float,
     return removed
 
 
+def discard_staged(staged: Sequence[tuple[StagingFile, Upload]]) -> None:
+    """Remove every file of a batch (staging or final). Idempotent: callers that failed
+    before ``commit_staged`` ran (no database connection) and after it both call it."""
+    for staging, _ in staged:
+        staging.discard()
+
+
 def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> None:
     """Finalize every staging file, then insert every row in one transaction.
 
@@ -359,6 +367,5 @@ def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> Non
             staging.finalize(upload.id)
         insert_uploads(con, [upload for _, upload in staged])
     except BaseException:
-        for staging, _ in staged:
-            staging.discard()
+        discard_staged(staged)
         raise
