@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
 from flaskstream.etl.joblease import JobLease, LeaseLost
-from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, Throttle, relaxed_gc  # noqa: F401 - re-exported
+from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, relaxed_gc  # noqa: F401 - re-exported
 from flaskstream.etl.pipeline import (
     Batch,
     CopyBlock,
@@ -173,6 +173,21 @@ class RejectsFile:
     def close(self) -> None:
         if self.file is not None and self.path:
             self.file.close()
+
+
+class Throttle:
+    """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
+
+    def __init__(self, fn: Callable[[], None], interval: float = 0.25) -> None:
+        self.fn = fn
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            self.fn()
 
 
 def summary(job_id: str | None, table: Table, options: LoadOptions, progress: Progress,

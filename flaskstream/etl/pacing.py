@@ -1,4 +1,4 @@
-"""Pacing of a load: fewer GC passes while loads run, throttled progress callbacks.
+"""Fewer garbage-collector passes while loads run.
 
 Moved out of ``jobs.py`` (which re-exports them) to keep that module readable.
 """
@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["GC_GEN0_DURING_LOADS", "Throttle", "relaxed_gc"]
+__all__ = ["GC_GEN0_DURING_LOADS", "relaxed_gc"]
 
 _gc_lock = threading.Lock()
 _gc_loads = 0
@@ -41,18 +40,3 @@ def relaxed_gc() -> Iterator[None]:
             _gc_loads -= 1
             if _gc_loads == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
-
-
-class Throttle:
-    """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
-
-    def __init__(self, fn: Callable[[], None], interval: float = 0.25) -> None:
-        self.fn = fn
-        self.interval = interval
-        self.last = 0.0
-
-    def __call__(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.interval:
-            self.last = now
-            self.fn()
