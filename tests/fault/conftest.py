@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from flaskstream import embedded
-from tests.etl.helpers import query
+from tests.conftest import truncate_all
 from tests.live import LiveServer, wait_for
 
 FAULT_ENV = {
@@ -91,7 +91,7 @@ def server(fault_db: FaultDatabase, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def clean(server: LiveServer, fault_db: FaultDatabase) -> LiveServer:
-    query(fault_db.url, "TRUNCATE users, etl_jobs, uploads, tus_uploads, events CASCADE")
+    truncate_all(fault_db.url)
     for entry in upload_dir(server).iterdir():
         if entry.is_file():
             entry.unlink()

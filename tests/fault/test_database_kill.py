@@ -5,7 +5,9 @@ and publishes work again within seconds), every SSE client — still connected
 or reconnecting with ``Last-Event-ID`` as EventSource does — has every event
 exactly once and in order, and the uploads are all-or-nothing: every upload
 answered 201 is listed with its bytes, nothing else is listed or stored, and no
-staging file is left.
+staging file is left. An ETL load in flight fails, and since the database was
+down when it failed, its job row could not say so: its lease runs out and a
+janitor marks it ``failed`` once the database is back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import pytest
 import requests
 
+from tests.etl.helpers import query, users_csv
 from tests.events.client import SSEClient
 from tests.fault.conftest import (
     RECOVERY_SECONDS,
@@ -31,7 +34,8 @@ from tests.fault.conftest import (
 )
 from tests.live import LiveServer, wait_for
 
-pytestmark = [pytest.mark.live, pytest.mark.db]
+# ~10 s: a PostgreSQL restart and a lease to run out
+pytestmark = [pytest.mark.live, pytest.mark.db, pytest.mark.slow]
 CHANNEL = "fault"
 
 
@@ -112,8 +116,13 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
             b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 50000000\r\n\r\n"
             b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n")
     in_flight = raw_request(server, head, os.urandom(1 << 20))  # mid-body across the outage
+    load = raw_request(server, b"POST /etl/jobs?job=outage&batch_size=2000 HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: text/csv\r\nContent-Length: 900000000\r\n\r\n",
+                       users_csv(20_000))
     try:
         assert wait_for(lambda: len(uploader.stored) >= 3, timeout=10)
+        assert wait_for(lambda: (query(fault_db.url, "SELECT rows_loaded FROM etl_jobs WHERE "
+                                       "id = 'outage'") or [[0]])[0][0] > 0, timeout=10)
         fault_db.kill_postmaster()
         time.sleep(1.0)  # requests meet the dead database
         assert not healthy(server)
@@ -128,6 +137,7 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
         uploader.stop.set()
         uploader.join(15)
         in_flight.close()
+        load.close()
     after = [publish(server, n) for n in range(3, 6)]
     assert before + after == sorted(before + after)
     expected = [(str(event_id), n) for n, event_id in enumerate(before + after)]
@@ -139,3 +149,9 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
     assert on_server == uploader.stored  # every 201 is there with its bytes; nothing else
     assert stored_files(server) == set(uploader.stored)
     assert recovered < RECOVERY_SECONDS
+    assert wait_for(lambda: query(fault_db.url, "SELECT status FROM etl_jobs WHERE id = 'outage'")
+                    == [["failed"]], timeout=2 + 0.5 + RECOVERY_SECONDS)
+    assert "lease expired" in query(fault_db.url, "SELECT error FROM etl_jobs")[0][0]
+    assert query(fault_db.url, "SELECT count(*) FROM users") == [[0]]
+    assert query(fault_db.url, "SELECT count(*) FROM events WHERE channel = 'etl.outage' AND "
+                 "event = 'failed'") == [[1]]
