@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -89,29 +88,32 @@ def jittered(interval: float) -> float:
 
 
 def run_every(owner: Any, name: str, interval: float, task: Callable[[], Any],
-              first_delay: float | None = None) -> bool:
+              first_delay: float | None = None) -> threading.Event | None:
     """Run ``task`` every ``interval`` s (jittered) in the background of this process.
 
-    One loop per (``owner``, ``name``): a second call is a no-op (False). The
+    One loop per (``owner``, ``name``): a second call is a no-op (None). The
     first pass runs after ``first_delay`` (default: a small jitter), so a
     worker started after a crash cleans up at once. Failures are logged and
-    retried at the next pass. Returns True when a loop was started.
+    retried at the next pass. Returns an event that ends the loop when set
+    (workers never set it: the loop ends with the process).
     """
     key = (id(owner), name)
     with _started_lock:
         if key in _started or not interval or interval <= 0:
-            return False
+            return None
         _started.add(key)
+    stop = threading.Event()
 
     def loop() -> None:
         delay = jittered(min(interval, 1.0)) if first_delay is None else first_delay
-        while True:
-            time.sleep(delay)  # gevent-patched in a worker: a greenlet sleep
+        while not stop.wait(delay):  # gevent-patched in a worker: a greenlet wait
             delay = jittered(interval)
             try:
                 task()
             except Exception:  # noqa: BLE001 - try again next round
                 log.warning("%s pass failed", name, exc_info=True)
+        with _started_lock:
+            _started.discard(key)
 
     threading.Thread(target=loop, name=name, daemon=True).start()
-    return True
+    return stop
