@@ -60,10 +60,10 @@ def start_load(app: Flask, job: str, source: Any, lease: float) -> tuple[threadi
 
 def test_a_stalled_load_keeps_renewing_its_lease(app: Flask, clean_db: str) -> None:
     gate = threading.Event()
-    thread, out = start_load(app, "stalled", slow_source(gate), lease=0.6)
+    thread, out = start_load(app, "stalled", slow_source(gate), lease=1.2)
     try:
         assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'stalled'"))
-        time.sleep(1.5)  # well past the lease: only renewals keep it alive
+        time.sleep(2.5)  # twice the lease: only renewals keep it alive
         assert job_row(clean_db, "stalled")["lease_live"]
         assert janitors.fail_expired_jobs(app) == []
         assert job_row(clean_db, "stalled")["status"] == "running"
@@ -137,10 +137,14 @@ def test_a_frozen_load_whose_job_was_failed_stops_and_never_flips_back(app: Flas
     thread, out = start_load(app, "frozen", slow_source(gate), lease=0.6)
     try:
         assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'frozen'"))
-        # as if the worker had been frozen past its lease and another worker's janitor ran
-        query(clean_db, "UPDATE etl_jobs SET lease_expires = clock_timestamp() - "
-              "interval '1 second' WHERE id = 'frozen'")
-        assert janitors.fail_expired_jobs(app) == ["frozen"]
+        # As if the worker had been frozen past its lease and another worker's janitor ran:
+        # the lease is expired and failed in one transaction, so no renewal slips in between
+        # (the heartbeat's UPDATE waits for the row lock, then finds the job failed).
+        with db.get_database(app).connection() as con:
+            con.run("BEGIN")
+            con.run("UPDATE etl_jobs SET lease_expires = clock_timestamp() - interval '1 second' "
+                    "WHERE id = 'frozen'")
+            assert joblease.fail_expired(con, lambda job_id, data: None, grace=30) == ["frozen"]
         time.sleep(1.0)  # the next renewal (every 0.2 s) finds the lease gone
     finally:
         gate.set()
