@@ -8,6 +8,8 @@ once (``leases.run_every``):
 - ETL jobs whose lease ran out are failed, with a ``failed`` event on ``etl.<id>``;
 - request staging files of dead writers are removed (``uploads/janitor.py``);
 - tus uploads past their expiry are removed (``tus/janitor.py``).
+
+``flask janitor run`` does one pass of each, for cron or servers without gevent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from flaskstream import db, leases
 from flaskstream.etl import joblease
@@ -64,6 +68,24 @@ def start(app: Flask) -> None:
     tus_janitor.start(app)
 
 
+cli = AppGroup("janitor", help="Clean up after killed workers (each worker also does it).")
+
+
+@cli.command("run")
+def run_command() -> None:
+    """One pass of every janitor: expired ETL job leases, dead writers' staging files,
+    expired tus uploads."""
+    from flaskstream.tus import janitor as tus_janitor
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    failed = fail_expired_jobs(app)
+    removed = sweep_staging(app)
+    expired, purged = tus_janitor.expire_and_purge(app)
+    click.echo(f"{len(failed)} ETL jobs failed (lease expired), {len(removed)} staging files "
+               f"removed, {expired} expired tus uploads removed, {purged} tus records purged")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(cli)
     if leases.gevent_active():
         start(app)

@@ -153,3 +153,12 @@ def test_a_frozen_load_whose_job_was_failed_stops_and_never_flips_back(app: Flas
     assert out["summary"]["error"]["code"] == "LEASE_LOST"
     assert job_row(clean_db, "frozen")["status"] == "failed"
     assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+
+
+def test_flask_janitor_run_does_one_pass(app: Flask, runner, clean_db: str) -> None:
+    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+          "('cron', 'users', 'h:1', clock_timestamp() - interval '1 second')")
+    result = runner.invoke(args=["janitor", "run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("1 ETL jobs failed (lease expired), 0 staging files removed")
+    assert job_row(clean_db, "cron")["status"] == "failed"
