@@ -66,7 +66,8 @@ def test_a_slow_live_upload_survives_the_staging_janitor(clean: LiveServer) -> N
     assert server.worker_pids() and not staging(server)
 
 
-def test_mid_tus_patch_keeps_only_durable_bytes_and_resumes(clean: LiveServer) -> None:
+def test_mid_tus_patch_keeps_only_durable_bytes_and_resumes(clean: LiveServer, fault_db
+                                                            ) -> None:
     server = clean
     data = os.urandom(8 * MiB)
     created = requests.post(f"{server.url}/uploads/tus/", timeout=10, headers={
@@ -79,15 +80,16 @@ def test_mid_tus_patch_keeps_only_durable_bytes_and_resumes(clean: LiveServer) -
             f"Content-Length: {len(data)}\r\n\r\n").encode()
     sock = raw_request(server, head, data[:3 * MiB])
     try:
-        assert wait_for(lambda: any(p.stat().st_size >= 2 * MiB for p in staging(server, "tus-")),
-                        timeout=10)
+        durable = "SELECT upload_offset FROM tus_uploads WHERE id = :id"
+        assert wait_for(lambda: query(fault_db.url, durable, id=uid)[0][0] >= MiB, timeout=10)
+        committed = query(fault_db.url, durable, id=uid)[0][0]  # a checkpoint (fsync'd) is in
         kill_worker(server)
     finally:
         sock.close()
     status = requests.head(f"{server.url}{location}", headers=TUS, timeout=15)
     assert status.status_code == 200, status.text
     offset = int(status.headers["Upload-Offset"])
-    assert 0 < offset <= 3 * MiB  # checkpoints (every 1 MiB) survived, nothing unsent claimed
+    assert committed <= offset <= 3 * MiB  # checkpoints survived, nothing unsent is claimed
     assert listed(server) == []  # an unfinished upload is never listed
     done = requests.patch(f"{server.url}{location}", data=data[offset:], timeout=30, headers={
         **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
