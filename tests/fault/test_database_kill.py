@@ -2,8 +2,9 @@
 
 Afterwards: the pool and the LISTEN connection have recovered (``/healthz``
 and publishes work again within seconds), every SSE client — still connected
-or reconnecting with ``Last-Event-ID`` as EventSource does — has every event
-exactly once and in order, and the uploads are all-or-nothing: every upload
+or reconnecting with ``Last-Event-ID`` as EventSource does, one of them first
+connecting during the outage — has every event exactly once and in order, and
+never got a status that makes EventSource give up, and the uploads are all-or-nothing: every upload
 answered 201 is listed with its bytes, nothing else is listed or stored, and no
 staging file is left. An ETL load in flight fails, and since the database was
 down when it failed, its job row could not say so: its lease runs out and a
@@ -126,6 +127,7 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
         fault_db.kill_postmaster()
         time.sleep(1.0)  # requests meet the dead database
         assert not healthy(server)
+        followers.append(Follower(server))  # connects during the outage: must get a 200
         fault_db.restart()
         restarted = time.monotonic()
         assert wait_for(lambda: healthy(server), timeout=RECOVERY_SECONDS, interval=0.1), \
