@@ -98,8 +98,9 @@ class JobRecorder:
     """
 
     def __init__(self, con, job_id: str, *, store_rejects: int = 10_000,
-                 lease: float = DEFAULT_LEASE) -> None:
+                 lease: float = DEFAULT_LEASE, reconnect: Callable[[], Any] | None = None) -> None:
         self.con = con
+        self.reconnect = reconnect
         self.job_id = job_id
         self.store_rejects = store_rejects
         self.stored = 0
@@ -139,6 +140,21 @@ class JobRecorder:
             b=progress.bytes_read, r=progress.rows_read, l=progress.rows_loaded,
             j=progress.rows_rejected, st=status, e=error, c=committed, cl=line, co=offset,
             id=self.job_id)
+
+    def finish(self, progress: Progress, status: str, error: str | None) -> None:
+        """Record the outcome; if the connection broke, once more on a new one. If that
+        fails too (the database is down), the caller's lease runs out instead."""
+        try:
+            self.update(progress, status=status, error=error)
+            return
+        except Exception:
+            if self.reconnect is None:
+                raise
+        fresh = self.reconnect()
+        with self.lock:
+            broken, self.con = self.con, fresh
+        close_quietly(broken)
+        self.update(progress, status=status, error=error)
 
     def add_rejects(self, rejects: list[Reject]) -> None:
         room = self.store_rejects - self.stored
@@ -303,7 +319,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
             book.run("SET application_name = 'flaskstream-etl-jobs'")
             job_id = job_id or new_job_id()
             recorder = JobRecorder(book, job_id, store_rejects=store_rejects,
-                                   lease=configured_lease() if lease is None else lease)
+                                   lease=configured_lease() if lease is None else lease,
+                                   reconnect=database.new_connection)
             recorder.create(table.name, options.mode, source_name)
             job_lease = JobLease(book, recorder.lock, job_id, recorder.lease).start()
         blocks = parser(chunks, table, encoding=encoding, progress=progress,
@@ -346,7 +363,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
     finally:
         if job_lease is not None:
             job_lease.stop()
-        for connection in (con, book):
+        for connection in (con, book, recorder.con if recorder else None):
             if connection is not None:
                 close_quietly(connection)
         if rejects is not None:
@@ -355,22 +372,21 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
 
 def _finish(recorder: JobRecorder | None, job_lease: JobLease | None, progress: Progress,
             status: str, error: str | None) -> None:
-    """Record the outcome. If that fails (the database is down) the row stays
-    ``running`` with a lease nobody renews: a janitor fails it once it runs out."""
+    """Stop renewing the lease and record the outcome (or leave it to the lease)."""
     if job_lease is not None:
         job_lease.stop()
     if recorder is None:
         return
     try:
-        recorder.update(progress, status=status, error=error)
+        recorder.finish(progress, status, error)
     except Exception:  # noqa: BLE001 - bookkeeping must not hide the load's own outcome
-        log.warning("could not record job %s as %s", recorder.job_id, status, exc_info=True)
+        log.warning("could not record job %s as %s; its lease will run out and a janitor "
+                    "will fail it", recorder.job_id, status, exc_info=True)
 
 
 def configured_lease() -> float:
     """``ETL_JOB_LEASE`` of the current app (CLI and HTTP loads run in an app context)."""
     from flask import current_app, has_app_context
-
     if has_app_context():
         return float(current_app.config.get("ETL_JOB_LEASE", DEFAULT_LEASE))
     return DEFAULT_LEASE

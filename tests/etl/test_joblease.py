@@ -111,18 +111,54 @@ def test_publish_failure_changes_nothing_and_the_next_pass_retries(app: Flask, c
     assert len(failed_events(clean_db, "retry")) == 1
 
 
-def test_a_failure_that_could_not_be_recorded_ends_up_failed(app: Flask, clean_db: str) -> None:
-    """The bookkeeping connection dies just before the load fails (the database 'down' at
-    that moment): the row cannot say failed, but its lease runs out and the janitor does."""
+def terminate_bookkeeping(url: str) -> None:
+    query(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+          "WHERE application_name = 'flaskstream-etl-jobs'")
+
+
+def test_a_broken_bookkeeping_connection_still_records_the_outcome(app: Flask, clean_db: str
+                                                                   ) -> None:
+    def source() -> Iterator[bytes]:
+        yield users_csv(50)
+        terminate_bookkeeping(clean_db)  # the job row's connection dies mid-load
+        yield users_csv(50, start=50)[len(b"email,age,name\n"):]
+
+    thread, out = start_load(app, "rebooked", source(), lease=30)
+    thread.join(30)
+    summary = out["summary"]
+    assert summary["status"] == "failed", summary  # its progress could not be written
+    row = job_row(clean_db, "rebooked")  # at once, on a new connection: not after the lease
+    assert (row["status"], row["error"], row["has_lease"]) == (
+        "failed", summary["error"]["message"], False)
+    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+
+
+def test_a_failure_that_could_not_be_recorded_ends_up_failed(app: Flask, clean_db: str,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The bookkeeping connection dies and the database refuses new ones just before the
+    load fails (as when it is down at that moment; the real kill is in tests/fault/): the
+    row cannot say failed, but its lease runs out and the janitor does."""
+    database = db.get_database(app)
+    down = threading.Event()
+    connect = database.new_connection
+
+    def new_connection(**extra: Any) -> Any:
+        if down.is_set():
+            raise ConnectionRefusedError(111, "Connection refused")
+        return connect(**extra)
+
+    monkeypatch.setattr(database, "new_connection", new_connection)
 
     def source() -> Iterator[bytes]:
         yield users_csv(50)
-        query(clean_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-              "WHERE application_name = 'flaskstream-etl-jobs'")
+        terminate_bookkeeping(clean_db)
+        down.set()
         raise RuntimeError("input broke")
 
     thread, out = start_load(app, "unrecorded", source(), lease=0.5)
     thread.join(30)
+    down.clear()
     assert out["summary"]["status"] == "failed"
     assert job_row(clean_db, "unrecorded")["status"] == "running"  # the outcome was lost
     assert wait_for(lambda: janitors.fail_expired_jobs(app) == ["unrecorded"], timeout=5,
