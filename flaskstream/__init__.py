@@ -60,7 +60,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(uploads_views.bp)
     app.register_blueprint(media_views.bp)
     app.register_blueprint(etl_views.bp)
-    from flaskstream import ops  # last: its WSGI layer wraps every other one
 
-    ops.init_app(app)
+    from flaskstream import janitors, ops
+
+    janitors.init_app(app)  # in a gunicorn worker: leases and staging of dead workers
+    ops.init_app(app)  # last: its WSGI layer wraps every other one
     return app

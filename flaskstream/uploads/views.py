@@ -166,6 +166,7 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
         progress.error("INSUFFICIENT_STORAGE", "the upload folder is full")
         raise ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full") from exc
     except BaseException:
+        storage.discard_staged(staged)  # e.g. no connection to be had (database down)
         progress.error("INTERNAL_ERROR", "could not store the upload")
         raise
     files = [file_json(upload) for _, upload in staged]
