@@ -150,6 +150,21 @@ DEFAULTS: dict[str, Any] = {
     # their public fallback, as when a start-up check finds the installed version changed.
     "ADAPTERS_DISABLE": "",
     # --- end adapters ---------------------------------------------------------
+    # --- storage: where upload bytes live (issues 13/16, w-storage) --------------
+    # None → the local filesystem (UPLOAD_DIR); s3://bucket/prefix?endpoint_url=...&region=...
+    # → an S3-compatible bucket (credentials from boto3's standard chain).
+    "STORAGE_URL": None,
+    # S3 multipart part size (≥ 5 MiB, S3's minimum) and parts uploading at once per
+    # upload: an upload's memory is about part size × (in flight + 1).
+    "STORAGE_PART_SIZE": 8 * MiB,
+    "STORAGE_PARTS_IN_FLIGHT": 2,
+    # Seconds an S3 HEAD (size, ETag, Last-Modified) is reused for reads of the same object.
+    "STORAGE_STAT_CACHE_SECONDS": 5,
+    # "presigned": GET /uploads/<id>/content answers 302 to a presigned bucket URL (S3 only).
+    "STORAGE_REDIRECT": None,
+    # Lifetime of those presigned URLs, in seconds.
+    "STORAGE_PRESIGN_SECONDS": 300,
+    # --- end storage -----------------------------------------------------------
 }
 
 ENV_PREFIX = "FLASKSTREAM"

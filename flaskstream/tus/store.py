@@ -14,9 +14,11 @@ Why it is shaped like this:
   sees that at its next renewal, commits what it has and lets go, and a dead
   holder's lease simply runs out. A held advisory lock would pin one pooled
   connection per upload in flight for the whole transfer.
-- **Completion reuses the uploads pattern's storage**: same folder layout
-  (``UPLOAD_DIR/<id>``), same ``uploads`` row, so finished tus uploads are
-  listed, served with ranges and deleted like any other.
+- **Completion reuses the uploads pattern's storage** (the app's ``Storage``
+  backend: ``UPLOAD_DIR/<id>`` or a bucket), same ``uploads`` row, so finished tus
+  uploads are listed, served with ranges and deleted like any other. Staging
+  stays in ``UPLOAD_DIR/.staging`` on every backend (the bytes of an unfinished
+  upload are on the host that received them).
 
 Every function takes a pg8000.native connection; times come from the database
 clock (``clock_timestamp()``) so workers on different hosts agree.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -34,6 +37,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from flaskstream.storage.base import Storage
 from flaskstream.uploads import storage
 
 STAGING_PREFIX = "tus-"
@@ -239,26 +243,32 @@ def reconcile(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, toke
     return row
 
 
-def finalize(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload,
+def finalize(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, files: Storage,
              hash_file: Callable[[Path], str] | None = None) -> storage.Upload:
-    """Turn a complete upload into an ordinary one: atomic rename, SHA-256, ``uploads`` row.
+    """Turn a complete upload into an ordinary one: SHA-256, into ``files``, ``uploads`` row.
 
     Idempotent, so a worker that dies half-way is finished by the next request:
-    the rename is skipped if it already happened, the row reused if it exists.
-    The staging file was fsync'd by the request that wrote its last byte.
+    the hand-over to the storage backend (``adopt``: a rename locally, an upload
+    into the bucket) is skipped if it already happened, the row reused if it
+    exists. The staging file was fsync'd by the request that wrote its last byte.
     """
     source = row.staging_path(upload_dir)
-    target = storage.final_path(upload_dir, row.id)
-    if source.exists():
-        os.rename(source, target)
-        storage.fsync_dir(upload_dir)
-    elif not target.exists():
-        raise FileNotFoundError(f"upload {row.id}: neither staging nor final file exists")
     upload = storage.get_upload(con, row.id)
-    if upload is None:
-        digest = (hash_file or _sha256_hex)(target)
-        upload = storage.Upload(id=row.id, filename=row.filename, size=os.stat(target).st_size,
-                                sha256=digest, content_type=row.content_type, field=None)
+    if source.exists():
+        if upload is None:
+            digest = (hash_file or _sha256_hex)(source)
+            upload = storage.Upload(id=row.id, filename=row.filename,
+                                    size=os.stat(source).st_size, sha256=digest,
+                                    content_type=row.content_type, field=None)
+        files.adopt(source, row.id)
+    elif upload is None:
+        info = files.stat(row.id)
+        if info is None:
+            raise FileNotFoundError(f"upload {row.id}: neither staging nor final file exists")
+        upload = storage.Upload(id=row.id, filename=row.filename, size=info.size,
+                                sha256=_stored_sha256(files, row.id), content_type=row.content_type,
+                                field=None)
+    if storage.get_upload(con, row.id) is None:
         storage.insert_uploads(con, [upload])
     set_state(con, row.id, "done")
     return upload
@@ -268,17 +278,36 @@ def _sha256_hex(path: Path) -> str:
     return storage.run_blocking(lambda: storage.hash_file(path).hexdigest())
 
 
+def _stored_sha256(files: Storage, key: str) -> str:
+    """The SHA-256 of an object already handed over (a worker died before its row)."""
+    path = files.local_path(key)
+    if path is not None:
+        return _sha256_hex(path)
+    stored = files.open(key)
+    if stored is None:
+        raise FileNotFoundError(f"upload {key}: the stored object vanished")
+    hasher = hashlib.sha256()
+    body = stored.body([(0, stored.info.size)], 1 << 20)
+    try:
+        for chunk in body:
+            hasher.update(chunk)
+    finally:
+        getattr(body, "close", stored.close)()
+    return hasher.hexdigest()
+
+
 def set_state(con: Any, upload_id: str, state: str) -> None:
     con.run("UPDATE tus_uploads SET state = :state, updated = clock_timestamp(), "
             "lock_token = NULL, lock_expires = NULL WHERE id = :id", id=upload_id, state=state)
 
 
-def terminate(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload) -> None:
+def terminate(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, files: Storage
+              ) -> None:
     """Free everything of an upload (its finished file and row too); later requests get 410."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(row.staging_path(upload_dir))
     if row.state == "done":
-        storage.delete_upload(con, upload_dir, row.id)
+        storage.delete_upload(con, files, row.id)
     set_state(con, row.id, "terminated")
 
 

@@ -22,6 +22,7 @@ from flask import current_app, request, url_for
 from flaskstream import db
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError
+from flaskstream.storage import get_storage
 from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import receive as uploads_receive
 from flaskstream.uploads import storage
@@ -192,7 +193,7 @@ def _commit(path: os.PathLike[str], row: store.TusUpload, token: str, offset: in
 def complete(row: store.TusUpload, sha256: str | None = None) -> store.TusUpload:
     """Finalize into an ordinary upload and publish ``done`` on ``uploads.<id>``."""
     with _connect() as con:
-        upload = store.finalize(con, _cfg("UPLOAD_DIR"), row,
+        upload = store.finalize(con, _cfg("UPLOAD_DIR"), row, get_storage(),
                                 (lambda _path: sha256) if sha256 else None)
         row = store.get(con, row.id) or row
     file_json = upload.to_json(url_for("uploads.content", upload_id=upload.id))

@@ -22,6 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import auth
 from flaskstream.errors import ApiError, error_response
+from flaskstream.storage import get_storage
 from flaskstream.tus import janitor, protocol, store, transfer
 from flaskstream.uploads import multipart, storage
 
@@ -172,7 +173,7 @@ def _creation_failed(upload_id: str, exc: Exception, location: str) -> None:
             if row is None or row.state != "active":
                 return
             if row.offset == 0:
-                store.terminate(con, _cfg("UPLOAD_DIR"), row)
+                store.terminate(con, _cfg("UPLOAD_DIR"), row, get_storage())
                 return
     except Exception:  # noqa: BLE001 - the body's own error is the one to answer
         log.warning("tus upload %s: could not settle a failed creation", upload_id, exc_info=True)
@@ -228,7 +229,7 @@ def delete_upload(upload_id: str) -> Response:
     row = _take(upload_id, token=token, keep=True)
     try:
         with _connect() as con:
-            store.terminate(con, _cfg("UPLOAD_DIR"), row)
+            store.terminate(con, _cfg("UPLOAD_DIR"), row, get_storage())
     finally:
         _release(upload_id, token)
     return Response(status=204)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from flaskstream import metrics
 from flaskstream.adapters.gunicorn import DirectBody
+from flaskstream.storage.base import StagedObject, Storage
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -180,13 +181,13 @@ class Progress:
         self._send("error", {"code": code, "message": message, "bytes": self.bytes})
 
 
-Staged = list[tuple[storage.StagingFile, storage.Upload]]
+Staged = storage.Staged
 
 
 def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipart.Limits,
-                      upload_dir: str, allowed_types: list[str], progress: Progress,
+                      files: Storage, allowed_types: list[str], progress: Progress,
                       ) -> tuple[Staged, dict[str, Any]]:
-    """Stream a multipart body into staging files; return them (unfinalized) and the fields.
+    """Stream a multipart body into staged objects; return them (unfinalized) and the fields.
 
     On any error every staging file of the request is discarded before the
     error propagates.
@@ -194,7 +195,7 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
     reader = multipart.FormReader(boundary, limits)
     staged: Staged = []
     fields: dict[str, Any] = {}
-    current: storage.StagingFile | None = None
+    current: StagedObject | None = None
     start: multipart.FileStart | None = None
     try:
         for chunk in _with_end(_progressed(chunks, progress)):
@@ -207,14 +208,14 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
                         raise TypeNotAllowed(f"{event.filename!r} ({event.content_type}) "
                                              "is not an allowed upload type")
                     start = event
-                    current = storage.StagingFile.create(upload_dir)
+                    current = files.stage()
                 elif isinstance(event, multipart.FileData):
                     assert current is not None
                     current.write(event.data)
                 elif isinstance(event, multipart.FileEnd):
                     assert current is not None and start is not None
                     staged.append((current, storage.Upload(
-                        storage.new_upload_id(), start.filename, current.size,
+                        current.key, start.filename, current.size,
                         current.sha256, start.content_type, start.field)))
                     current = None
         return staged, fields
@@ -227,15 +228,15 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
 
 
 def receive_raw(chunks: Iterator[bytes], filename: str, content_type: str,
-                limits: multipart.Limits, upload_dir: str, progress: Progress) -> Staged:
-    """Stream a raw body (``PUT``, ``curl -T``) into one staging file."""
-    staging = storage.StagingFile.create(upload_dir)
+                limits: multipart.Limits, files: Storage, progress: Progress) -> Staged:
+    """Stream a raw body (``PUT``, ``curl -T``) into one staged object."""
+    staging = files.stage()
     try:
         for chunk in _progressed(chunks, progress):
             limits.check_body(progress.bytes)
             limits.check_file(progress.bytes)
             staging.write(chunk)
-        return [(staging, storage.Upload(storage.new_upload_id(), filename, staging.size,
+        return [(staging, storage.Upload(staging.key, filename, staging.size,
                                          staging.sha256, content_type, None))]
     except BaseException:
         staging.discard()

@@ -1,8 +1,10 @@
-"""Stored uploads as rows: the ``uploads`` table (schema.sql) and where each file lives.
+"""Stored uploads as rows: the ``uploads`` table (schema.sql), and committing a batch.
 
-Split from ``storage`` (which re-exports every name here) so that the staging
-and durability code and the SQL stay small modules each. The client's filename
-is metadata only: the bytes live at ``UPLOAD_DIR/<id>``, ids being random hex.
+Split from the storage backends (``flaskstream/storage/``; ``uploads/storage.py``
+re-exports every name here) so that the staging and durability code and the SQL
+stay small modules each. The client's filename is metadata only: the bytes live
+under the upload id (``UPLOAD_DIR/<id>`` locally, ``<prefix>/<id>`` in a bucket),
+ids being random hex.
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the backends import this module for the ids
+    from flaskstream.storage.base import StagedObject, Storage
+
+log = logging.getLogger(__name__)
 
 
 def final_path(upload_dir: str | os.PathLike[str], upload_id: str) -> Path:
@@ -104,15 +112,46 @@ def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = 
     return [Upload.from_row(r) for r in rows]
 
 
-def delete_upload(con: Any, upload_dir: str | os.PathLike[str], upload_id: str) -> bool:
-    """Delete the row, then the file. False if there was no such upload."""
+def delete_upload(con: Any, files: Storage, upload_id: str) -> bool:
+    """Delete the row, then the stored object. False if there was no such upload.
+
+    The row goes first: once it is gone nobody is served the bytes, and an object
+    whose delete failed is only an orphan (logged), never a dangling row.
+    """
     if not is_upload_id(upload_id):
         return False
     rows = con.run("DELETE FROM uploads WHERE id = :id RETURNING id", id=upload_id)
     if not rows:
         return False
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(final_path(upload_dir, upload_id))
+    try:
+        files.delete(upload_id)
+    except Exception:  # noqa: BLE001 - the upload is deleted; the bytes are an orphan
+        log.warning("upload %s: row deleted, object not", upload_id, exc_info=True)
     return True
 
 
+# --- a request's batch: all files stored and all rows inserted, or nothing ----------
+
+Staged = list[tuple["StagedObject", Upload]]
+
+
+def discard_staged(staged: Sequence[tuple[StagedObject, Upload]]) -> None:
+    """Remove every object of a batch (staging or final). Idempotent: callers that failed
+    before ``commit_staged`` ran (no database connection) and after it both call it."""
+    for staging, _ in staged:
+        staging.discard()
+
+
+def commit_staged(con: Any, staged: Sequence[tuple[StagedObject, Upload]]) -> None:
+    """Finalize every staged object, then insert every row in one transaction.
+
+    All-or-nothing: if any finalize or the insert fails, every object of the batch
+    (staging or final) is removed and the error re-raised.
+    """
+    try:
+        for staging, upload in staged:
+            staging.finalize(upload.id)
+        insert_uploads(con, [upload for _, upload in staged])
+    except BaseException:
+        discard_staged(staged)
+        raise

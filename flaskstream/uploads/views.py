@@ -28,7 +28,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import db, metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
-from flaskstream.errors import ApiError
+from flaskstream.errors import ApiError, error_response
+from flaskstream.storage import StorageUnavailable, get_storage, serve
 from flaskstream.uploads import multipart, receive, storage
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ PAGE_DEFAULT, PAGE_MAX = 50, 500
 # on our origin.
 INLINE_SAFE_PREFIXES = ("image/png", "image/jpeg", "image/gif", "image/webp", "audio/",
                         "video/", "text/plain", "application/pdf")
-STALE_STAGING_SECONDS = 24 * 3600
+
+
+STORAGE_DOWN = ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer")
 
 
 def limits_from_config() -> multipart.Limits:
@@ -140,6 +143,9 @@ def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Pro
         error = ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", str(exc))
     except storage.InsufficientStorage:
         error = ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full")
+    except StorageUnavailable:
+        log.warning("%s upload: object storage failed", kind, exc_info=True)
+        error = STORAGE_DOWN
     except receive.IdleTimeout:
         error = ApiError(408, "UPLOAD_IDLE_TIMEOUT",
                          f"no data for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s")
@@ -165,6 +171,10 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
     except storage.InsufficientStorage as exc:
         progress.error("INSUFFICIENT_STORAGE", "the upload folder is full")
         raise ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full") from exc
+    except StorageUnavailable as exc:
+        log.warning("storing an upload: object storage failed", exc_info=True)
+        progress.error(STORAGE_DOWN.code, STORAGE_DOWN.message)
+        raise STORAGE_DOWN from exc
     except BaseException:
         storage.discard_staged(staged)  # e.g. no connection to be had (database down)
         progress.error("INTERNAL_ERROR", "could not store the upload")
@@ -199,7 +209,7 @@ def create_uploads() -> tuple[Response, int]:
     chunks = _chunks()
     config = current_app.config
     staged, fields = _receive("multipart", lambda: receive.receive_multipart(
-        chunks, boundary, limits, config["UPLOAD_DIR"], list(config["UPLOAD_ALLOWED_TYPES"]),
+        chunks, boundary, limits, get_storage(), list(config["UPLOAD_ALLOWED_TYPES"]),
         progress), chunks, progress)
     if not staged:
         progress.error("NO_FILES", "the form had no file part")
@@ -235,7 +245,7 @@ def put_upload(filename: str) -> tuple[Response, int, dict[str, str]]:
     progress = _progress(total)
     chunks = _chunks()
     staged = _receive("raw", lambda: receive.receive_raw(
-        chunks, name, content_type, limits, current_app.config["UPLOAD_DIR"], progress),
+        chunks, name, content_type, limits, get_storage(), progress),
         chunks, progress)
     files = _commit(staged, progress)
     return jsonify(files[0]), 201, {"Location": files[0]["url"].rsplit("/content", 1)[0]}
@@ -287,21 +297,59 @@ def get_one(upload_id: str) -> Response:
 
 @bp.get("/uploads/<upload_id>/content")
 def content(upload_id: str) -> Response:
-    """The bytes, with Range/conditional support (media's ``serve_file``) and RFC 6266 names."""
+    """The bytes, with Range/conditional support and RFC 6266 names.
+
+    A backend on this filesystem gives a path, served by media's ``serve_file``
+    (``pread``); a bucket's objects are served from ranged GETs (``serve_stored``).
+    """
     from flaskstream.media.views import serve_file
 
     upload = _get_or_404(upload_id)
     inline = request.args.get("inline") == "1" \
         and upload.content_type.startswith(INLINE_SAFE_PREFIXES)
-    return serve_file(storage.final_path(current_app.config["UPLOAD_DIR"], upload.id),
-                      download_name=upload.filename, content_type=upload.content_type,
+    files = get_storage()
+    path = files.local_path(upload.id)
+    if path is None:
+        return serve_stored(files, upload, as_attachment=not inline)
+    return serve_file(path, download_name=upload.filename, content_type=upload.content_type,
                       as_attachment=not inline, cache_control="private, no-cache")
+
+
+def serve_stored(files: Any, upload: storage.Upload, *, as_attachment: bool) -> Response:
+    """``GET``/``HEAD`` of an object in a bucket: ranges and preconditions decided on its
+    cached HEAD (``storage.serve``), bytes from ranged GETs, or a 302 to a presigned URL."""
+    # Shared with media files (they move to media/files.py with the media refactor).
+    from flaskstream.media.views import _content_disposition, conditional_headers
+
+    disposition = _content_disposition(upload.filename, as_attachment)
+    if current_app.config.get("STORAGE_REDIRECT") == "presigned" \
+            and hasattr(files, "presigned_url"):
+        url = files.presigned_url(upload.id, upload.content_type, disposition)
+        return Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+    try:
+        stored = files.open(upload.id)
+    except StorageUnavailable as exc:
+        raise STORAGE_DOWN from exc
+    if stored is None:
+        raise ApiError(404, "NOT_FOUND", "the upload's bytes are gone")
+    status, headers, body = serve.plan_stored(
+        stored, request.method, conditional_headers(request.environ), current_app.config,
+        upload.content_type, "private, no-cache")
+    metrics.MEDIA_RESPONSES.labels(str(status)).inc()
+    if status == 416:
+        return error_response(416, "RANGE_NOT_SATISFIABLE",
+                              "no requested range overlaps the file", headers)
+    if status in (200, 206):
+        headers["Content-Disposition"] = disposition
+    if body is None:
+        return Response(status=status, headers=headers)
+    return Response(body, status=status, headers=headers, direct_passthrough=True)
 
 
 @bp.delete("/uploads/<upload_id>")
 def delete_one(upload_id: str) -> Response:
     with db.connection() as con:
-        deleted = storage.delete_upload(con, current_app.config["UPLOAD_DIR"], upload_id)
+        deleted = storage.delete_upload(con, get_storage(), upload_id)
     if not deleted:
         raise ApiError(404, "NOT_FOUND", "no such upload")
     return Response(status=204)
@@ -318,20 +366,13 @@ def buffered_upload() -> tuple[Response, int]:
     progress = receive.Progress(None, len(body), None)
     staged, fields = receive.receive_multipart(
         (body[i:i + step] for i in range(0, len(body), step)), boundary, limits_from_config(),
-        current_app.config["UPLOAD_DIR"], [], progress)
+        get_storage(), [], progress)
     return jsonify({"files": _commit(staged, progress), "fields": fields}), 201
 
 
 @bp.record_once
 def _setup(state: Any) -> None:
-    app = state.app
-    storage.staging_dir(app.config["UPLOAD_DIR"])
-    try:
-        removed = storage.sweep_staging(app.config["UPLOAD_DIR"], STALE_STAGING_SECONDS)
-        if removed:
-            log.info("removed %d stale staging files", removed)
-    except OSError:
-        log.warning("could not sweep %s/.staging", app.config["UPLOAD_DIR"], exc_info=True)
+    app = state.app  # the storage backend's start-up step (staging sweep) ran in create_app
     if app.config.get("BENCH_BUFFERED_ROUTE"):
         app.add_url_rule("/uploads/buffered", "uploads_buffered", buffered_upload,
                          methods=["POST"])

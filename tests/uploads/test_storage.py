@@ -108,8 +108,8 @@ def test_commit_staged_is_all_or_nothing(tmp_path: Path, clean_db: str) -> None:
         got = storage.get_upload(con, upload.id)
         assert got is not None and got.sha256 == hashlib.sha256(b"three").hexdigest()
         assert [u.id for u in storage.list_uploads(con, 10)][0] == upload.id
-        assert storage.delete_upload(con, tmp_path, upload.id)
-        assert not storage.delete_upload(con, tmp_path, upload.id)
+        assert storage.delete_upload(con, storage.LocalStorage(tmp_path), upload.id)
+        assert not storage.delete_upload(con, storage.LocalStorage(tmp_path), upload.id)
         assert listing(tmp_path) == []
     finally:
         con.close()

@@ -1,0 +1,165 @@
+"""The storage interface the uploads, tus and content code talk to, and what backends share.
+
+Why an interface: every byte used to live on one host's disk (``UPLOAD_DIR``),
+so a second host behind a load balancer answered 404 for the first one's
+uploads. The code that receives and serves uploads now asks ``Storage`` (built
+once by ``create_app``, see ``flaskstream/storage/__init__.py``) instead of
+joining paths itself, and the same calls land on the local filesystem
+(``local.py``, the default) or an S3-compatible bucket (``s3.py``).
+
+The shape follows what both backends can do without buffering a payload:
+
+- ``stage()`` returns a ``StagedObject``: bytes are appended as they arrive and
+  hashed on the way (SHA-256); ``finalize()`` makes the object durable under its
+  key only once the body is whole; ``discard()`` leaves nothing behind.
+- ``adopt(path, key)`` takes in a finished file written elsewhere (tus staging).
+- ``stat(key)`` gives the validators; ``open(key)`` a ``StoredObject`` whose
+  ``body(pieces, chunk_size)`` streams byte ranges in chunks; a backend on this
+  filesystem also answers ``local_path(key)`` so the media code can ``pread`` it.
+- ``delete(key)`` and ``keys()`` (listing) complete it.
+
+Keys are upload ids (32 hex digits, ``records.new_upload_id``), chosen when the
+object is staged: S3 needs an object's key before its first byte is sent.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
+ByteRange = tuple[int, int]
+
+# Errors that mean "the disk (or the user's quota) is full" → HTTP 507.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class InsufficientStorage(OSError):
+    """The storage is full (ENOSPC/EDQUOT) while staging or finalizing."""
+
+
+class StorageUnavailable(Exception):
+    """The storage backend could not be reached or refused a request (HTTP 503).
+
+    Raised by remote backends where the fact is known (a failed S3 call); the
+    uploads code maps it to one error code, never by reading its message.
+    """
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a read needs before the first byte: size and validators.
+
+    ``etag`` is a quoted strong entity tag; ``last_modified`` whole seconds
+    since the epoch (HTTP dates have no finer resolution).
+    """
+
+    size: int
+    etag: str
+    last_modified: int
+
+
+@runtime_checkable
+class StagedObject(Protocol):
+    """One object being received: append, hash, then finalize or discard."""
+
+    key: str
+    size: int
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    def finalize(self, key: str | None = None) -> Any: ...
+
+    def discard(self) -> None: ...
+
+    def __enter__(self) -> StagedObject: ...
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+
+
+class StoredObject(Protocol):
+    """An object opened for reading: one validator snapshot, then byte ranges of it."""
+
+    info: ObjectInfo
+
+    def body(self, pieces: list[bytes | ByteRange], chunk_size: int) -> Iterable[bytes]:
+        """A WSGI body yielding literal ``bytes`` pieces and ``(start, stop)`` ranges in
+        chunks of at most ``chunk_size``; it owns the object and closes it in ``close()``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where finished uploads live. One instance per app (``app.extensions``)."""
+
+    kind: str
+
+    def stage(self, prefix: str = "up-") -> StagedObject: ...
+
+    def adopt(self, path: Path, key: str) -> None: ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def open(self, key: str) -> StoredObject | None: ...
+
+    def local_path(self, key: str) -> Path | None: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def keys(self) -> Iterator[str]: ...
+
+    def setup(self) -> None: ...
+
+
+def gevent_threadpool() -> Any | None:
+    """gevent's hub thread pool when this process runs under gevent (monkey-patched), else None."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a runtime dependency
+        return None
+    if not monkey.is_module_patched("os") and not monkey.is_module_patched("socket"):
+        return None
+    import gevent
+
+    return gevent.get_hub().threadpool
+
+
+def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run a call that may block for long (fsync) off the gevent loop when gevent is active."""
+    pool = gevent_threadpool()
+    return func(*args) if pool is None else pool.apply(func, args)
+
+
+def raise_storage_error(exc: OSError) -> None:
+    """Re-raise ``exc``, as ``InsufficientStorage`` when it means the disk is full."""
+    if exc.errno in NO_SPACE_ERRNOS:
+        raise InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
+    raise exc
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename/unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> Any:
+    """A sha256 hasher fed with the file's bytes, read in chunks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            hasher.update(chunk)
+    return hasher
