@@ -117,3 +117,18 @@ def start_live_server(database_url: str, tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+# --- object storage (issue 16): one moto S3 server for the session, started on demand ---
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> Iterator[Any]:
+    """A bucket on a real S3 API (moto's server on 127.0.0.1); see tests/storage/moto.py."""
+    from tests.storage.moto import start_moto
+
+    server, bucket = start_moto()
+    try:
+        yield bucket
+    finally:
+        server.stop()
