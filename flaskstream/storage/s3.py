@@ -61,7 +61,7 @@ STAT_CACHE_MAX = 4096
 ADOPT_READ = 1 << 20
 
 
-def _b64_sha256(data: bytes) -> str:
+def _b64_sha256(data: bytes | bytearray) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
@@ -236,7 +236,11 @@ class S3Upload:
         self.key = key
         self.size = 0
         self._hasher = hashlib.sha256()
-        self._buffer = bytearray()
+        # The part being filled: allocated full-size once, handed to its upload as is
+        # (no copy), and a new one allocated only after a slot is free, so at most
+        # parts_in_flight + 1 parts exist per upload.
+        self._part: bytearray | None = None
+        self._filled = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._jobs: collections.deque[_Job] = collections.deque()
@@ -247,19 +251,30 @@ class S3Upload:
             raise ValueError("staged object is closed")
         self._hasher.update(data)
         self.size += len(data)
-        self._buffer += data
         part_size = self.storage.part_size
-        while len(self._buffer) >= part_size:
-            with memoryview(self._buffer) as view:
-                part = view[:part_size].tobytes()  # one copy (a slice would be two)
-            del self._buffer[:part_size]
-            self._send(part)
+        view = memoryview(data).cast("B")
+        while view:
+            if self._part is None:
+                self._part, self._filled = bytearray(part_size), 0
+            n = min(len(view), part_size - self._filled)
+            self._part[self._filled:self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == part_size:
+                part, self._part = self._part, None
+                self._send(part)
+
+    def _rest(self) -> bytearray:
+        """The part being filled, cut to what it holds (in place: no second copy)."""
+        part, self._part = self._part or bytearray(), None
+        del part[self._filled:]
+        return part
 
     @property
     def sha256(self) -> str:
         return self._hasher.hexdigest()
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytearray) -> None:
         """Start one part; first wait for the oldest if as many as allowed are out."""
         if self._upload_id is None:
             created = self.storage.call("create_multipart_upload", ChecksumAlgorithm="SHA256",
@@ -270,7 +285,7 @@ class S3Upload:
         number = len(self._parts) + len(self._jobs) + 1
         self._jobs.append(self.storage.spawn(self._upload_part, number, part))
 
-    def _upload_part(self, number: int, part: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
         checksum = run_blocking(_b64_sha256, part)  # hashlib frees the GIL: a pool thread
         answer = self.storage.call(
             "upload_part", Key=self.storage.object_key(self.key), UploadId=self._upload_id,
@@ -289,11 +304,11 @@ class S3Upload:
         object_key = self.storage.object_key(self.key)
         try:
             if self._upload_id is None:  # smaller than one part: one PutObject
-                self.storage.call("put_object", Key=object_key, Body=bytes(self._buffer),
+                self.storage.call("put_object", Key=object_key, Body=self._rest(),
                                   ChecksumSHA256=base64.b64encode(self._hasher.digest()).decode())
             else:
-                if self._buffer:
-                    self._send(bytes(self._buffer))
+                if self._filled and self._part is not None:
+                    self._send(self._rest())
                 while self._jobs:
                     self._parts.append(self._jobs.popleft().result())
                 self.storage.call("complete_multipart_upload", Key=object_key,
@@ -304,7 +319,7 @@ class S3Upload:
         except BaseException:
             self.discard()
             raise
-        self._buffer = bytearray()
+        self._part = None
         self._state = "done"
         return object_key
 
@@ -313,7 +328,7 @@ class S3Upload:
         if self._state == "gone":
             return
         finished, self._state = self._state == "done", "gone"
-        self._buffer = bytearray()
+        self._part = None
         while self._jobs:
             self._jobs.popleft().cancel()
         object_key = self.storage.object_key(self.key)
