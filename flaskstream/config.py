@@ -122,6 +122,16 @@ DEFAULTS: dict[str, Any] = {
     "ETL_STORE_REJECTS": 10000,
     # Largest request body POST /etl/jobs accepts (None: no limit).
     "ETL_MAX_BODY": None,
+    # --- etl: exports and the table allow-list (issue 12, h-export) -------------
+    # Tables/views ([schema.]name) that GET /etl/export.csv may stream; any other is 403.
+    "ETL_TABLES": ["users", "requests"],
+    # HTTP exports (and rejects reports) streaming at once per worker, each on a
+    # connection of its own; one more is answered 503 + Retry-After.
+    "ETL_MAX_EXPORTS": 4,
+    # Seconds an export waits for a client that stopped reading before it gives
+    # up the COPY and its connection (the response is cut).
+    "ETL_EXPORT_STALL_TIMEOUT": 60,
+    # --- end of etl exports ---------------------------------------------------
 }
 
 ENV_PREFIX = "FLASKSTREAM"
