@@ -11,7 +11,7 @@ Exports and rejects are streamed with COPY TO STDOUT (``export.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -189,7 +189,7 @@ def show_job(job_id: str) -> Response:
     return jsonify(_public_job(job))
 
 
-def _csv_response(body: exporting.ExportBody, filename: str) -> Response:
+def _csv_response(body: Iterable[bytes], filename: str) -> Response:
     response = Response(body, mimetype="text/csv", direct_passthrough=True)
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -198,8 +198,14 @@ def _csv_response(body: exporting.ExportBody, filename: str) -> Response:
 
 
 def _export_body(sql: str, transform: Callable[[bytes], bytes] | None = None
-                 ) -> exporting.ExportBody:
-    """The body of a COPY OUT response, holding one of this worker's export slots (else 503)."""
+                 ) -> Iterable[bytes]:
+    """The body of a COPY OUT response, holding one of this worker's export slots (else 503).
+
+    A HEAD gets the same headers and an empty body: it will never be read, so it
+    takes no slot and opens nothing.
+    """
+    if request.method == "HEAD":
+        return ()
     slot = current_app.extensions["flaskstream.etl.exports"].take()
     if slot is None:
         raise ApiError(503, "EXPORTS_BUSY", "too many exports in progress; retry shortly",
