@@ -193,3 +193,15 @@ def test_job_addresses_only_with_the_token(make_app, clean_db) -> None:
         assert anonymous["status"] == "done" and anonymous["rows_loaded"] == 1
     open_client = make_app().test_client()  # no token configured: nothing to hide
     assert "worker" in open_client.get("/etl/jobs/j1").get_json()
+
+
+def test_cli_export_excel_safe(runner, clean_db, tmp_path) -> None:
+    query(clean_db, "INSERT INTO users (email, age, name) VALUES ('a@x.io', 1, '@cmd'), "
+                    "('b@x.io', 2, 'ok')")
+    out = tmp_path / "safe.csv"
+    result = runner.invoke(args=["etl", "export", "--table", "users", "--excel-safe",
+                                 "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b"id,email,age,name\n1,a@x.io,1,'@cmd\n2,b@x.io,2,ok\n"
+    result = runner.invoke(args=["etl", "export", "--table", "users", "--output", str(out)])
+    assert out.read_bytes() == b"id,email,age,name\n1,a@x.io,1,@cmd\n2,b@x.io,2,ok\n"
