@@ -11,11 +11,12 @@ as soon as the first chunk is full.
 An HTTP export holds an unpooled connection for as long as it streams, so the
 number of them is bounded per worker (``ExportSlots``, ``ETL_MAX_EXPORTS``: one
 more is a 503) and every way a response can end gives its slot and connection
-back: ``ExportBody`` opens nothing until the server first iterates it (a HEAD
-never does) and the server's ``close()`` releases the slot in every case; the
-producer closes the connection as soon as the COPY ends, fails, is cancelled
-by a client that left, or stalls behind a client that stopped reading for
-``stall_timeout`` seconds (a blocked socket write never reaches our code).
+back: a HEAD takes no slot and opens nothing (its body is never read); the
+server's ``close()`` of an ``ExportBody`` releases its slot and connection in
+every case, the generator never started included; the producer closes the
+connection as soon as the COPY ends, fails, is cancelled by a client that
+left, or stalls behind a client that stopped reading for ``stall_timeout``
+seconds (a blocked socket write never reaches our code).
 
 Only whole tables or views can be exported, by ``[schema.]name`` (unqualified:
 ``public``); no SQL comes from the caller.
@@ -159,22 +160,23 @@ class ExportSlots:
 
 
 def stream_copy_out(database: Database, sql: str, slot: Slot | None = None, *,
-                    stall_timeout: float = 60.0,
+                    con: Any = None, stall_timeout: float = 60.0,
                     transform: Callable[[bytes], bytes] | None = None) -> Iterator[bytes]:
     """A generator of COPY OUT chunks (for response bodies) on a connection of its own.
 
-    The connection is opened at the first ``next()`` and closed by the producer
+    ``con`` (else one opened at the first ``next()``) is closed by the producer
     the moment the COPY ends, fails, is cancelled (the generator was closed) or
     stalls; ``slot`` is released with it. A stalled or broken export raises
     here after the chunks already queued, so the response is cut, never
     silently short.
     """
-    try:
-        con = database.new_connection()
-    except BaseException:
-        if slot is not None:
-            slot.release()
-        raise
+    if con is None:
+        try:
+            con = database.new_connection()
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
     chunks: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
     cancelled = threading.Event()
 
@@ -237,26 +239,28 @@ class ExportBody:
 
     werkzeug does not wrap such a body, so this ``close()`` is what the WSGI
     server calls at the end of every response — after the last chunk, after a
-    client went away, and for a HEAD, whose body is never iterated (werkzeug
-    then closes the response, which closes this). Nothing is opened before the
-    first iteration, and ``close`` releases the slot in every case.
+    client went away before the first — and it gives back the slot and the
+    connection in every case. (A HEAD gets no ExportBody at all: its body is
+    never read.) The connection is opened by the view, so that a database that
+    refuses one is an error response, not a cut body.
     """
 
-    def __init__(self, database: Database, sql: str, slot: Slot, *, stall_timeout: float,
-                 transform: Callable[[bytes], bytes] | None = None) -> None:
+    def __init__(self, database: Database, sql: str, slot: Slot, con: Any, *,
+                 stall_timeout: float, transform: Callable[[bytes], bytes] | None = None) -> None:
         self.database = database
         self.sql = sql
         self.slot = slot
+        self.con = con
         self.stall_timeout = stall_timeout
         self.transform = transform
         self._chunks: Iterator[bytes] | None = None
         # A body dropped without close() (an after_request hook that raised) still
-        # gives its slot back when it is collected.
-        weakref.finalize(self, slot.release)
+        # gives both back when it is collected.
+        weakref.finalize(self, _give_back, slot, con)
 
     def __iter__(self) -> Iterator[bytes]:
         if self._chunks is None:
-            self._chunks = stream_copy_out(self.database, self.sql, self.slot,
+            self._chunks = stream_copy_out(self.database, self.sql, self.slot, con=self.con,
                                            stall_timeout=self.stall_timeout,
                                            transform=self.transform)
         return self._chunks
@@ -266,5 +270,10 @@ class ExportBody:
             if self._chunks is not None:
                 self._chunks.close()  # type: ignore[attr-defined]
         finally:
-            self.slot.release()
+            # A generator that never started has no producer to close the connection.
+            _give_back(self.slot, self.con)
 
+
+def _give_back(slot: Slot, con: Any) -> None:
+    close_quietly(con)
+    slot.release()

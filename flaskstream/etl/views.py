@@ -206,11 +206,22 @@ def _export_body(sql: str, transform: Callable[[bytes], bytes] | None = None
     """
     if request.method == "HEAD":
         return ()
+    retry = {"Retry-After": str(exporting.RETRY_AFTER_SECONDS)}
     slot = current_app.extensions["flaskstream.etl.exports"].take()
     if slot is None:
         raise ApiError(503, "EXPORTS_BUSY", "too many exports in progress; retry shortly",
-                       headers={"Retry-After": str(exporting.RETRY_AFTER_SECONDS)})
-    return exporting.ExportBody(db.get_database(), sql, slot, transform=transform,
+                       headers=retry)
+    database = db.get_database()
+    try:
+        con = database.new_connection()
+    except (db.DatabaseError, db.InterfaceError, OSError):
+        slot.release()
+        raise ApiError(503, "DATABASE_UNAVAILABLE", "the database refused a connection for "
+                       "this export; retry shortly", headers=retry) from None
+    except BaseException:
+        slot.release()
+        raise
+    return exporting.ExportBody(database, sql, slot, con, transform=transform,
                                 stall_timeout=float(current_app.config["ETL_EXPORT_STALL_TIMEOUT"]))
 
 

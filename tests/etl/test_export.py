@@ -106,6 +106,8 @@ def test_excel_safe_prefixes_formula_cells(client, clean_db) -> None:
 def test_exports_beyond_the_limit_are_503_until_one_closes(make_app, clean_db) -> None:
     fill_users(clean_db, 50_000)  # several chunks: the first response cannot finish by itself
     client = make_app(ETL_MAX_EXPORTS=2).test_client()
+    assert client.get("/healthz").status_code == 200
+    base = backends(clean_db)
     first = client.get("/etl/export.csv", buffered=False)
     second = client.get("/etl/jobs/none/rejects")  # a 404 takes no slot
     assert second.status_code == 404
@@ -116,6 +118,7 @@ def test_exports_beyond_the_limit_are_503_until_one_closes(make_app, clean_db) -
     assert busy.get_json()["error"]["code"] == "EXPORTS_BUSY"
     first.close()  # never iterated: the slot comes back with the response
     second.close()  # mid-stream: the COPY is cancelled and its connection closed
+    assert backends(clean_db) == base
     again = client.get("/etl/export.csv")
     assert again.status_code == 200 and again.get_data().count(b"\n") == 50_001
 
