@@ -208,3 +208,30 @@ def test_cli_export_excel_safe(runner, clean_db, tmp_path) -> None:
     assert out.read_bytes() == b"id,email,age,name\n1,a@x.io,1,'@cmd\n2,b@x.io,2,ok\n"
     result = runner.invoke(args=["etl", "export", "--table", "users", "--output", str(out)])
     assert out.read_bytes() == b"id,email,age,name\n1,a@x.io,1,@cmd\n2,b@x.io,2,ok\n"
+
+
+@pytest.fixture
+def one_connection_url(clean_db: str) -> Iterator[str]:
+    """A database whose owner role may hold one connection: the pool's, and no export's."""
+    query(clean_db, "CREATE ROLE fs_export_probe LOGIN CONNECTION LIMIT 1")
+    query(clean_db, "CREATE DATABASE fs_export_probe OWNER fs_export_probe")
+    base = clean_db.split("://", 1)[1].split("@", 1)[1]  # "/postgres?host=..." or "host:port/db"
+    path, _, params = base.partition("?")
+    host = path.rsplit("/", 1)[0]
+    try:
+        yield f"postgresql://fs_export_probe@{host}/fs_export_probe" + (f"?{params}" if params
+                                                                       else "")
+    finally:
+        query(clean_db, "DROP DATABASE fs_export_probe WITH (FORCE)")
+        query(clean_db, "DROP ROLE fs_export_probe")
+
+
+def test_a_refused_connection_is_a_json_503_and_frees_the_slot(make_app, one_connection_url
+                                                                ) -> None:
+    client = make_app(DATABASE_URL=one_connection_url, DB_POOL_SIZE=1, ETL_MAX_EXPORTS=1
+                      ).test_client()
+    assert client.get("/healthz").status_code == 200  # the one connection, now pooled
+    for _ in range(2):  # the slot came back: the second answer is the same, not EXPORTS_BUSY
+        resp = client.get("/etl/export.csv")
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "2"
+        assert resp.get_json()["error"]["code"] == "DATABASE_UNAVAILABLE"
