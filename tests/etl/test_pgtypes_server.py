@@ -61,7 +61,8 @@ def noise(alphabet: str, size: int = 14) -> st.SearchStrategy[str]:
     return st.text(alphabet=alphabet, max_size=size)
 
 
-_NUMBER = r"[+-]?(?:[0-9]{0,8}(?:\.[0-9]{0,7})?|\.[0-9]{1,4})(?:[eE][+-]?[0-9]{1,3})?|(?:nan|NaN|[+-]?inf(?:inity)?)"
+_NUMBER = (r"[+-]?(?:[0-9]{0,8}(?:\.[0-9]{0,7})?|\.[0-9]{1,4})(?:[eE][+-]?[0-9]{1,3})?"
+           r"|(?:nan|NaN|[+-]?inf(?:inity)?)")
 _DATE = r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
 _TIME = r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,8})?)?"
 _OFFSET = r"(?:Z|z|[+-][0-9]{1,2}(?::[0-9]{2}(?::[0-9]{2})?|[0-9]{2})?)?"
@@ -135,7 +136,8 @@ GRAMMAR: dict[str, st.SearchStrategy[str]] = {
     "bytea": regex(r"\\x(?:[ \n]?[0-9a-fA-F]{1,2}){0,5}[ ]?"),
     "inet": _ip | _ipv4, "cidr": _ip | _ipv4,
     "mood": st.sampled_from(MOOD + ("OK", "ok ", "", "meh")),
-    "integer[]": arrays(_ints), "text[]": arrays(_text), "boolean[]": arrays(st.sampled_from(["t", "no", "x"])),
+    "integer[]": arrays(_ints), "text[]": arrays(_text),
+    "boolean[]": arrays(st.sampled_from(["t", "no", "x"])),
     "mood[]": arrays(st.sampled_from(MOOD + ("meh",))), "varchar(2)[]": arrays(_text),
 }
 GRAMMAR["jsonb"] = GRAMMAR["json"] | st.sampled_from(['"\\u0000"', '{"\\ud800": 1}', '["\\ud83d\\ude00"]'])
