@@ -41,8 +41,11 @@ SELECT c.oid, n.nspname, c.relname, c.relkind,
                  WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
                    AND i.indpred IS NULL AND i.indexprs IS NULL), '[]')
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = to_regclass(:qualified)
-"""
+WHERE """
+# Qualified: looked up by name, so a schema the role may not use still answers
+# (with no privileges) instead of to_regclass's permission error.
+_BY_NAME = "n.nspname = :schema AND c.relname = :table"
+_ON_PATH = "c.oid = to_regclass(:qualified)"  # search_path, as psql would resolve it
 
 _COLUMNS_SQL = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull OR t.typnotnull,
@@ -117,8 +120,10 @@ def describe_table(con: Any, name: str) -> TargetTable:
     ``NoSuchTable`` (also for a view or sequence: COPY cannot load those).
     """
     schema, table = parse_table_name(name)
-    qualified = quote_ident(table) if schema is None else f"{quote_ident(schema)}.{quote_ident(table)}"
-    rows = con.run(_TABLE_SQL, qualified=qualified)
+    if schema is None:
+        rows = con.run(_TABLE_SQL + _ON_PATH, qualified=quote_ident(table))
+    else:
+        rows = con.run(_TABLE_SQL + _BY_NAME, schema=schema, table=table)
     if not rows:
         raise NoSuchTable(f"no table {name} in the database")
     oid, nspname, relname, relkind, can_insert, can_select, indexes = rows[0]
