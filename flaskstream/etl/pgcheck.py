@@ -30,8 +30,10 @@ _INT = re.compile(r"([+-]?)(?:0[xX]((?:_?[0-9a-fA-F])+)|0[oO]((?:_?[0-7])+)|0[bB
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FLOAT = _NUMERIC
 _SPECIAL_FLOATS = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-MAX_NUMERIC_DIGITS = 1000
-MAX_EXPONENT = 1000
+MAX_NUMERIC_DIGITS = 1000  # a limit of the core, not of the server
+NUMERIC_MAX_EXPONENT = (2 ** 31 - 1) // 2
+NUMERIC_MAX_SCALE = 0x3FFF  # NUMERIC_DSCALE_MAX
+NUMERIC_MAX_WHOLE_DIGITS = 131072  # (NUMERIC_WEIGHT_MAX + 1) * DEC_DIGITS
 
 
 def _short(value: str, limit: int = 60) -> str:
@@ -54,6 +56,9 @@ def check_int(value: str, *, name: str) -> str:
 
 
 def check_numeric(value: str, *, precision: int | None, scale: int | None) -> str:
+    """numeric_in's rules: an exponent within +-(2^31-1)/2, at most 16383 digits
+    after the point (after rounding to the typmod's scale) and a leading digit
+    below 10^131072; with a typmod, round half away from zero, then fit ``p``."""
     text = value.strip(PG_SPACE)
     word = text.lower()
     if word == "nan":
@@ -64,15 +69,26 @@ def check_numeric(value: str, *, precision: int | None, scale: int | None) -> st
         return text
     if _NUMERIC.fullmatch(text) is None:
         raise Invalid(f"not a valid numeric: {_short(value)}")
-    mantissa, _, exponent = text.lower().partition("e")
-    if len(mantissa) > MAX_NUMERIC_DIGITS or (exponent and abs(int(exponent)) > MAX_EXPONENT):
+    mantissa, _, exponent_text = word.partition("e")
+    exponent_text = exponent_text.lstrip("+-").lstrip("0")
+    if len(mantissa) > MAX_NUMERIC_DIGITS or len(exponent_text) > 10 or \
+            int(exponent_text or 0) > NUMERIC_MAX_EXPONENT:
         raise Invalid(f"numeric too long or exponent too large: {_short(value)}")
+    number = Decimal(text)
     if precision is None:
+        fraction = len(mantissa.partition(".")[2])
+        if max(0, fraction - int(word.partition("e")[2] or 0)) > NUMERIC_MAX_SCALE or \
+                (number and number.adjusted() >= NUMERIC_MAX_WHOLE_DIGITS):
+            raise Invalid(f"{_short(value)} overflows numeric")
         return text
-    with localcontext(Context(prec=3 * MAX_NUMERIC_DIGITS)):
-        rounded = Decimal(text).quantize(Decimal(1).scaleb(-(scale or 0)), rounding=ROUND_HALF_UP)
-    if rounded and rounded.adjusted() + 1 > precision - (scale or 0):
+    scale = scale or 0
+    if number and number.adjusted() + 1 > precision - scale:  # too big even before rounding
         raise Invalid(f"{_short(value)} does not fit numeric({precision},{scale})")
+    if number and number.adjusted() >= -scale - 1:  # else it rounds to zero
+        with localcontext(Context(prec=precision + 10)):
+            rounded = number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        if rounded and rounded.adjusted() + 1 > precision - scale:
+            raise Invalid(f"{_short(value)} does not fit numeric({precision},{scale})")
     return text
 
 

@@ -21,8 +21,8 @@ tests/etl/test_pgtypes.py checks both directions against the real server):
   as PostgreSQL 16 reads them; range checked. Exact.
 * numeric(p,s): decimal with optional exponent, ``NaN``, ``[+-]inf[inity]``
   (not under a typmod), rounded half away from zero to ``s`` then checked
-  against ``p``. Not accepted: ``_`` separators, ``0x`` forms, more than 1000
-  digits or exponents beyond +-1000.
+  against ``p``; numeric_in's exponent, scale and weight limits. Not accepted:
+  ``_`` separators, ``0x`` forms, mantissas longer than 1000 characters.
 * real/double precision: decimal with exponent, ``NaN``, ``[+-]inf[inity]``;
   overflow and underflow to zero rejected as the server does. Not accepted:
   hex floats and ``nan(...)`` (glibc's strtod reads them). real is rounded via
