@@ -146,8 +146,8 @@ def from_typmod(name: str, typmod: int, labels: Sequence[str] = ()) -> PgType:
 
 def _fast_pattern(t: PgType) -> str | None:
     """A regex whose match proves a value valid as it stands (no escaping needed)."""
-    if t.name in ("int2", "int4", "int8"):
-        digits = {"int2": 4, "int4": 9, "int8": 18}[t.name]
+    if t.name in pgcheck.INT_RANGES:  # canonical decimals as long as the range's; see _in_range
+        digits = len(str(pgcheck.INT_RANGES[t.name][1]))
         return f"-?(?:[1-9][0-9]{{0,{digits - 1}}}|0)"
     if t.name == "numeric":
         if t.precision is None:
@@ -213,6 +213,21 @@ def _misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str]) 
         index += 1
 
 
+def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -> list[int]:
+    """Add the canonical decimals outside ``bounds`` to ``slow``: ``min``/``max``
+    over ``map(int, ...)`` in C, a Python scan only when one is out."""
+    lo, hi = bounds
+    numbers = values
+    if slow:
+        numbers = list(values)
+        for i in slow:
+            numbers[i] = "0"
+    ints = list(map(int, numbers))
+    if min(ints) >= lo and max(ints) <= hi:
+        return slow
+    return sorted(set(slow).union(i for i, n in enumerate(ints) if not lo <= n <= hi))
+
+
 class ColumnCodec:
     """CSV strings of one column → COPY text values, or reasons.
 
@@ -255,6 +270,8 @@ class ColumnCodec:
             slow = _positions(out, None)
         elif self._fast is not None and self._run is not None:
             slow = _misfits(self._fast, self._run, work)
+            if self.type.name in pgcheck.INT_RANGES and work:
+                slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
         elif self.type.name in ("text", "varchar", "bpchar"):
             slow = pgcheck.text_misfits(work, self.type.length)
             joined = "".join(work)
