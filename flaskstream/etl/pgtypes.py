@@ -10,8 +10,9 @@ Speed comes the way ``tables.py`` gets it: a block's column is checked with
 one regex over the joined values (or a C-level ``map`` of a dict lookup) that
 proves the common, canonical spellings valid, and only the values that test
 does not settle go through the exact per-value check. Valid values are passed
-through unchanged (escaped for COPY) - the server parses exactly the text we
-judged - except booleans, written ``t``/``f``.
+through as written (escaped for COPY; surrounding whitespace dropped where the
+server ignores it) - the server parses exactly the text we judged - except
+booleans, written ``t``/``f``.
 
 Accepted spellings, and where they differ from PostgreSQL 16's input functions
 (stricter only: what is accepted here always loads, the property test in

@@ -199,6 +199,19 @@ def test_columnar_encode_large_clean_block_uses_fast_path() -> None:
     assert codec("timestamptz").encode(stamps, errors) == stamps and not errors
 
 
+@pytest.mark.parametrize(("type_text", "over", "under"), [
+    ("smallint", "32768", "-32769"), ("integer", "2147483648", "-2147483649"),
+    ("bigint", "9223372036854775808", "-9223372036854775809")])
+def test_columnar_int_range_in_canonical_form(type_text: str, over: str, under: str) -> None:
+    """Canonical decimals as long as the range's bounds pass the fast regex; the range
+    check after it must still catch the ones just outside."""
+    low, high = str(int(under) + 1), str(int(over) - 1)
+    errors: dict[int, list[str]] = {}
+    out = codec(type_text).encode(["1", over, low, under, high, "x"], errors)
+    assert out[0] == "1" and out[2] == low and out[4] == high
+    assert sorted(errors) == [1, 3, 5] and "out of range" in errors[1][0] and "out of range" in errors[3][0]
+
+
 def test_columnar_escapes_text_and_reports_rows() -> None:
     errors: dict[int, list[str]] = {}
     out = codec("varchar(5)", not_null=True).encode(["a\tb", None, "toolong", "c\\d"], errors)
