@@ -5,8 +5,10 @@ then ``pg_attribute``/``pg_type``/``pg_enum``) give the plain dataclasses of
 ``mapping`` that the pure core takes: columns, types with their typmods, NOT
 NULL, defaults, identity and generated columns, enum labels, array element
 types, the primary key and unique indexes, and whether the role may INSERT and
-SELECT. Names go to the server as bound parameters of ``to_regclass`` built
-from quoted identifiers, never spliced into SQL.
+SELECT. Names go to the server only as bound parameters, never spliced into
+SQL: a qualified name is matched on ``nspname``/``relname``; an unqualified
+one through ``to_regclass`` of its quoted form, so ``search_path`` resolves it
+as psql would. Column-level privileges are not consulted (table level only).
 
 A domain column is judged as its base type (the domain's CHECK stays the
 server's); a type the core does not know (``citext``, ``money``, a composite)
