@@ -218,6 +218,8 @@ def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -
     """Add the canonical decimals outside ``bounds`` to ``slow``: ``min``/``max``
     over ``map(int, ...)`` in C, a Python scan only when one is out."""
     lo, hi = bounds
+    if max(map(len, values)) < len(str(hi)):  # fewer digits than the bound: all in range
+        return slow
     numbers = values
     if slow:
         numbers = list(values)
