@@ -47,18 +47,24 @@ def publish(
     *,
     key: str | int | None = None,
     app: Flask | None = None,
+    strict: bool = False,
 ) -> int:
     """Store an event on ``channel`` and fan it out to every worker and host; return its id.
 
     ``data`` that is not a ``str`` is sent as compact JSON. ``key`` makes the call
     idempotent per channel (a retry returns the first call's id). Needs an app
     context or ``app=``. Raises ``ValueError`` for a bad channel, event name or data.
+
+    Any ``str`` is safe to pass: text UTF-8 cannot encode (a lone surrogate, e.g.
+    a CSV header decoded with ``surrogateescape`` in an ETL error event) is
+    replaced by U+FFFD, or refused with ``ValueError`` when ``strict`` (the HTTP
+    and CLI edges, which answer 400).
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     channel = store.check_channel(channel)
-    text = store.data_text(data)
-    event = store.check_event_name(event)
-    key = store.check_key(key)
+    text = store.data_text(data, strict=strict)
+    event = store.check_event_name(event, strict=strict)
+    key = store.check_key(key, strict=strict)
     broker = get_broker(app)
     with db.get_database(app).connection() as con:
         event_id, created = store.insert_event(con, channel, text, event, key,
