@@ -35,19 +35,35 @@ class Reply:
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
+    @classmethod
+    def of(cls, response: Any) -> Reply:
+        """A ``requests`` response seen as a Reply (for ``assert_error_shape``)."""
+        return cls(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                   response.content)
+
 
 def exchange(server: LiveServer, request: bytes, *, timeout: float = 10.0,
-             max_body: int = 1 << 20) -> Reply:
+             max_body: int = 1 << 20, half_close: bool = False,
+             until: bytes | None = None) -> Reply:
     """Send ``request`` as is on a new connection; read one reply (at most ``max_body``
-    bytes of body: a stream is cut there)."""
+    bytes of body: a stream is cut there). ``half_close`` ends the sending side, so
+    a body cut short reaches the server as EOF rather than a wait; ``until`` stops
+    reading a stream once those bytes have arrived."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         response = http.client.HTTPResponse(sock)
         response.begin()
+        body = b""
         try:
-            body = response.read(max_body)
-        except (http.client.IncompleteRead, TimeoutError, ConnectionError) as exc:
-            body = getattr(exc, "partial", b"")
+            while len(body) < max_body and not (until and until in body):
+                piece = response.read1(max_body - len(body))
+                if not piece:
+                    break
+                body += piece
+        except (http.client.IncompleteRead, TimeoutError, ConnectionError):
+            pass  # what arrived is the answer (a stream cut by the timeout)
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
 
