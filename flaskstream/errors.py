@@ -96,6 +96,7 @@ def _unexpected(exc: Exception) -> Response:
 # --- malformed request bodies ---------------------------------------------------
 
 BODY_ERROR_KEY = "flaskstream.body_error"
+BODY_ERROR_MESSAGE = "the request body is malformed or ended early"
 
 
 class _BodyReader:
@@ -160,16 +161,22 @@ def _guard_chunked_bodies(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[
 
 
 def _body_error_response(response: Response) -> Response:
-    """A route that failed because the server could not read the body answers one 400."""
-    if request.environ.get(BODY_ERROR_KEY) and (response.status_code == 400
-                                                  or response.status_code >= 500):
-        replacement = error_response(400, "BAD_REQUEST_BODY",
-                                     "the request body is malformed or ended early")
-        for name, value in response.headers.items():  # e.g. tus Location + Upload-Offset
-            if name.lower() not in ("content-type", "content-length"):
-                replacement.headers[name] = value
-        return replacement
-    return response
+    """A route that failed because the server could not read the body answers a 400
+    with our message: its own code if it gave one in a 400 (``CLIENT_DISCONNECTED``),
+    else ``BAD_REQUEST_BODY`` (it answered 5xx, or not in the JSON shape)."""
+    if not request.environ.get(BODY_ERROR_KEY) or not (
+            response.status_code == 400 or response.status_code >= 500):
+        return response
+    code = "BAD_REQUEST_BODY"
+    if response.status_code == 400 and response.is_json and not response.is_streamed:
+        error = (response.get_json(silent=True) or {}).get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            code = error["code"]
+    replacement = error_response(400, code, BODY_ERROR_MESSAGE)
+    for name, value in response.headers.items():  # e.g. tus Location + Upload-Offset
+        if name.lower() not in ("content-type", "content-length"):
+            replacement.headers[name] = value
+    return replacement
 
 
 def init_app(app: Flask) -> None:

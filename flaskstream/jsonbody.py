@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import request
 
-from flaskstream.errors import ApiError
+from flaskstream.errors import BODY_ERROR_MESSAGE, ApiError
 
 READ_SIZE = 64 * 1024
 
@@ -43,8 +43,7 @@ def read_body(limit: int) -> bytes:
     except Exception as exc:  # the server's body reader: bad chunk framing, a client gone
         # Whatever the server raised (gunicorn: InvalidChunkSize, NoMoreData, OSError),
         # the body cannot be read; its text names server internals, so it is not shown.
-        raise ApiError(400, "BAD_REQUEST_BODY",
-                       "the request body is malformed or ended early") from exc
+        raise ApiError(400, "BAD_REQUEST_BODY", BODY_ERROR_MESSAGE) from exc
     return b"".join(parts)
 
 
