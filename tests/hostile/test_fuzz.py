@@ -28,7 +28,7 @@ from urllib.parse import quote_from_bytes
 import pg8000.native
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flaskstream import db
@@ -37,6 +37,7 @@ from tests.live import LiveServer, wait_for
 
 FUZZ_EXAMPLES = int(os.environ.get("FLASKSTREAM_FUZZ_EXAMPLES", "200"))
 POOL_SIZE = 4
+JSON_AUTH = {"Content-Type": "application/json", **AUTH}
 
 ROUTES = [
     "/", "/healthz", "/events", "/events/{s}", "/events/tick", "/events/stats",
@@ -229,9 +230,18 @@ def test_random_requests_never_5xx_never_cross_never_leak(
     first_event = known_event(server, known["event_id"])
     assert b'data: {"who":"known"}' in first_event
 
+    # derandomize: the same examples on every run, so CI never flakes; set
+    # FLASKSTREAM_FUZZ_RANDOM=1 to explore new ones. The explicit examples are
+    # requests that broke something once (issue 12): they run every time.
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+              derandomize=not os.environ.get("FLASKSTREAM_FUZZ_RANDOM"),
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(hostile_request(ids))
+    @example(("POST", "/events/x", request_bytes(
+        "POST", "/events/x", {**JSON_AUTH}, b'{"event": "\\ud800", "data": "x"}')))
+    @example(("GET", "/events/known", request_bytes(
+        "GET", "/events/known", {"Last-Event-ID": "9" * 5000})))
+    @example(("HEAD", "/etl/export.csv", request_bytes("HEAD", "/etl/export.csv")))
     def one(request: tuple[str, str, bytes]) -> None:
         method, path, raw = request
         stream = method == "GET" and path.startswith(("/events", "/stream"))
