@@ -276,8 +276,8 @@ class Broker:
                 if selector is not None:
                     selector.close()
                     selector = None
-                if con is not None:
-                    db.close_quietly(con)
+                if con is not None:  # never reused after any error: it may be out of
+                    db.close_quietly(con)  # step (db.Connection); the next one re-reads
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
