@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).parent
 SCHEMA_LOCK_KEY = 0x666C736D  # "flsm": advisory lock id for schema creation
 
-__all__ = ["Connection", "DatabaseError", "InterfaceError", "connection", "get_db", "reusable"]
+__all__ = ["Connection", "DatabaseError", "InterfaceError", "UnencodableText", "connection",
+           "get_db", "reusable"]
 
 
 class Connection(pg8000.native.Connection):
@@ -44,7 +46,9 @@ class Connection(pg8000.native.Connection):
     pg8000 can fail after part of a query went out (a lone surrogate that UTF-8
     cannot encode, a killed greenlet, a gevent timeout, a socket timeout): the
     server's reply is then unread, and the next query on the connection would
-    read it as its own (one client's upload record handed to another). Only a
+    read it as its own (one client's upload record handed to another). Text
+    that cannot be encoded is refused before anything is sent
+    (``check_encodable``); for everything else there is the flag. Only a
     ``DatabaseError`` built from the server's ErrorResponse is raised after
     pg8000 has read up to ReadyForQuery, so only then is the connection still
     usable. ``in_step`` is cleared when a query starts and set again only when
@@ -58,6 +62,7 @@ class Connection(pg8000.native.Connection):
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
         if not self.in_step:
             raise InterfaceError("connection is out of step with the server and was discarded")
+        check_encodable(sql, params.values())  # before a byte goes out: the connection stays in step
         self.in_step = False
         try:
             rows = super().run(sql, stream=stream, types=types, **params)
@@ -70,6 +75,28 @@ class Connection(pg8000.native.Connection):
     def close(self) -> None:
         self.in_step = False
         super().close()
+
+
+class UnencodableText(ValueError):
+    """A query's text or parameter holds a code point UTF-8 cannot encode (a lone
+    surrogate): refused before anything is sent. A ``ValueError``, so callers that
+    validate input (``publish``) answer it as bad input."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(sql: str, values: Iterable[Any]) -> None:
+    """Raise ``UnencodableText`` if ``sql`` or a str (or list of str) value holds a lone
+    surrogate. pg8000 would find out while encoding BIND, after PARSE went out."""
+    pending: list[Any] = [sql, *values]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise UnencodableText("text with a lone surrogate cannot be stored")
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
 
 
 def is_server_error(exc: BaseException) -> bool:
