@@ -128,6 +128,7 @@ class Broker:
             "max_streams": self.max_streams,
             "streams_by_kind": kinds,
             "subscribers": sum(channels.values()),
+            "channel_count": len(channels),  # all of them; the map shows the top 100
             "channels": dict(sorted(channels.items(), key=lambda kv: -kv[1])[:100]),
             "counters": dict(self.counters),
             "listener": {"running": self._listener is not None and self._listener.is_alive(),

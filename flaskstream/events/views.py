@@ -382,7 +382,6 @@ def stats() -> Response:
     request carrying it; anyone else gets the aggregate counts.
     """
     snapshot = get_broker().snapshot()
-    snapshot["channel_count"] = len(snapshot["channels"])
     if not _has_admin_token():
         del snapshot["channels"]
     response = jsonify(snapshot)
