@@ -185,7 +185,9 @@ def backend_queries(database_url: str, server: LiveServer) -> list[str]:
     """The last query of each backend the server's worker holds (for a failure message)."""
     con = pg8000.native.Connection(**db.connect_kwargs(database_url))
     try:
-        names = [f"flaskstream:{pid}" for pid in server.worker_pids()]
+        # ETL jobs rename their bookkeeping connection: counted too (this session's
+        # other servers are stopped by the time this module runs).
+        names = [f"flaskstream:{pid}" for pid in server.worker_pids()] + ["flaskstream-etl-jobs"]
         return [r[0][:120] for r in con.run(
             "SELECT state || ': ' || query FROM pg_stat_activity"
             " WHERE application_name = ANY(CAST(:n AS text[])) ORDER BY backend_start", n=names)]
