@@ -81,3 +81,18 @@ def test_cli_publish_with_bad_json_is_a_click_error(runner: FlaskCliRunner) -> N
 def test_cli_publish_refuses_a_lone_surrogate(runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["events", "publish", "x", '"\\ud800"', "--json"])
     assert result.exit_code == 2 and "lone surrogate" in result.output
+
+
+def test_internal_publishers_may_pass_any_str(app: Flask) -> None:
+    """The ETL job's error event carries a CSV header decoded with surrogateescape:
+    publish stores it with U+FFFD instead of failing halfway through the INSERT."""
+    from flaskstream.events import store
+    from flaskstream.events.broker import publish
+
+    with app.app_context():
+        event_id = publish("etl.x", {"message": "found: na\udcffme"}, "err\ud800or")
+        with db.get_database(app).connection() as con:
+            (stored,) = store.replay(con, ["etl.x"], event_id - 1, 10)
+            assert con.run("SELECT CAST(:v AS text)", v="mine") == [["mine"]]
+    assert stored.data == '{"message":"found: na\ufffdme"}'
+    assert stored.event == "err\ufffdor"
