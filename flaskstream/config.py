@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_STATS_LOG_SECONDS": 60,
     # Delay between words of /stream/tokens (the stand-in for an upstream model).
     "TOKENS_DELAY": 0.05,
+    # --- events, database and edges: hostile-input limits (issue 12, h-db) ---
+    # Largest POST /events/<channel> body (bytes, as nginx's client_max_body_size);
+    # a larger declared Content-Length is 413 before reading, a chunked one at the limit.
+    "EVENTS_MAX_BODY": 1 * MiB,
+    # --- end of events, database and edges limits -------------------------
     # --- uploads ----------------------------------------------------------
     # Largest read from an upload body; reads shrink (down to 64 KiB) so that all
     # uploads in flight in one worker share UPLOAD_BUFFER_BUDGET of read buffers.

@@ -24,7 +24,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flaskstream import auth
 from flaskstream.errors import ApiError, error_response
 from flaskstream.tus import janitor, protocol, store, transfer
-from flaskstream.uploads import multipart, storage
+from flaskstream.uploads import multipart, names, storage
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,10 @@ def create_upload() -> Response:
     raw_metadata = request.headers.get("Upload-Metadata")
     metadata = protocol.parse_metadata(raw_metadata)
     name, ctype = protocol.file_info(metadata)
-    filename = multipart.sanitize_filename(name or multipart.FALLBACK_FILENAME,
-                                           int(_cfg("LIMIT_FILENAME_LENGTH")))
+    try:  # the same name rules as PUT /uploads/<name>: stored names are <= 255 bytes
+        filename = names.client_filename(name or "", int(_cfg("LIMIT_FILENAME_LENGTH")))
+    except names.FilenameTooLong as exc:
+        raise ApiError(413, "LIMIT_FILENAME_LENGTH", str(exc)) from None
     content_type = multipart.clean_content_type(ctype)
     if not multipart.type_allowed(filename, content_type, _cfg("UPLOAD_ALLOWED_TYPES") or []):
         raise ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", f"{content_type} uploads are not allowed")

@@ -250,9 +250,13 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, upload_id = raw.partition("|")
-        return dt.datetime.fromisoformat(created), upload_id
+        when = dt.datetime.fromisoformat(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out") from exc
+    if not storage.is_upload_id(upload_id) or when.tzinfo is None:
+        # Checked here, before any query: a NUL or garbage id would reach PostgreSQL.
+        raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out")
+    return when, upload_id
 
 
 @bp.get("/uploads")
