@@ -57,4 +57,29 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(uploads_views.bp)
     app.register_blueprint(media_views.bp)
     app.register_blueprint(etl_views.bp)
+
+    from flaskstream.media import fastpath
+
+    fastpath.install(app)  # in front of Flask, behind ProxyFix (it reads no forwarded header)
+    _trust_proxies(app)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """``PROXY_FIX`` hops: werkzeug's ProxyFix rewrites the environ from the
+    X-Forwarded-* headers of that many proxies (the rightmost values; anything a
+    client put before them is ignored), and Location headers become absolute on
+    the client-facing scheme and host (werkzeug's ``autocorrect_location_header``)."""
+    hops = int(app.config["PROXY_FIX"] or 0)
+    if hops <= 0:
+        return
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.wrappers import Response
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,  # type: ignore[method-assign]
+                            x_port=hops, x_prefix=hops)
+
+    @app.after_request
+    def _absolute_location(response: Response) -> Response:
+        response.autocorrect_location_header = True
+        return response
