@@ -17,6 +17,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import psutil
+
 from tests.live import ROOT, free_port, wait_for
 
 NGINX = Path("/usr/sbin/nginx")
@@ -49,6 +51,9 @@ http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
     access_log {base}/access.log;
+    # As many sites have it: text compressed. Streams must not wait in gzip's buffer.
+    gzip on;
+    gzip_types text/event-stream text/plain text/csv application/json;
     client_body_temp_path {base}/client_body;
     proxy_temp_path {base}/proxy;
     fastcgi_temp_path {base}/fastcgi;
@@ -79,8 +84,34 @@ class Nginx:
         """nginx's client_body_temp_path: spooled request bodies would land here."""
         return self.base / "client_body"
 
-    def spooled_files(self) -> list[Path]:
-        return [p for p in self.body_temp.rglob("*") if p.is_file()]
+    def spooled_files(self) -> set[str]:
+        """Files open in nginx's processes under its temp folders, and files left
+        there. nginx unlinks a temp file as soon as it creates it, so the folder
+        alone looks empty while a body is being spooled: the descriptors do not."""
+        found = {str(p) for name in ("client_body", "proxy") for p in (self.base / name).rglob("*")
+                 if p.is_file()}
+        for pid in self.pids():
+            try:
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                continue
+            found.update(link for link in links
+                         if link.startswith((str(self.body_temp), str(self.base / "proxy"))))
+        return found
+
+    def pids(self) -> list[int]:
+        if self.process is None:
+            return []
+        try:
+            master = psutil.Process(self.process.pid)
+            return [master.pid] + [child.pid for child in master.children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def spool_warnings(self) -> list[str]:
+        """nginx's own warnings that it buffered a body to a temporary file."""
+        return [line for line in self.error_log(tail=None).splitlines()
+                if "buffered to a temporary file" in line]
 
     def write_config(self) -> Path:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -119,9 +150,10 @@ class Nginx:
             return False
         return True
 
-    def error_log(self) -> str:
+    def error_log(self, tail: int | None = 4000) -> str:
         try:
-            return (self.base / "error.log").read_text(errors="replace")[-4000:]
+            text = (self.base / "error.log").read_text(errors="replace")
+            return text[-tail:] if tail else text
         except OSError:
             return ""
 

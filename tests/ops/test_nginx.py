@@ -97,7 +97,7 @@ def test_render_substitutes_only_the_four_placeholders(tmp_path: Path) -> None:
 
 
 def test_sse_event_arrives_at_once_and_heartbeats_on_time(front: Front) -> None:
-    client = SSEClient(front.proxy.port, "/events/nginx-sse")
+    client = SSEClient(front.proxy.port, "/events/nginx-sse", headers={"Accept-Encoding": "gzip"})
     try:
         assert client.wait_for(b": worker"), client.raw
         assert client.status == 200 and client.headers["content-type"].startswith("text/event-stream")
@@ -142,7 +142,7 @@ class SpoolWatch:
 
     def __init__(self, proxy: nginx.Nginx) -> None:
         self.proxy = proxy
-        self.seen: set[Path] = set()
+        self.seen: set[str] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run)
 
@@ -158,6 +158,7 @@ class SpoolWatch:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self.seen.update(self.proxy.spool_warnings())
 
 
 def put_streamed(front: Front, name: str, total_mib: int) -> tuple[dict[str, Any], str]:
