@@ -28,7 +28,7 @@ from flaskstream.media import files
 class CachedFile:
     """A contained, regular file's descriptor and snapshot, shared by reference count."""
 
-    __slots__ = ("fd", "real", "info", "users", "retired")
+    __slots__ = ("fd", "real", "info", "users", "retired", "headers")
 
     def __init__(self, fd: int, real: str, info: files.FileInfo) -> None:
         self.fd = fd
@@ -36,6 +36,8 @@ class CachedFile:
         self.info = info
         self.users = 0
         self.retired = False
+        #: (Cache-Control, response headers of a 206 up to Content-Range), built once.
+        self.headers: tuple[str, list[tuple[str, str]]] | None = None
 
 
 class OpenFileCache:
@@ -52,20 +54,21 @@ class OpenFileCache:
         Raises ``ApiError(404)`` for something that is not a regular file. The
         caller must ``release`` the entry exactly once.
         """
-        if not files.safe_subpath(subpath):
-            return None
         key = (root, subpath)
+        entry = self.entries.get(key)  # holds only subpaths that passed safe_subpath
+        if entry is None and not files.safe_subpath(subpath):
+            return None
         try:
-            st = os.stat(os.path.join(files.real_root(root), subpath))
+            st = os.stat(files.real_root(root) + "/" + subpath)
         except OSError:
             self._forget(key)
             return None
-        with self.lock:
-            entry = self.entries.get(key)
-            if entry is not None and entry.info.same_file(st):
-                entry.users += 1
-                self.entries.move_to_end(key)
-                return entry
+        if entry is not None and entry.info.same_file(st):
+            with self.lock:
+                if not entry.retired:
+                    entry.users += 1
+                    self.entries.move_to_end(key)
+                    return entry
         opened = files.open_contained(root, subpath)
         if opened is None:
             self._forget(key)

@@ -356,6 +356,11 @@ def accel_media(root: str, subpath: str, config: Mapping[str, Any]) -> Plan | No
         FileInfo.of(os.fstat(fd))  # a folder or a device: 404
     finally:
         os.close(fd)
+    return accel_media_plan(root, real, subpath, config)
+
+
+def accel_media_plan(root: str, real: str, subpath: str, config: Mapping[str, Any]) -> Plan:
+    """``accel_plan`` for the contained regular file ``real`` requested as ``subpath``."""
     relative = real[len(real_root(root)) + 1:]
     return accel_plan(accel_location(str(config["MEDIA_ACCEL"]), "media", relative), config,
                       content_type_for(subpath))
