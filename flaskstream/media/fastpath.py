@@ -88,18 +88,18 @@ class MediaFastPath:
                 return files.accel_media_plan(root, entry.real, subpath, config)
             finally:
                 self.cache.release(entry)
-        release = functools.partial(self.cache.release, entry)
         header = environ.get("HTTP_RANGE")
-        if header is not None and not any(key in environ for key in PRECONDITIONS):
+        if header is not None and environ.keys().isdisjoint(PRECONDITIONS):
             byte_range = ranges.single_range(header, entry.info.size)
             if byte_range is not None and byte_range[1] - byte_range[0] <= \
                     int(config["MEDIA_CHUNK_SIZE"]):
-                return self.one_chunk(entry, release, method, byte_range, subpath, config)
-        return files.plan(entry.fd, entry.info, release, method, files.conditional_headers(environ),
-                          config, files.content_type_for(subpath))
+                return self.one_chunk(entry, method, byte_range, subpath, config)
+        return files.plan(entry.fd, entry.info, functools.partial(self.cache.release, entry),
+                          method, files.conditional_headers(environ), config,
+                          files.content_type_for(subpath))
 
-    def one_chunk(self, entry: CachedFile, release: Callable[[], None], method: str,
-                  byte_range: ranges.ByteRange, subpath: str, config: Any) -> FastPlan:
+    def one_chunk(self, entry: CachedFile, method: str, byte_range: ranges.ByteRange,
+                  subpath: str, config: Any) -> FastPlan:
         """The commonest request — one range of at most a chunk, no precondition —
         with the entry's precomputed headers: what ``files.plan`` answers to it
         (tests/media/test_views.py compares them), without the general machinery."""
@@ -123,7 +123,7 @@ class MediaFastPath:
                 raise FileShrunk(f"file ended before {stop}")
             return 206, headers, [data]
         finally:
-            release()
+            self.cache.release(entry)
 
     @functools.cached_property
     def offload(self) -> Offload | None:
