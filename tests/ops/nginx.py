@@ -11,7 +11,6 @@ stopped by PID.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,8 @@ TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def available() -> bool:
-    return NGINX.exists() and shutil.which("envsubst") is not None
+    """nginx is installed (the tests skip otherwise; a missing ``envsubst`` fails them)."""
+    return NGINX.exists()
 
 
 def render(values: dict[str, str]) -> str:

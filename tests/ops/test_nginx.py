@@ -25,7 +25,7 @@ from tests.tus.live_support import AUTH, TOKEN, uploader
 from tests.uploads.test_live import peak_rss_during
 
 pytestmark = [pytest.mark.live,
-              pytest.mark.skipif(not nginx.available(), reason="needs /usr/sbin/nginx and envsubst")]
+              pytest.mark.skipif(not nginx.available(), reason="needs /usr/sbin/nginx (nginx-light)")]
 
 MiB, GiB = 1 << 20, 1 << 30
 BLOB = random.Random(17).randbytes(3 * MiB + 77)
