@@ -4,10 +4,13 @@ raw uploads), and nothing believed when it is 0."""
 
 from __future__ import annotations
 
+import runpy
 from typing import Any
 
 import pytest
 from flask import Flask, request
+
+from tests.live import ROOT
 
 TUS = {"Tus-Resumable": "1.0.0", "Upload-Length": "3"}
 FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "forged.example, app.example",
@@ -54,3 +57,18 @@ def test_raw_upload_location_too(app: Flask) -> None:
     assert res.status_code == 201
     expected = "https://app.example:8443/uploads/" if app.config["PROXY_FIX"] else "/uploads/"
     assert res.headers["Location"] == expected + res.get_json()["id"]
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "127.0.0.1,::1"),
+    ({"FORWARDED_ALLOW_IPS": "10.0.0.2"}, "10.0.0.2"),  # gunicorn's own variable
+    ({"GUNICORN_FORWARDED_ALLOW_IPS": "*", "FORWARDED_ALLOW_IPS": "10.0.0.2"}, "*"),
+])
+def test_gunicorn_forwarded_allow_ips_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
+    for name in ("GUNICORN_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = runpy.run_path(str(ROOT / "conf" / "gunicorn.conf.py"))
+    assert settings["forwarded_allow_ips"] == expected
