@@ -13,22 +13,28 @@ the path is opened and checked afresh. Unlike nginx (``open_file_cache_valid``,
 Descriptors are shared by the requests in flight: each holds a reference, and
 an entry pushed out (LRU, ``MEDIA_OPEN_FILE_CACHE`` entries) or replaced is
 closed only when its last request lets go — a number reused by another file
-while a body still reads it would send one client another's bytes.
+while a body still reads it would send one client another's bytes. Entries
+unused for ``INACTIVE_SECONDS`` are closed at the next request (nginx's
+``inactive=``), so a deleted or replaced file's space is not held for long
+by a descriptor nobody asks for.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 
 from flaskstream.media import files
+
+INACTIVE_SECONDS = 60.0
 
 
 class CachedFile:
     """A contained, regular file's descriptor and snapshot, shared by reference count."""
 
-    __slots__ = ("fd", "real", "info", "users", "retired", "headers")
+    __slots__ = ("fd", "real", "info", "users", "retired", "headers", "used")
 
     def __init__(self, fd: int, real: str, info: files.FileInfo) -> None:
         self.fd = fd
@@ -36,6 +42,7 @@ class CachedFile:
         self.info = info
         self.users = 0
         self.retired = False
+        self.used = 0.0  # time.monotonic() of the last acquire
         #: (Cache-Control, response headers of a 206 up to Content-Range), built once.
         self.headers: tuple[str, list[tuple[str, str]]] | None = None
 
@@ -43,8 +50,9 @@ class CachedFile:
 class OpenFileCache:
     """At most ``max_entries`` descriptors keyed by (root, URL subpath); LRU."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, inactive: float = INACTIVE_SECONDS) -> None:
         self.max_entries = max(0, max_entries)
+        self.inactive = inactive
         self.entries: OrderedDict[tuple[str, str], CachedFile] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -63,11 +71,14 @@ class OpenFileCache:
         except OSError:
             self._forget(key)
             return None
+        now = time.monotonic()
         if entry is not None and entry.info.same_file(st):
             with self.lock:
                 if not entry.retired:
                     entry.users += 1
+                    entry.used = now
                     self.entries.move_to_end(key)
+                    self._expire(now)
                     return entry
         opened = files.open_contained(root, subpath)
         if opened is None:
@@ -81,7 +92,9 @@ class OpenFileCache:
             raise
         entry = CachedFile(fd, real, info)
         entry.users = 1
+        entry.used = now
         with self.lock:
+            self._expire(now)
             self._retire(self.entries.pop(key, None))
             if self.max_entries:
                 self.entries[key] = entry
@@ -101,6 +114,14 @@ class OpenFileCache:
         with self.lock:
             while self.entries:
                 self._retire(self.entries.popitem()[1])
+
+    def _expire(self, now: float) -> None:
+        """Retire the least recently used entries idle for ``inactive`` s (lock held)."""
+        while self.entries:
+            oldest = next(iter(self.entries.values()))
+            if now - oldest.used < self.inactive:
+                return
+            self._retire(self.entries.popitem(last=False)[1])
 
     def _forget(self, key: tuple[str, str]) -> None:
         with self.lock:

@@ -5,6 +5,7 @@ and never closing a descriptor a request is still reading."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,16 @@ def test_fast_path_serves_the_new_file_after_a_replace(app: Flask, media_dir: Pa
     assert second.data == b"b" * 10 and second.headers["ETag"] != first.headers["ETag"]
     path.unlink()
     assert client.get("/media/clip.mp4").status_code == 404
+
+
+def test_idle_entries_are_closed_at_the_next_request(media_dir: Path) -> None:
+    (media_dir / "a.bin").write_bytes(b"one")
+    (media_dir / "b.bin").write_bytes(b"two")
+    before = open_fds()
+    cache = OpenFileCache(8, inactive=0.2)
+    assert read_all(cache, media_dir, "a.bin") == b"one"
+    assert open_fds() == before + 1
+    time.sleep(0.3)
+    assert read_all(cache, media_dir, "b.bin") == b"two"  # a.bin is closed on the way
+    assert list(cache.entries) == [(str(media_dir), "b.bin")] and open_fds() == before + 1
+    cache.clear()
