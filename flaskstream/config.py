@@ -116,6 +116,17 @@ DEFAULTS: dict[str, Any] = {
     # Answer successful GET/HEAD /media/<path> in a WSGI layer in front of Flask
     # (same responses, ~2x the requests/s); everything else still goes through Flask.
     "MEDIA_FAST_PATH": True,
+    # --- deployment behind nginx (issue 17: proxy, media offload) -----------
+    # Descriptors the media fast path keeps open per worker (0 = open every time);
+    # each request still stats the path and reopens anything replaced or changed.
+    "MEDIA_OPEN_FILE_CACHE": 256,
+    # Trusted proxy hops in front of the app (werkzeug ProxyFix for X-Forwarded-
+    # For/Proto/Host/Port/Prefix); 0 = off. With it, Location headers are absolute.
+    "PROXY_FIX": 0,
+    # X-Accel-Redirect prefix (e.g. "/_accel/"): /media/<path> and /uploads/<id>/content
+    # check in Python and let nginx send the bytes. None = off (needs nginx in front).
+    "MEDIA_ACCEL": None,
+    # --- end of deployment behind nginx ---------------------------------------
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).
     "ETL_BATCH_SIZE": 250000,

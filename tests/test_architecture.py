@@ -23,9 +23,6 @@ DEPENDENCIES = ("gunicorn", "pg8000", "pgserver", "werkzeug")
 # Being removed in another branch (issue 13, werkzeug part: decoder.py + multipart.py are
 # rewritten without werkzeug's private names). The lead removes this at merge.
 PENDING_WERKZEUG = {"flaskstream/uploads/decoder.py", "flaskstream/uploads/multipart.py"}
-# media/fastpath.py imports media/views.py (plan_response) while views.py installs the
-# fast path: being fixed in another branch (media/files.py). The lead removes this at merge.
-PENDING_CYCLES = {("flaskstream.media.fastpath", "flaskstream.media.views")}
 # uploads/views.py serves upload content through media.views.serve_file (a blueprint
 # reaching into another pattern's blueprint); moves with plan_response to media/files.py.
 PENDING_LAYERING = {("flaskstream.uploads.views", "flaskstream.media.views")}
@@ -102,7 +99,7 @@ def internal_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules()}
     for name, path in modules().items():
         for target, _ in imports(path):
-            if target in modules() and target != name and (name, target) not in PENDING_CYCLES:
+            if target in modules() and target != name:
                 graph[name].add(target)
     return graph
 
@@ -279,12 +276,6 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> Non
 
 def test_no_import_cycle_in_the_package() -> None:
     assert cycles(internal_graph()) == []
-
-
-def test_the_pending_cycle_exemption_is_still_needed() -> None:
-    """Fails once media/fastpath.py stops importing media/views.py: delete PENDING_CYCLES."""
-    for source, target in PENDING_CYCLES:
-        assert target in {t for t, _ in imports(modules()[source])}
 
 
 # --- (c) layers ---------------------------------------------------------------------

@@ -291,15 +291,22 @@ def get_one(upload_id: str) -> Response:
 
 @bp.get("/uploads/<upload_id>/content")
 def content(upload_id: str) -> Response:
-    """The bytes, with Range/conditional support (media's ``serve_file``) and RFC 6266 names."""
+    """The bytes, with Range/conditional support (media's ``serve_file``) and RFC 6266 names.
+
+    With ``MEDIA_ACCEL`` the record and the file are checked here and nginx sends
+    ``UPLOAD_DIR/<id>`` from its internal location (``X-Accel-Redirect``).
+    """
+    from flaskstream.media.files import accel_location
     from flaskstream.media.views import serve_file
 
     upload = _get_or_404(upload_id)
     inline = request.args.get("inline") == "1" \
         and upload.content_type.startswith(INLINE_SAFE_PREFIXES)
+    prefix = current_app.config.get("MEDIA_ACCEL")
+    accel = accel_location(str(prefix), "uploads", upload.id) if prefix else None
     return serve_file(storage.final_path(current_app.config["UPLOAD_DIR"], upload.id),
                       download_name=upload.filename, content_type=upload.content_type,
-                      as_attachment=not inline, cache_control="private, no-cache")
+                      as_attachment=not inline, cache_control="private, no-cache", accel=accel)
 
 
 @bp.delete("/uploads/<upload_id>")
