@@ -106,7 +106,7 @@ DEFAULTS: dict[str, Any] = {
     "ETL_MAX_LINE_BYTES": 4 * MiB,
     # A gzip body may inflate to at most this many bytes, and at most this ratio → 413.
     "ETL_MAX_INFLATED_BYTES": 64 * GiB,
-    "ETL_MAX_GZIP_RATIO": 1000,
+    "ETL_MAX_GZIP_RATIO": 200,
     # --- end of hostile input bounds -----------------------------------------------
     # --- media ------------------------------------------------------------
     # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
