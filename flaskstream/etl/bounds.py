@@ -35,7 +35,7 @@ REJECT_TEXT_FIELDS = 32  # fields of an over-wide record kept in its reject
 # Text encodings that are not ASCII-compatible in the sense csv needs are still text
 # encodings; what is refused is a codec that does not turn bytes into str at all
 # (rot13: str→str, hex/base64/zlib: bytes→bytes). See ``text_codec``.
-_PROBE = b"id,name\r\n1,x\r\n"
+_SAMPLE = 'id,name\r\n1,"x y"\r\n'
 
 
 class InputError(Exception):
@@ -76,22 +76,25 @@ def bounds_from_config(config: Mapping[str, Any]) -> Bounds:
 
 
 def text_codec(encoding: str) -> str:
-    """Python's canonical name for ``encoding`` if it decodes bytes to text, else ``InputError``.
+    """Python's canonical name for ``encoding`` if it is a text encoding, else ``InputError``.
 
-    ``codecs.lookup`` also finds ``rot13`` (str→str) and ``hex``/``base64``/
-    ``zlib`` (bytes→bytes); the marker Python keeps for this
-    (``CodecInfo._is_text_encoding``) is private, so instead the incremental
-    decoder must turn a small CSV probe into a ``str``.
+    ``codecs.lookup`` also finds ``rot13`` (str->str) and ``hex``/``base64``/
+    ``zlib`` (bytes->bytes). The marker Python keeps for this
+    (``CodecInfo._is_text_encoding``) is private, so instead the codec must
+    encode a small CSV sample to bytes and its incremental decoder (what
+    ``pipeline.decode`` uses) must give the same text back.
     """
     try:
         info = codecs.lookup(encoding)
     except (LookupError, ValueError):  # ValueError: e.g. an embedded NUL in the name
         raise InputError("unknown encoding") from None
     try:
-        text = info.incrementaldecoder(errors="strict").decode(_PROBE, final=True)
-    except Exception:  # noqa: BLE001 - any codec that fails on plain ASCII bytes is unusable
-        raise InputError(f"{info.name} is not a text encoding") from None
-    if not isinstance(text, str):
+        data = info.encode(_SAMPLE)[0]
+        text = info.incrementaldecoder().decode(data, final=True) \
+            if isinstance(data, bytes) else None
+    except Exception:  # noqa: BLE001 - fails on a plain ASCII sample: not usable for CSV
+        text = None
+    if text != _SAMPLE:
         raise InputError(f"{info.name} is not a text encoding")
     return info.name
 
@@ -143,8 +146,9 @@ def wide_record(record: list[str]) -> WideRecord:
     joined = ",".join(record)  # C speed, even for a million fields
     lines = 1 + line_count(joined)
     head = io.StringIO()
-    csv.writer(head, lineterminator="").writerow(record[:REJECT_TEXT_FIELDS])
-    return WideRecord(lines, len(record), head.getvalue() + ",...")
+    # "\r\n" as terminator so that fields holding CR/LF are quoted (as pipeline.csv_text)
+    csv.writer(head, lineterminator="\r\n").writerow(record[:REJECT_TEXT_FIELDS])
+    return WideRecord(lines, len(record), head.getvalue()[:-2] + ",...")
 
 
 class InflateGuard:
