@@ -255,7 +255,7 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                 pos += _record_lines(record)
             if error is not None:
                 rejects.append(Reject(pos, f"malformed CSV: {error}", ""))
-        if feed.wide:
+        if swap_wide(records, bounds.max_fields) or feed.wide:
             _reject_wide(records, lines, rejects, bounds)
         end = reader.line_num
         sio = feed.sio
@@ -279,7 +279,7 @@ class _TextFeed:
         self.chars = 0  # characters of the pieces before ``text``
         self.end_line = 0  # reader line_num once ``text`` is read
         self.has_wide_line = False
-        self.wide = False  # a record over max_fields was replaced in the current block
+        self.wide = False  # _fill_block swapped a record of a wide piece in this block
 
     def sources(self) -> Iterator[io.StringIO]:
         for text in self.texts:
@@ -299,11 +299,13 @@ def _fill_block(reader: Any, feed: _TextFeed, records: list,
                 block_rows: int, bounds: Bounds) -> None:
     """Read up to ``block_rows`` records or about ``bounds.block_chars`` characters.
 
-    Records come in steps (``islice``: the parsing stays in C) sized so that a
-    step cannot leave the current piece of text on single-line records nor read
-    more than the block's character budget; with a line over ``NARROW`` in the
-    piece, one record per step. Over-wide records are swapped for a
-    ``WideRecord`` as soon as they are read.
+    Records come in steps (``list.extend(islice(...))``: the parsing stays in C,
+    and the records read before a ``csv.Error`` stay in the list) sized so that
+    a step cannot leave the current piece of text on single-line records nor
+    read more than the block's character budget. With a line over ``NARROW``
+    in the piece, one record per step, swapped for a ``WideRecord`` at once if
+    it is over ``max_fields``; narrow records are at most ``NARROW`` characters,
+    so checking them once per block (``swap_wide``) is enough.
     """
     feed.wide = False
     start = feed.position()
@@ -312,17 +314,26 @@ def _fill_block(reader: Any, feed: _TextFeed, records: list,
         used = feed.position() - start
         if used >= bounds.block_chars:
             return
-        step = 1
-        if not feed.has_wide_line:
-            room = (bounds.block_chars - used) // NARROW
-            step = max(1, min(block_rows - len(records), feed.end_line - reader.line_num, room))
-        got: list = list(itertools.islice(reader, step))
-        if max_fields is not None and got and max(map(len, got)) > max_fields:
-            got = [wide_record(r) if len(r) > max_fields else r for r in got]
+        before = len(records)
+        wide_piece = feed.has_wide_line
+        step = 1 if wide_piece else max(1, min(
+            block_rows - before, feed.end_line - reader.line_num,
+            (bounds.block_chars - used) // NARROW))
+        records.extend(itertools.islice(reader, step))
+        got = len(records) - before
+        if wide_piece and got and max_fields is not None and len(records[-1]) > max_fields:
+            records[-1] = wide_record(records[-1])
             feed.wide = True
-        records.extend(got)
-        if len(got) < step:
+        if got < step:
             return
+
+
+def swap_wide(records: list, max_fields: int | None) -> bool:
+    """Replace records over ``max_fields`` by ``WideRecord``s; were there any?"""
+    if max_fields is None or not records or max(map(len, records)) <= max_fields:
+        return False
+    records[:] = [wide_record(r) if len(r) > max_fields else r for r in records]
+    return True
 
 
 def _reject_wide(records: list, lines: list[int], rejects: list[Reject],

@@ -41,6 +41,15 @@ def test_a_record_over_max_fields_is_a_reject_with_its_line() -> None:
     assert rejects[1].text.startswith('"x\ny",q,q,q,q,q')
 
 
+def test_records_before_a_malformed_one_stay_in_their_block() -> None:
+    """Read in steps, a ``csv.Error`` must not drop the step's earlier records."""
+    text = "a,b\n1,2\n3,4\n\"" + "x" * 2000 + "\"\n5,6\n"
+    records, lines, rejects = parsed([text], Bounds(), field_size_limit=1000)
+    assert (records, lines) == ([["a", "b"], ["1", "2"], ["3", "4"], ["5", "6"]], [1, 2, 3, 5])
+    assert [(r.line, r.reason) for r in rejects] == [
+        (4, "malformed CSV: field larger than field limit (1000)")]
+
+
 def test_a_line_over_max_line_fails_the_load_with_413_even_between_short_lines() -> None:
     text = "a,b\n" * 1000 + "x" * 5000 + "\n" + "a,b\n" * 1000
     with pytest.raises(InputTooLarge) as info:
