@@ -48,13 +48,20 @@ class InputError(Exception):
     code = "BAD_INPUT"
     status = 422
 
+    def __init__(self, message: str = "", *, code: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
 
 class InputTooLarge(InputError):
     status = 413
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,8 @@ def _file_part(chunks: Iterator[bytes], reader: Any) -> Iterator[bytes]:
         reader.feed(None)
     except multipart.LimitExceeded as exc:
         raise InputTooLarge(exc.code, f"multipart: {exc.message}") from None
-    except multipart.MultipartError as exc:
-        raise InputError(f"multipart: {exc.message}") from None
+    except multipart.MultipartError as exc:  # the same reader as POST /uploads: same answer
+        raise InputError(f"multipart: {exc.message}", code=exc.code, status=exc.status) from None
     if reader.file_count == 0:
         raise InputError("multipart body has no file part")
 
