@@ -3,7 +3,9 @@
 Every setting can be overridden from the environment (names in the README):
 PORT / GUNICORN_BIND, WEB_CONCURRENCY, GUNICORN_WORKER_CONNECTIONS,
 GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE,
-GUNICORN_ACCESSLOG, GUNICORN_LOGLEVEL, GUNICORN_CONTROL_SOCKET.
+GUNICORN_ACCESSLOG, GUNICORN_LOGLEVEL, GUNICORN_CONTROL_SOCKET; FLASKSTREAM_LOG_FORMAT=json
+makes gunicorn's own and access logs JSON lines too; PROMETHEUS_MULTIPROC_DIR
+(default: a fresh folder per master under the instance folder) holds /metrics.
 
 The master owns the embedded PostgreSQL (when no database URL is configured):
 ``on_starting`` starts it before any worker forks, ``on_exit`` stops it, and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 
 _env = os.environ.get
 
@@ -51,7 +54,65 @@ def _database_url() -> str | None:
     return _env("FLASKSTREAM_DATABASE_URL") or _env("DATABASE_URL")
 
 
+# --- operations: JSON logs, Prometheus multiprocess dir, readiness (d-metrics) ---------
+if _env("FLASKSTREAM_LOG_FORMAT") == "json":
+    from gunicorn.glogging import Logger
+
+    from flaskstream.logs import use_json
+
+    class JsonLogger(Logger):
+        """gunicorn's logger (the public ``logger_class`` hook) with JSON lines."""
+
+        def setup(self, cfg) -> None:  # noqa: ANN001
+            super().setup(cfg)
+            use_json([*self.error_log.handlers, *self.access_log.handlers])
+
+    logger_class = JsonLogger
+
+
+def _own_metrics_dir() -> str:
+    return os.path.join(_instance_path(), "prometheus", str(os.getpid()))  # the master's pid
+
+
+def _metrics_dir() -> str:
+    """One folder per master, emptied now: prometheus_client's multiprocess files.
+
+    Set in the environment before any worker forks (and before this process
+    imports prometheus_client, which reads it once at import).
+    """
+    path = _env("PROMETHEUS_MULTIPROC_DIR")
+    if path:  # the operator's folder: empty it of metric files only
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = _own_metrics_dir()
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001
+    # Its counters stay (summed forever); its live gauges (open streams, pool) go.
+    if _env("PROMETHEUS_MULTIPROC_DIR"):  # set by on_starting; a hook must never raise
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _drain_probe(worker) -> float:  # noqa: ANN001
+    from flaskstream import ops
+    from flaskstream.adapters.gunicorn_lifecycle import draining_probe
+
+    ops.set_draining_probe(worker.wsgi, draining_probe(worker))
+    return float(worker.wsgi.config["SHUTDOWN_DRAIN_SECONDS"])
+# --- end operations ---------------------------------------------------------------------
+
+
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    server.log.info("metrics folder: %s", _metrics_dir())
     # Thousands of sockets per worker need descriptors: raise the soft limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
@@ -76,10 +137,11 @@ def post_worker_init(worker) -> None:  # noqa: ANN001
     # soon as the worker stops being alive, so it exits in ~2 s, not graceful_timeout.
     from flaskstream.events.lifecycle import watch_worker
 
-    watch_worker(worker)
+    watch_worker(worker, drain=_drain_probe(worker))
 
 
 def on_exit(server) -> None:  # noqa: ANN001
+    shutil.rmtree(_own_metrics_dir(), ignore_errors=True)  # never an operator's folder
     if not _database_url():
         from flaskstream import embedded
 

@@ -27,18 +27,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         instance_path=os.path.abspath(instance_path) if instance_path else None,
     )
 
-    from flaskstream import config
+    from flaskstream import config, logs
 
     config.load_config(app, test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if app.config["LOG_FORMAT"] == "json":  # FLASKSTREAM_LOG_FORMAT: see flaskstream/logs.py
+        logs.use_json(logging.getLogger().handlers)
     # pgserver logs every pg_ctl command line and its output at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
-    from flaskstream import auth, cors, db, errors
+    from flaskstream import adapters, auth, cors, db, errors
 
+    adapters.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
@@ -57,4 +60,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(uploads_views.bp)
     app.register_blueprint(media_views.bp)
     app.register_blueprint(etl_views.bp)
+
+    from flaskstream import janitors, ops
+
+    janitors.init_app(app)  # in a gunicorn worker: leases and staging of dead workers
+    ops.init_app(app)  # last: its WSGI layer wraps every other one
     return app

@@ -133,6 +133,34 @@ DEFAULTS: dict[str, Any] = {
     "ETL_STORE_REJECTS": 10000,
     # Largest request body POST /etl/jobs accepts (None: no limit).
     "ETL_MAX_BODY": None,
+    # --- operations: metrics, health, logs (issue 17, d-metrics) ----------------
+    # Bearer token /metrics requires when set (else it is open like /healthz).
+    "METRICS_TOKEN": None,
+    # "text" (the classic line) or "json" (one object per line, app and access log).
+    "LOG_FORMAT": "text",
+    # On graceful shutdown, /readyz answers 503 this many seconds before open
+    # streams are ended, so a load balancer drains the worker first (< graceful_timeout).
+    "SHUTDOWN_DRAIN_SECONDS": 0,
+    # --- end operations ------------------------------------------------------------
+    # --- faults: leases and janitors (issue 12, fault suite) -----------------
+    # A running ETL job's lease (renewed every third of it); a job whose worker was
+    # killed, or whose outcome could not be recorded, is failed this long after.
+    "ETL_JOB_LEASE": 30,
+    # Seconds between passes of each worker's janitor that fails jobs with an expired lease.
+    "ETL_JANITOR_INTERVAL": 15,
+    # Request staging files (UPLOAD_DIR/.staging/up-*) of a dead process on this host go
+    # at the next sweep; of other hosts (owner unknown here) after this many seconds
+    # without a write (never less than UPLOAD_IDLE_TIMEOUT + 30).
+    "UPLOAD_STAGING_TTL": 300,
+    # Seconds between staging sweeps in each worker (0 = only the start-up sweep).
+    "UPLOAD_STAGING_SWEEP_INTERVAL": 30,
+    # --- end of faults block ---------------------------------------------------
+    # --- adapters (dependency internals, flaskstream/adapters/) ----------------
+    # Capabilities to switch off (comma-separated names such as
+    # "gunicorn.direct_body,pg8000.raw_socket", a package name, or "all"): they take
+    # their public fallback, as when a start-up check finds the installed version changed.
+    "ADAPTERS_DISABLE": "",
+    # --- end adapters ---------------------------------------------------------
 }
 
 ENV_PREFIX = "FLASKSTREAM"

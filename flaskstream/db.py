@@ -29,7 +29,8 @@ from flask import Flask, current_app, g
 from pg8000.exceptions import DatabaseError, InterfaceError
 from pg8000.native import Connection
 
-from flaskstream import embedded
+from flaskstream import embedded, metrics
+from flaskstream.adapters import pg8000 as pg8000_adapter
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Database:
         self.pool_size = int(app.config["DB_POOL_SIZE"])
         self.timeout = float(app.config["DB_CONNECT_TIMEOUT"])
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(self.pool_size)
+        self._slots = metrics.PoolSlots(self.pool_size)  # a BoundedSemaphore that is counted
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -186,7 +187,7 @@ class Database:
         """Return ``con`` to the idle list, or drop it if it is broken."""
         if not broken:
             try:
-                if getattr(con, "_transaction_status", b"I") != b"I":
+                if pg8000_adapter.in_transaction(con):
                     con.run("ROLLBACK")
                 self._idle.put(con)
                 return

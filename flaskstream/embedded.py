@@ -20,9 +20,10 @@ import atexit
 import logging
 import os
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
+
+from flaskstream.adapters import pgserver as pgserver_adapter
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,7 @@ _owned: set[Path] = set()
 
 
 def _pgserver() -> Any:
-    """Import pgserver quietly: as root without XDG_RUNTIME_DIR, platformdirs warns
-    at import that it falls back to /tmp/runtime-0 — expected here, and noise in
-    every ``flask`` command's output."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pgserver
-        import pgserver.utils
-
-    return pgserver
+    return pgserver_adapter.module()
 
 
 def pgdata_path(instance_path: str) -> Path:
@@ -67,9 +60,9 @@ def ensure_running(pgdata: Path, *, own: bool | None = None) -> str:
     pgserver = _pgserver()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL in %s", pgdata)
-    cached = pgserver.PostgresServer._instances.get(pgdata.resolve())
+    cached = pgserver_adapter.cached_server(pgdata)
     if cached is not None:  # pgserver caches handles per process: restart through it
-        with cached._lock:
+        with pgserver_adapter.start_lock():
             cached.ensure_postgres_running()
         server = cached
     else:
@@ -85,16 +78,15 @@ def ensure_running(pgdata: Path, *, own: bool | None = None) -> str:
 
 def stop(pgdata: Path) -> None:
     """Stop the server on ``pgdata`` (fast shutdown) if one is running."""
-    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
-
     _owned.discard(pgdata.resolve())
-    if running_uri(pgdata) is None:
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running() or info.status != "ready":
         return
     user = "pgserver" if os.geteuid() == 0 else None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+        pgserver_adapter.stop_server(pgdata, info.pid, user=user, timeout=30)
         log.info("stopped embedded PostgreSQL in %s", pgdata)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, TimeoutError) as exc:
         log.warning("could not stop embedded PostgreSQL in %s: %s", pgdata, exc)
 
 

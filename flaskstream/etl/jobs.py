@@ -5,13 +5,14 @@ place where source → pipeline → sink → rejects → progress are wired toge
 A load uses two connections: a dedicated one for the COPY transaction and a
 bookkeeping one in autocommit for ``etl_jobs``/``etl_rejects``, so that a load
 that dies (a killed backend, a client gone) is still marked failed, and rejects
-recorded so far stay readable.
+recorded so far stay readable. While it runs, the job holds a lease that a
+background heartbeat renews (``joblease.py``): a job whose worker was killed is
+failed by a janitor instead of staying ``running``.
 """
 
 from __future__ import annotations
 
 import csv
-import gc
 import itertools
 import logging
 import os
@@ -21,10 +22,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import IO, Any
 
+from flaskstream import logs, metrics
 from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
+from flaskstream.etl.joblease import JobLease, LeaseLost
+from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, relaxed_gc  # noqa: F401 - re-exported
 from flaskstream.etl.pipeline import (
     Batch,
     CopyBlock,
@@ -46,6 +49,7 @@ JOB_COLUMNS = ("id", "table_name", "mode", "source", "status", "error", "bytes_r
                "updated_at", "finished_at")
 REJECT_HEADER = ("line", "reason", "text")
 BAD_INPUT = (InputError, HeaderError)
+DEFAULT_LEASE = 30.0  # ETL_JOB_LEASE when no app is around
 
 
 class JobExists(Exception):
@@ -88,20 +92,30 @@ def copy_text_field(value: str) -> str:
 
 
 class JobRecorder:
-    """Writes one job's row and rejects through an autocommit connection."""
+    """Writes one job's row and rejects through an autocommit connection.
 
-    def __init__(self, con, job_id: str, *, store_rejects: int = 10_000) -> None:
+    The connection is shared with the job's lease heartbeat (another greenlet or
+    thread), so every query holds ``lock``.
+    """
+
+    def __init__(self, con, job_id: str, *, store_rejects: int = 10_000,
+                 lease: float = DEFAULT_LEASE, reconnect: Callable[[], Any] | None = None) -> None:
         self.con = con
+        self.reconnect = reconnect
         self.job_id = job_id
         self.store_rejects = store_rejects
         self.stored = 0
+        self.lease = float(lease)
+        self.lock = threading.Lock()
 
     def create(self, table: str, mode: str, source: str) -> None:
         try:
-            self.con.run(
-                "INSERT INTO etl_jobs (id, table_name, mode, source, worker) "
-                "VALUES (:id, :t, :m, :s, :w)", id=self.job_id, t=table, m=mode, s=source[:500],
-                w=f"{socket.gethostname()}:{os.getpid()}")
+            with self.lock:
+                self.con.run(
+                    "INSERT INTO etl_jobs (id, table_name, mode, source, worker, request_id, lease_expires) "
+                    "VALUES (:id, :t, :m, :s, :w, :rid, clock_timestamp() + :lease * interval '1 second')",
+                    id=self.job_id, t=table, m=mode, s=source[:500],
+                    w=f"{socket.gethostname()}:{os.getpid()}", rid=logs.request_id(), lease=self.lease)
         except DatabaseError as exc:
             if (exc.args[0] or {}).get("C") == "23505":
                 raise JobExists(f"job {self.job_id} exists already") from None
@@ -110,16 +124,38 @@ class JobRecorder:
     def update(self, progress: Progress, *, status: str | None = None, error: str | None = None,
                committed: int | None = None, line: int | None = None,
                offset: int | None = None) -> None:
+        with self.lock:
+            self._update(progress, status, error, committed, line, offset)
+
+    def _update(self, progress: Progress, status: str | None, error: str | None,
+                committed: int | None, line: int | None, offset: int | None) -> None:
         self.con.run(
             "UPDATE etl_jobs SET bytes_read = :b, rows_read = :r, rows_loaded = :l, "
             "rows_rejected = :j, status = COALESCE(:st, status), error = COALESCE(:e, error), "
             "rows_committed = COALESCE(:c, rows_committed), "
             "checkpoint_line = COALESCE(:cl, checkpoint_line), "
             "checkpoint_offset = COALESCE(:co, checkpoint_offset), updated_at = now(), "
-            "finished_at = CASE WHEN :st IN ('done', 'failed') THEN now() END WHERE id = :id",
+            "finished_at = CASE WHEN :st IN ('done', 'failed') THEN now() END, "
+            "lease_expires = CASE WHEN :st IN ('done', 'failed') THEN NULL "
+            "ELSE lease_expires END WHERE id = :id",
             b=progress.bytes_read, r=progress.rows_read, l=progress.rows_loaded,
             j=progress.rows_rejected, st=status, e=error, c=committed, cl=line, co=offset,
             id=self.job_id)
+
+    def finish(self, progress: Progress, status: str, error: str | None) -> None:
+        """Record the outcome; if the connection broke, once more on a new one. If that
+        fails too (the database is down), the caller's lease runs out instead."""
+        try:
+            self.update(progress, status=status, error=error)
+            return
+        except Exception:
+            if self.reconnect is None:
+                raise
+        fresh = self.reconnect()
+        with self.lock:
+            broken, self.con = self.con, fresh
+        close_quietly(broken)
+        self.update(progress, status=status, error=error)
 
     def add_rejects(self, rejects: list[Reject]) -> None:
         room = self.store_rejects - self.stored
@@ -129,8 +165,9 @@ class JobRecorder:
         self.stored += len(rejects)
         text = "".join(f"{self.job_id}\t{r.line}\t{copy_text_field(r.reason)}\t"
                        f"{copy_text_field(r.text)}\n" for r in rejects)
-        self.con.run("COPY etl_rejects (job_id, line, reason, text) FROM STDIN",
-                     stream=[text.encode("utf-8")])
+        with self.lock:
+            self.con.run("COPY etl_rejects (job_id, line, reason, text) FROM STDIN",
+                         stream=[text.encode("utf-8")])
 
 
 class RejectsFile:
@@ -153,36 +190,6 @@ class RejectsFile:
     def close(self) -> None:
         if self.file is not None and self.path:
             self.file.close()
-
-
-_gc_lock = threading.Lock()
-_gc_loads = 0
-_gc_saved: tuple[int, int, int] | None = None
-GC_GEN0_DURING_LOADS = 50_000
-
-
-@contextmanager
-def relaxed_gc() -> Iterator[None]:
-    """Fewer young-generation collections while any load runs in this process.
-
-    The pipeline allocates millions of short-lived containers (csv records); at
-    the default threshold (700 allocations) the cyclic collector keeps walking
-    them — measured at ~25% of the pipeline's CPU. Counted, so overlapping
-    loads (greenlets of one worker) restore the setting only when the last ends.
-    """
-    global _gc_loads, _gc_saved
-    with _gc_lock:
-        if _gc_loads == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(GC_GEN0_DURING_LOADS, _gc_saved[0]), *_gc_saved[1:])
-        _gc_loads += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_loads -= 1
-            if _gc_loads == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
 
 
 class Throttle:
@@ -224,6 +231,8 @@ def error_code(exc: BaseException) -> str:
         return "BAD_HEADER"
     if isinstance(exc, InputError):
         return "BAD_INPUT"
+    if isinstance(exc, LeaseLost):
+        return exc.code
     if is_connection_lost(exc):
         return "DATABASE_CONNECTION_LOST"
     if isinstance(exc, DatabaseError):
@@ -249,8 +258,11 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
              on_connect: Callable[[Any], None] | None = None,
              parser: Callable[..., Iterator[CopyBlock]] = csv_copy_blocks,
              parser_options: dict[str, Any] | None = None,
-             progress_interval: float = 0.25) -> dict[str, Any]:
+             progress_interval: float = 0.25, lease: float | None = None) -> dict[str, Any]:
     """Load ``source`` into ``table``; return the summary (``status`` done/failed).
+
+    The job row holds a lease of ``lease`` seconds (default: the app's
+    ``ETL_JOB_LEASE``), renewed in the background while the load runs.
 
     Never raises for bad input or a failed load: the summary carries the error
     (``BaseException``s such as KeyboardInterrupt still propagate, after rollback).
@@ -264,6 +276,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
         else _counted(source, progress))  # type: ignore[arg-type]
     notify = on_progress or (lambda event, data: None)
     recorder: JobRecorder | None = None
+    job_lease: JobLease | None = None
     con = book = None
     committed = [0]
 
@@ -276,6 +289,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
     last_tick: list[dict[str, Any]] = [{}]
 
     def tick() -> None:
+        if job_lease is not None:
+            job_lease.check()  # a janitor failed the job while we were frozen: stop
         now = snapshot()
         if {**now, "rows_per_s": 0} == {**last_tick[0], "rows_per_s": 0}:
             return  # nothing moved (a stalled input): no repeated event or row update
@@ -304,8 +319,11 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
             book = database.new_connection()
             book.run("SET application_name = 'flaskstream-etl-jobs'")
             job_id = job_id or new_job_id()
-            recorder = JobRecorder(book, job_id, store_rejects=store_rejects)
+            recorder = JobRecorder(book, job_id, store_rejects=store_rejects,
+                                   lease=configured_lease() if lease is None else lease,
+                                   reconnect=database.new_connection)
             recorder.create(table.name, options.mode, source_name)
+            job_lease = JobLease(book, recorder.lock, job_id, recorder.lease).start()
         blocks = parser(chunks, table, encoding=encoding, progress=progress,
                         field_size_limit=field_size_limit, **(parser_options or {}))
         first = next(blocks, None)  # header checked here: before any write
@@ -322,7 +340,7 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
         with relaxed_gc():
             sink.load(blocks)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a summary
-        if not isinstance(exc, (*BAD_INPUT, LoadError, JobExists, DatabaseError)) and \
+        if not isinstance(exc, (*BAD_INPUT, LoadError, JobExists, DatabaseError, LeaseLost)) and \
                 not is_connection_lost(exc):
             log.exception("ETL load %s failed", job_id)
         progress.rows_loaded = committed[0]  # the rest was rolled back
@@ -331,34 +349,49 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], tab
         if isinstance(exc, JobExists):
             result["error"]["code"] = "JOB_EXISTS"
             return result
-        _finish(recorder, progress, "failed", result["error"]["message"])
+        _finish(recorder, job_lease, progress, "failed", result["error"]["message"])
         notify("error", {**snapshot(), "error": result["error"]})
         return result
     except BaseException:
         progress.rows_loaded = committed[0]
-        _finish(recorder, progress, "failed", "interrupted")
+        _finish(recorder, job_lease, progress, "failed", "interrupted")
         raise
     else:
         result = summary(job_id, table, options, progress, "done", time.monotonic() - started)
-        _finish(recorder, progress, "done", None)
+        _finish(recorder, job_lease, progress, "done", None)
         notify("done", {**snapshot(), "status": "done"})
         return result
     finally:
-        for connection in (con, book):
+        if job_lease is not None:
+            job_lease.stop()
+        for connection in (con, book, recorder.con if recorder else None):
             if connection is not None:
                 close_quietly(connection)
         if rejects is not None:
             rejects.close()
 
 
-def _finish(recorder: JobRecorder | None, progress: Progress, status: str,
-            error: str | None) -> None:
+def _finish(recorder: JobRecorder | None, job_lease: JobLease | None, progress: Progress,
+            status: str, error: str | None) -> None:
+    """Stop renewing the lease and record the outcome (or leave it to the lease)."""
+    if job_lease is not None:
+        job_lease.stop()
+    metrics.etl_finished(status, progress.rows_loaded, progress.rows_rejected)
     if recorder is None:
         return
     try:
-        recorder.update(progress, status=status, error=error)
+        recorder.finish(progress, status, error)
     except Exception:  # noqa: BLE001 - bookkeeping must not hide the load's own outcome
-        log.warning("could not record job %s as %s", recorder.job_id, status, exc_info=True)
+        log.warning("could not record job %s as %s; its lease will run out and a janitor "
+                    "will fail it", recorder.job_id, status, exc_info=True)
+
+
+def configured_lease() -> float:
+    """``ETL_JOB_LEASE`` of the current app (CLI and HTTP loads run in an app context)."""
+    from flask import current_app, has_app_context
+    if has_app_context():
+        return float(current_app.config.get("ETL_JOB_LEASE", DEFAULT_LEASE))
+    return DEFAULT_LEASE
 
 
 def _counted(chunks: Iterable[bytes], progress: Progress) -> Iterator[bytes]:

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS etl_jobs (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     finished_at       timestamptz
 );
+-- The X-Request-ID of the HTTP request that ran the job (NULL from the CLI).
+ALTER TABLE etl_jobs ADD COLUMN IF NOT EXISTS request_id text;
 CREATE INDEX IF NOT EXISTS etl_jobs_created ON etl_jobs (created_at DESC);
 CREATE TABLE IF NOT EXISTS etl_rejects (
     job_id text NOT NULL REFERENCES etl_jobs (id) ON DELETE CASCADE,
@@ -70,3 +72,9 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
     text   text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS etl_rejects_job_line ON etl_rejects (job_id, line);
+-- Job leases (issue 12): the worker running a job renews lease_expires while the
+-- load runs; a janitor on any worker marks a `running` job whose lease ran out as
+-- `failed` (its worker was killed, or its outcome could not be recorded).
+-- NULL for finished jobs and for rows written before this column existed.
+ALTER TABLE etl_jobs ADD COLUMN IF NOT EXISTS lease_expires timestamptz;
+CREATE INDEX IF NOT EXISTS etl_jobs_running_lease ON etl_jobs (lease_expires) WHERE status = 'running';

@@ -26,6 +26,7 @@ import select
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.db import DatabaseError, is_connection_lost
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
@@ -179,7 +180,7 @@ class CopySink:
 
     def _stream(self, blocks: Iterator[CopyBlock], batch: Batch, failure: list) -> Iterator[bytes]:
         """The COPY stream: never raises (see the module docstring)."""
-        sock = getattr(self.con, "_usock", None)
+        sock = pg8000_adapter.raw_socket(self.con)
         seen = 0
         try:
             for chunk in fill_batch(blocks, batch, self.options.batch_rows,

@@ -28,7 +28,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from flaskstream import db
+from flaskstream import db, metrics
+from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.events import store
 from flaskstream.events.encode import EncodeError, encode_event
 from flaskstream.events.streams import Delivery, Stream, Subscriber
@@ -109,6 +110,7 @@ class Broker:
     # --- counters and stats ------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+        metrics.count_broker(name, n)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -158,6 +160,7 @@ class Broker:
             self.peak_streams = max(self.peak_streams, self.open_streams)
             self.streams.add(stream)
             self.count("opened")
+            metrics.STREAMS_OPEN.labels(stream.kind).inc()
             return True
 
     def close_stream(self, stream: Stream) -> None:
@@ -167,6 +170,7 @@ class Broker:
             self.streams.discard(stream)
             self.open_streams -= 1
             self.count("closed")
+            metrics.STREAMS_OPEN.labels(stream.kind).dec()
             if stream.reason == "disconnect":
                 self.count("disconnects")
             if isinstance(stream, Subscriber):
@@ -251,9 +255,13 @@ class Broker:
                 # DefaultSelector: gevent's under monkey-patching, epoll otherwise —
                 # never select(), which fails for fds >= 1024 in a busy worker.
                 selector = selectors.DefaultSelector()
-                selector.register(con._usock, selectors.EVENT_READ)  # noqa: SLF001
+                sock = pg8000_adapter.raw_socket(con)
+                if sock is not None:
+                    selector.register(sock, selectors.EVENT_READ)
                 while not self._stop.is_set():
-                    if not store.has_buffered_input(con):
+                    if sock is None:  # no socket to wait on: poll (later, never lost)
+                        self._stop.wait(self.poll_seconds)
+                    elif not pg8000_adapter.has_buffered_input(con):
                         selector.select(self.poll_seconds)
                     self._catch_up(con)
                     self._log_stats()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -46,24 +45,6 @@ def _check_field(name: str, value: str) -> str:
     if _FORBIDDEN_IN_FIELD.search(value):
         raise EncodeError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One event as the browser's ``MessageEvent`` will see it.
-
-    ``data=None`` writes no ``data:`` line (a browser dispatches nothing for such
-    a block, but ``id``/``retry`` still take effect). ``data=""`` dispatches an
-    event with empty data.
-    """
-
-    data: str | None = None
-    event: str | None = None
-    id: str | int | None = None
-    retry: int | None = None
-
-    def encode(self) -> bytes:
-        return encode_event(self.data, event=self.event, id=self.id, retry=self.retry)
 
 
 def encode_event(

@@ -19,10 +19,11 @@ jittered ``retry:`` so a thousand browsers do not come back in the same second.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from typing import Any
 
+from flaskstream.adapters import gunicorn as gunicorn_adapter
+from flaskstream.adapters.gunicorn_lifecycle import draining_probe
 from flaskstream.events.broker import shutdown_all
 from flaskstream.events.streams import Stream
 
@@ -68,9 +69,8 @@ class PeerWatch:
         self.stream.peer_check = False
         if self.sock is None or self.watcher is None:
             return False
-        raw = getattr(self.sock, "_sock", self.sock)  # the non-blocking _socket.socket
         try:
-            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = gunicorn_adapter.peek(self.sock, 1)
         except (BlockingIOError, InterruptedError):
             self.watcher.start(self._readable)  # spurious: keep watching
             return False
@@ -87,13 +87,13 @@ class PeerWatch:
             self.watcher = None
 
 
-def watch_worker(worker: Any, interval: float = 0.25) -> None:
+def watch_worker(worker: Any, interval: float = 0.25, drain: float = 0.0) -> None:
     """End every stream as soon as the gunicorn worker stops being alive."""
     if not _gevent_active():
         return
     import gevent
 
-    app = getattr(worker, "wsgi", None)
+    app = gunicorn_adapter.worker_app(worker)
     config = getattr(app, "config", None)
     connections = getattr(worker, "worker_connections", None)
     if config is not None and connections and int(config["SSE_MAX_STREAMS"]) >= connections:
@@ -101,9 +101,12 @@ def watch_worker(worker: Any, interval: float = 0.25) -> None:
                     "worker, /healthz and API calls will hang; keep the cap below",
                     config["SSE_MAX_STREAMS"], connections)
 
+    stopping = draining_probe(worker)  # reads worker.alive, or follows SIGTERM without it
+
     def run() -> None:
-        while worker.alive:
+        while not stopping():
             gevent.sleep(interval)
+        gevent.sleep(drain)  # /readyz says 503 meanwhile (SHUTDOWN_DRAIN_SECONDS, ops.py)
         log.info("worker %s is stopping: ending open streams", worker.pid)
         shutdown_all()
 

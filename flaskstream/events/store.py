@@ -205,23 +205,3 @@ def prune(con: Any, keep_count: int, keep_seconds: float) -> int:
     deleted = int(con.run(PRUNE_SQL, keep=int(keep_count), secs=float(keep_seconds))[0][0])
     con.run(TRIM_MARKS_SQL, keep=int(keep_count), secs=float(keep_seconds))
     return deleted
-
-
-def has_buffered_input(con: Any) -> bool:
-    """True if pg8000's read buffer already holds bytes the socket will not signal.
-
-    A notification that arrives together with the end of our last query is read
-    into pg8000's ``BufferedReader`` but not parsed, and then the socket is not
-    readable any more: waiting on it would sit until the next poll. Peek at the
-    buffer with the socket made non-blocking for the moment (a raw read then
-    returns nothing instead of waiting).
-    """
-    usock = con._usock  # noqa: SLF001
-    timeout = usock.gettimeout()
-    try:
-        usock.settimeout(0)
-        return bool(con._sock.peek(1))  # noqa: SLF001
-    except (BlockingIOError, InterruptedError, TimeoutError):
-        return False
-    finally:
-        usock.settimeout(timeout)

@@ -26,6 +26,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
+from flaskstream import metrics
 from flaskstream.errors import ApiError
 from flaskstream.media import views
 
@@ -65,5 +66,6 @@ class MediaFastPath:
             return self.wsgi_app(environ, start_response)
         if status == 416:
             return self.wsgi_app(environ, start_response)
+        metrics.media_fast_path(environ, status)
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", list(headers.items()))
         return body if body is not None else []

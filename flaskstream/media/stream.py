@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flaskstream import metrics
+
 ByteRange = tuple[int, int]
 Offload = Callable[[Callable[..., bytes], tuple[Any, ...]], bytes]
 MIN_CHUNK = 4096
@@ -78,6 +80,7 @@ class PreadStream:
                     if not data:
                         raise FileShrunk(f"file ended at {offset}, {stop - offset} bytes short")
                     offset += len(data)
+                    metrics.MEDIA_BYTES.inc(len(data))
                     yield data
         finally:
             self.close()

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from flaskstream import metrics
 from flaskstream.errors import ApiError, error_response
 from flaskstream.media import ranges
 from flaskstream.media.stream import FileShrunk, PreadStream, gevent_offload
@@ -156,6 +157,7 @@ def serve_descriptor(
     status, headers, body = plan_response(
         fd, request.method, conditional_headers(request.environ), current_app.config,
         content_type, download_name, as_attachment, cache_control)
+    metrics.MEDIA_RESPONSES.labels(str(status)).inc()
     if status == 416:
         return error_response(416, "RANGE_NOT_SATISFIABLE",
                               "no requested range overlaps the file", headers)

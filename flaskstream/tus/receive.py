@@ -17,13 +17,14 @@ long, so each request renews inline between chunks instead.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flaskstream import metrics
+from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.tus import store
 from flaskstream.uploads import storage
 
@@ -314,27 +315,12 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
 def salvage_gunicorn_buffers(raw_input: Any) -> bytes:
     """The body bytes gunicorn received for a read that was interrupted (best effort).
 
-    gunicorn's ``Body.read`` loops until it has the size asked for, keeping what
-    it got so far in ``Body.buf`` and its ``SocketUnreader.buf`` (in that order).
-    An exception thrown into the blocked ``recv`` leaves them there; without this,
-    up to one read (``UPLOAD_CHUNK_SIZE``) of received bytes would be lost on every
-    takeover or idle timeout. Only the fixed-length reader is handled (a chunked
-    body's framing state is not recoverable); anything unexpected gives ``b""``.
-    The buffers are emptied, and the body marked failed so the connection is not reused.
+    Without this, up to one read (``UPLOAD_CHUNK_SIZE``) of received bytes would
+    be lost on every takeover or idle timeout; the adapter knows where gunicorn
+    keeps them (``b""`` where it cannot tell) and marks the body failed so the
+    connection is not reused.
     """
-    body_buf = getattr(raw_input, "buf", None)
-    reader = getattr(raw_input, "reader", None)
-    unreader = getattr(reader, "unreader", None)
-    unreader_buf = getattr(unreader, "buf", None)
-    if type(reader).__name__ != "LengthReader" or unreader is None \
-            or not isinstance(body_buf, io.BytesIO) or not isinstance(unreader_buf, io.BytesIO):
-        return b""
-    data = body_buf.getvalue() + unreader_buf.getvalue()
-    raw_input.buf = io.BytesIO()
-    unreader.buf = io.BytesIO()
-    with contextlib.suppress(AttributeError):
-        raw_input.failed = True
-    return data[: max(int(getattr(reader, "length", 0)) + len(body_buf.getvalue()), 0)]
+    return gunicorn_adapter.salvage_buffers(raw_input)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -342,6 +328,7 @@ def _write_all(fd: int, data: bytes) -> None:
     try:
         while view:
             view = view[os.write(fd, view):]
+        metrics.TUS_BYTES.inc(len(data))
     except OSError as exc:
         if exc.errno in storage.NO_SPACE_ERRNOS:
             raise storage.InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc

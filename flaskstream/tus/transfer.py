@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app, request, url_for
 
 from flaskstream import db
+from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError
 from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import receive as uploads_receive
@@ -70,9 +71,7 @@ def drain_or_close(max_bytes: int = 1 << 20, seconds: float = 1.0) -> None:
 
 def close_connection() -> None:
     """Have gunicorn close the connection instead of draining a body we stopped reading."""
-    body = request.environ.get("wsgi.input")
-    if body is not None and hasattr(body, "failed"):
-        body.failed = True
+    gunicorn_adapter.mark_body_failed(request.environ)
 
 
 def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum | None
@@ -113,7 +112,7 @@ def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum |
     # The uploads pattern's direct socket reader (one copy per chunk, nothing held
     # between reads, and a recv() interrupted by a takeover loses no byte), with the
     # worker's shared read-buffer budget; request.stream where it does not apply.
-    direct = uploads_receive.GunicornSocketBody.wrap(request.environ)
+    direct = gunicorn_adapter.direct_body_reader(request.environ)
     chunks = uploads_receive.ChunkBudget(int(_cfg("UPLOAD_BUFFER_BUDGET")),
                                          int(_cfg("UPLOAD_CHUNK_SIZE")))
     try:

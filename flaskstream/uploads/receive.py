@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from flaskstream import metrics
+from flaskstream.adapters.gunicorn import DirectBody
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -46,56 +48,6 @@ def _gevent_active() -> bool:
     return bool(monkey.is_module_patched("socket"))
 
 
-class GunicornSocketBody:
-    """A gunicorn Content-Length request body read straight from its socket.
-
-    Why: gunicorn's ``Body.read`` receives up to 1 MiB ahead and moves every
-    chunk through two ``BytesIO`` buffers (three copies), which caps a gevent
-    worker at ~750 MB/s *before* any parsing here, and keeps up to 1 MiB of
-    read-ahead per connection between reads — 100 MiB at 100 uploads. Reading
-    ``recv(n)`` ourselves costs one copy and holds nothing between reads.
-
-    It stays in step with gunicorn: bytes gunicorn already read ahead are taken
-    first (anything past this body is pushed back), and the ``LengthReader``'s
-    remaining length is decremented as we go, so gunicorn's keep-alive logic
-    sees exactly what is left (and drains or closes as usual).
-    """
-
-    def __init__(self, body: Any, sock: Any) -> None:
-        self.reader = body.reader
-        self.sock = sock
-        ahead = self.reader.unreader.take_buffered()
-        if len(ahead) > self.reader.length:
-            self.reader.unreader.unread(ahead[self.reader.length:])
-            ahead = ahead[:self.reader.length]
-        self.reader.length -= len(ahead)
-        self.ahead = ahead
-
-    @classmethod
-    def wrap(cls, environ: dict[str, Any]) -> GunicornSocketBody | None:
-        """The direct reader for this request, or None where it does not apply."""
-        body, sock = environ.get("wsgi.input"), environ.get("gunicorn.socket")
-        try:
-            from gunicorn.http.body import Body, LengthReader
-        except ImportError:  # pragma: no cover - not under gunicorn
-            return None
-        if sock is None or not isinstance(body, Body) \
-                or not isinstance(getattr(body, "reader", None), LengthReader) \
-                or body.buf.tell() or not hasattr(body.reader.unreader, "take_buffered"):
-            return None
-        return cls(body, sock)
-
-    def read(self, size: int) -> bytes:
-        if self.ahead:
-            data, self.ahead = self.ahead[:size], self.ahead[size:]
-            return data
-        if self.reader.length <= 0:
-            return b""
-        data = self.sock.recv(min(size, self.reader.length))
-        self.reader.length -= len(data)
-        return data
-
-
 # Uploads in flight in this process: the chunk size shrinks as they grow, so
 # the worker's read buffers stay near UPLOAD_BUFFER_BUDGET however many there are.
 _active = 0
@@ -120,12 +72,12 @@ class ChunkBudget:
         _active -= 1
 
 
-def read_chunks(stream: IO[bytes] | GunicornSocketBody, raw_input: Any, chunk_size: int | Callable[[], int],
+def read_chunks(stream: IO[bytes] | DirectBody, raw_input: Any, chunk_size: int | Callable[[], int],
                 idle_timeout: float | None, expected: int | None = None) -> Iterator[bytes]:
     """Yield the body in chunks of up to ``chunk_size`` until EOF.
 
     The idle timeout bounds each read. Under gunicorn's gevent worker it is a
-    ``gevent.Timeout`` around the read; ``GunicornSocketBody`` returns as soon
+    ``gevent.Timeout`` around the read; the adapter's ``DirectBody`` returns as soon
     as any bytes arrive, so it means "no byte for that long". (gunicorn's own
     body reader, used for chunked bodies, blocks until a whole chunk or EOF, so
     there a read of up to ``UPLOAD_CHUNK_SIZE`` must complete in time.) Without
@@ -224,6 +176,7 @@ class Progress:
         self._send("done", {"bytes": self.bytes, "files": files})
 
     def error(self, code: str, message: str) -> None:
+        metrics.UPLOAD_FAILURES.labels(code).inc()
         self._send("error", {"code": code, "message": message, "bytes": self.bytes})
 
 

@@ -33,7 +33,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,9 +57,10 @@ from flaskstream.uploads.records import (
 __all__ = [
     "COLUMNS", "FILE_MODE", "NO_SPACE_ERRNOS", "STAGING_DIRNAME", "STAGING_SUFFIX",
     "InsufficientStorage", "StagingFile", "Upload", "commit_staged", "delete_upload",
+    "discard_staged",
     "final_path", "fsync_dir", "get_upload", "gevent_threadpool", "hash_file",
     "insert_uploads", "is_upload_id", "list_uploads", "new_upload_id", "run_blocking",
-    "staging_dir", "sweep_staging",
+    "owner_tag", "staging_dir", "staging_host", "sweep_staging",
 ]
 
 STAGING_DIRNAME = ".staging"
@@ -101,6 +104,17 @@ def _raise_storage_error(exc: OSError) -> None:
     if exc.errno in NO_SPACE_ERRNOS:
         raise InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
     raise exc
+
+
+def staging_host() -> str:
+    """This host's name as it appears in staging file names (safe characters, ≤ 64)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
+
+
+def owner_tag() -> str:
+    """``_<pid>@<host>``: which process writes a staging file, read back by the staging
+    janitor (``uploads/janitor.py``) to remove a killed worker's files at once."""
+    return f"_{os.getpid()}@{staging_host()}"
 
 
 def staging_dir(upload_dir: str | os.PathLike[str]) -> Path:
@@ -154,9 +168,9 @@ class StagingFile:
 
     @classmethod
     def create(cls, upload_dir: str | os.PathLike[str], prefix: str = "up-") -> StagingFile:
-        """A new empty staging file named ``<prefix><random>.part``."""
+        """A new empty staging file named ``<prefix><random>_<pid>@<host>.part`` (its owner)."""
         directory = staging_dir(upload_dir)
-        path = directory / f"{prefix}{secrets.token_hex(16)}{STAGING_SUFFIX}"
+        path = directory / f"{prefix}{secrets.token_hex(16)}{owner_tag()}{STAGING_SUFFIX}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
@@ -335,6 +349,13 @@ def sweep_staging(upload_dir: str | os.PathLike[str], older_than: float,
     return removed
 
 
+def discard_staged(staged: Sequence[tuple[StagingFile, Upload]]) -> None:
+    """Remove every file of a batch (staging or final). Idempotent: callers that failed
+    before ``commit_staged`` ran (no database connection) and after it both call it."""
+    for staging, _ in staged:
+        staging.discard()
+
+
 def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> None:
     """Finalize every staging file, then insert every row in one transaction.
 
@@ -346,6 +367,5 @@ def commit_staged(con: Any, staged: Sequence[tuple[StagingFile, Upload]]) -> Non
             staging.finalize(upload.id)
         insert_uploads(con, [upload for _, upload in staged])
     except BaseException:
-        for staging, _ in staged:
-            staging.discard()
+        discard_staged(staged)
         raise

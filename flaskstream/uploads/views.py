@@ -26,7 +26,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import db
+from flaskstream import db, metrics
+from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError
 from flaskstream.uploads import multipart, receive, storage
 
@@ -56,11 +57,9 @@ def limits_from_config() -> multipart.Limits:
 
 
 def _publisher() -> Any:
-    """``flaskstream.events.broker.publish`` when the events pattern is installed."""
-    try:
-        from flaskstream.events.broker import publish
-    except ImportError:  # pragma: no cover - events is part of the app
-        return None
+    """``flaskstream.events.broker.publish`` (imported on first use, as the upload needs it)."""
+    from flaskstream.events.broker import publish
+
     return publish
 
 
@@ -90,7 +89,7 @@ def _chunks() -> Iterator[bytes]:
     c = current_app.config
     timeout = c["UPLOAD_IDLE_TIMEOUT"]
     budget = receive.ChunkBudget(int(c["UPLOAD_BUFFER_BUDGET"]), int(c["UPLOAD_CHUNK_SIZE"]))
-    stream = receive.GunicornSocketBody.wrap(request.environ) or _body_stream()
+    stream = gunicorn_adapter.direct_body_reader(request.environ) or _body_stream()
     with budget:
         yield from receive.read_chunks(stream, request.environ.get("wsgi.input"), budget.size,
                                        float(timeout) if timeout else None,
@@ -111,9 +110,7 @@ def _close_connection() -> None:
     gunicorn drops a ``Connection: close`` set by the app (hop-by-hop), but it
     never reuses a connection whose body reader is marked ``failed``.
     """
-    body = request.environ.get("wsgi.input")
-    if body is not None and hasattr(body, "failed"):
-        body.failed = True
+    gunicorn_adapter.mark_body_failed(request.environ)
 
 
 @bp.after_request
@@ -169,10 +166,12 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
         progress.error("INSUFFICIENT_STORAGE", "the upload folder is full")
         raise ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full") from exc
     except BaseException:
+        storage.discard_staged(staged)  # e.g. no connection to be had (database down)
         progress.error("INTERNAL_ERROR", "could not store the upload")
         raise
     files = [file_json(upload) for _, upload in staged]
     progress.done(files)
+    metrics.uploads_stored([upload.size for _, upload in staged])
     log.info("stored %d file(s), %d bytes: body in %.2f s, fsync+rename+insert in %.2f s",
              len(files), progress.bytes, started - progress.started, time.monotonic() - started)
     return files

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from flaskstream.events.encode import (
     EncodeError,
-    ServerSentEvent,
     encode_comment,
     encode_event,
     encode_retry,
@@ -44,8 +43,7 @@ def test_exact_bytes(kwargs: dict, expected: bytes) -> None:
     assert encode_event(**kwargs) == expected
 
 
-def test_dataclass_and_helpers() -> None:
-    assert ServerSentEvent("x", event="e", id="1").encode() == b"id: 1\nevent: e\ndata: x\n\n"
+def test_helpers() -> None:
     assert encode_retry(1500) == b"retry: 1500\n\n"
     assert encode_comment() == b":\n\n"
     assert encode_comment("ping") == b": ping\n\n"
