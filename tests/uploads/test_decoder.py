@@ -130,3 +130,13 @@ def test_no_werkzeug_private_name_outside_adapters() -> None:
                 raise AssertionError(f"{path.name} uses werkzeug's private {node.attr}")
             if isinstance(node, ast.ImportFrom) and node.module == "werkzeug.sansio.multipart":
                 raise AssertionError(f"{path.name} imports werkzeug's decoder")
+
+
+@pytest.mark.parametrize("unit", [b"--a", b"\n--aX", b"\r--a-", b"\r\n--a \tX"])
+def test_near_delimiters_of_a_one_byte_boundary_are_data(unit: bytes) -> None:
+    """Content made of the boundary itself (not at a line start, or not completed)."""
+    content = unit * 30_000
+    body = encode([("f", "a.bin", content)], boundary=b"a")
+    rng = random.Random(len(unit))
+    cuts = sorted(rng.sample(range(1, len(body)), 40))
+    assert parse(split(body, cuts), boundary=b"a")[0] == [("f", "a.bin", content)]
