@@ -140,3 +140,16 @@ def test_near_delimiters_of_a_one_byte_boundary_are_data(unit: bytes) -> None:
     rng = random.Random(len(unit))
     cuts = sorted(rng.sample(range(1, len(body)), 40))
     assert parse(split(body, cuts), boundary=b"a")[0] == [("f", "a.bin", content)]
+
+
+@pytest.mark.parametrize("blanks", [MAX_PADDING, MAX_PADDING + 1])
+def test_the_padding_cap_holds_at_every_split(blanks: int) -> None:
+    """Cap reached: a delimiter at every read boundary; one blank more: refused at every one."""
+    body = encode([("f", "a.bin", b"data"), ("g", None, b"v")], padding=b" " * blanks)
+    start = body.index(b"data") + 4
+    for i in range(start, start + blanks + len(BOUNDARY) + 8, 7):
+        if blanks == MAX_PADDING:
+            assert parse([body[:i], body[i:]]) == ([("f", "a.bin", b"data")], {"g": "v"}), i
+        else:
+            with pytest.raises(MultipartError, match="blanks after a boundary"):
+                parse([body[:i], body[i:]])
