@@ -100,8 +100,8 @@ DEFAULTS: dict[str, Any] = {
     # --- hostile input: multipart, CSV and gzip bounds (issue 12, h-parse) ------
     # Every part of a multipart body (files, fields, skipped empty-filename parts) → 413.
     "LIMIT_PART_COUNT": 200,
-    # One CSV record: fields, bytes of one field (ETL_FIELD_SIZE_LIMIT above), bytes of
-    # one record's text; an over-wide record is a reject, a line past the line bound 422.
+    # One CSV record: fields (over: the row is a reject; a field's size is ETL_FIELD_SIZE_LIMIT)
+    # and characters of one physical line (over: 413 LIMIT_LINE_BYTES for the whole load).
     "ETL_MAX_FIELDS": 1600,  # PostgreSQL's own column limit
     "ETL_MAX_LINE_BYTES": 4 * MiB,
     # A gzip body may inflate to at most this many bytes, and at most this ratio → 413.
