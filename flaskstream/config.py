@@ -161,6 +161,16 @@ DEFAULTS: dict[str, Any] = {
     # their public fallback, as when a start-up check finds the installed version changed.
     "ADAPTERS_DISABLE": "",
     # --- end adapters ---------------------------------------------------------
+    # --- etl: exports and the table allow-list (issue 12, h-export) -------------
+    # Tables/views ([schema.]name) that GET /etl/export.csv may stream; any other is 403.
+    "ETL_TABLES": ["users", "requests"],
+    # HTTP exports (and rejects reports) streaming at once per worker, each on a
+    # connection of its own; one more is answered 503 + Retry-After.
+    "ETL_MAX_EXPORTS": 4,
+    # Seconds an export waits for a client that stopped reading before it gives
+    # up the COPY and its connection (the response is cut).
+    "ETL_EXPORT_STALL_TIMEOUT": 60,
+    # --- end of etl exports ---------------------------------------------------
 }
 
 ENV_PREFIX = "FLASKSTREAM"

@@ -23,6 +23,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from flaskstream import db
+from flaskstream.etl import csvsafe
 from flaskstream.etl import export as exporting
 from flaskstream.etl.bounds import InputError, bounds_from_config, text_codec
 from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
@@ -219,26 +220,30 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
 
 @click.command("export")
 @click.option("--table", "name", default="users", show_default=True,
-              help="A table or view of the public schema.")
+              help="A table or view: name (schema public) or schema.name.")
 @click.option("--output", default="-", show_default=True, help="File path, or - for stdout.")
+@click.option("--excel-safe", is_flag=True,
+              help="Prefix ' to cells starting with = + - @ tab or CR (spreadsheet formulas).")
 @with_appcontext
 @friendly
-def export_command(name: str, output: str) -> None:
+def export_command(name: str, output: str, excel_safe: bool) -> None:
     """Stream a whole table or view out as CSV (with a header)."""
     database = db.get_database()
     con = database.new_connection()
+    transform = csvsafe.FormulaGuard().feed if excel_safe else None
     try:
         if not exporting.exportable(con, name):
-            raise click.ClickException(f"no table or view named {name!r} in schema public")
+            where = "" if "." in name else " in schema public"
+            raise click.ClickException(f"no table or view named {name!r}{where}")
         if output == "-":
             out = sys.stdout.buffer
-            exporting.copy_out(con, exporting.export_sql(name), out.write)
+            exporting.copy_out(con, exporting.export_sql(name), out.write, transform)
             out.flush()
             return
         tmp = f"{output}.part"
         try:
             with open(tmp, "wb") as out_file:
-                exporting.copy_out(con, exporting.export_sql(name), out_file.write)
+                exporting.copy_out(con, exporting.export_sql(name), out_file.write, transform)
             os.replace(tmp, output)
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
