@@ -102,6 +102,17 @@ DEFAULTS: dict[str, Any] = {
     "TUS_TOMBSTONE_SECONDS": 7 * 86400,
     # Seconds between `progress` events on uploads.<id> during a PATCH (0 = only `done`).
     "TUS_PROGRESS_INTERVAL": 0,
+    # --- hostile input: multipart, CSV and gzip bounds (issue 12, h-parse) ------
+    # Every part of a multipart body (files, fields, skipped empty-filename parts) → 413.
+    "LIMIT_PART_COUNT": 200,
+    # One CSV record: fields (over: the row is a reject; a field's size is ETL_FIELD_SIZE_LIMIT)
+    # and characters of one physical line (over: 413 LIMIT_LINE_BYTES for the whole load).
+    "ETL_MAX_FIELDS": 1600,  # PostgreSQL's own column limit
+    "ETL_MAX_LINE_BYTES": 4 * MiB,
+    # A gzip body may inflate to at most this many bytes, and at most this ratio → 413.
+    "ETL_MAX_INFLATED_BYTES": 64 * GiB,
+    "ETL_MAX_GZIP_RATIO": 200,
+    # --- end of hostile input bounds -----------------------------------------------
     # --- media ------------------------------------------------------------
     # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
     # stream holds at most one chunk in memory).

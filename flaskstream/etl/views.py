@@ -20,10 +20,11 @@ from flaskstream import auth, db
 from flaskstream.errors import ApiError
 from flaskstream.etl import cli, csvsafe
 from flaskstream.etl import export as exporting
+from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
 from flaskstream.etl.jobs import get_job, new_job_id, recent_jobs, run_load, valid_job_id
-from flaskstream.etl.pipeline import InputError
+from flaskstream.etl.pipeline import CopyBlock
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import TABLES
+from flaskstream.etl.tables import TABLES, csv_copy_blocks
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ def _body_chunks(limit: int | None) -> Iterator[bytes]:
                 # input: a client gone mid-body looks like a short body. Never
                 # load a truncated body.
                 if declared is not None and received < declared:
-                    raise InputError(f"client disconnected after {received} of "
-                                     f"{declared} bytes")
+                    raise ClientDisconnected(f"client disconnected after {received} of "
+                                             f"{declared} bytes")
                 return
             received += len(chunk)
             if limit is not None and received > limit:
-                raise InputError(f"body larger than {limit} bytes")
+                raise InputTooLarge("PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
             yield chunk
 
     if not content_type.lower().startswith("multipart/form-data"):
@@ -96,10 +97,35 @@ def _file_part(chunks: Iterator[bytes], reader: Any) -> Iterator[bytes]:
                 if isinstance(event, multipart.FileData):
                     yield bytes(event.data)
         reader.feed(None)
-    except multipart.MultipartError as exc:
-        raise InputError(f"multipart: {exc}") from None
+    except multipart.LimitExceeded as exc:
+        raise InputTooLarge(exc.code, f"multipart: {exc.message}") from None
+    except multipart.MultipartError as exc:  # the same reader as POST /uploads: same answer
+        raise InputError(f"multipart: {exc.message}", code=exc.code, status=exc.status) from None
     if reader.file_count == 0:
         raise InputError("multipart body has no file part")
+
+
+class ClientDisconnected(InputError):
+    code = "CLIENT_DISCONNECTED"
+    status = 400
+
+
+def _coded_parser(failures: list[InputError]) -> Callable[..., Iterator[CopyBlock]]:
+    """``csv_copy_blocks`` that also hands the input error it raised to the view.
+
+    ``run_load``'s summary reduces every ``InputError`` to ``BAD_INPUT``; the
+    error's own ``code``/``status`` (413 for a bound, 400 for a disconnect)
+    come from the exception itself, never from its message.
+    """
+
+    def parser(*args: Any, **kwargs: Any) -> Iterator[CopyBlock]:
+        try:
+            yield from csv_copy_blocks(*args, **kwargs)
+        except InputError as exc:
+            failures.append(exc)
+            raise
+
+    return parser
 
 
 def _publisher(job_id: str) -> Any:
@@ -143,25 +169,27 @@ def create_job() -> tuple[Response, int]:
         max_errors=max_errors, max_error_ratio=max_ratio,
         commit_every=_int_arg("commit_every", 1),
         dry_run=request.args.get("dry_run", "").lower() in ("1", "true", "yes"))
+    try:
+        encoding = text_codec(request.args.get("encoding", "utf-8"))
+    except InputError as exc:
+        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
     limit = cfg["ETL_MAX_BODY"]
     if limit is not None and (request.content_length or 0) > int(limit):
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
+    failures: list[InputError] = []
     result = run_load(
         db.get_database(), _body_chunks(limit), table, options, job_id=job_id,
-        source_name=f"http:{request.remote_addr or '-'}",
-        encoding=request.args.get("encoding", "utf-8"),
+        source_name=f"http:{request.remote_addr or '-'}", encoding=encoding,
         field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
         store_rejects=int(cfg["ETL_STORE_REJECTS"]),
-        on_progress=None if options.dry_run else _publisher(job_id))
+        on_progress=None if options.dry_run else _publisher(job_id),
+        parser=_coded_parser(failures), parser_options={"bounds": bounds_from_config(cfg)})
     if result["status"] == "done":
         return jsonify(result), 200 if options.dry_run else 201
-    code = result["error"]["code"]
-    message = result["error"]["message"].lower()
-    if "disconnect" in message:
-        code = result["error"]["code"] = "CLIENT_DISCONNECTED"
-    elif message.startswith("body larger than"):  # a chunked body past ETL_MAX_BODY
-        code = result["error"]["code"] = "PAYLOAD_TOO_LARGE"
-    return jsonify(result), STATUS.get(code, 500)
+    if failures and result["error"]["code"] == "BAD_INPUT":
+        result["error"]["code"] = failures[-1].code
+        return jsonify(result), failures[-1].status
+    return jsonify(result), STATUS.get(result["error"]["code"], 500)
 
 
 # Job fields that name who sent a load and where it ran: shown only with the token.

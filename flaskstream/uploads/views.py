@@ -52,7 +52,7 @@ def limits_from_config() -> multipart.Limits:
         file_count=c["LIMIT_FILE_COUNT"], field_count=c["LIMIT_FIELD_COUNT"],
         field_size=c["LIMIT_FIELD_SIZE"], part_headers=c["LIMIT_PART_HEADERS"],
         part_header_count=c["LIMIT_PART_HEADER_COUNT"],
-        filename_length=c["LIMIT_FILENAME_LENGTH"],
+        filename_length=c["LIMIT_FILENAME_LENGTH"], part_count=c["LIMIT_PART_COUNT"],
     )
 
 
