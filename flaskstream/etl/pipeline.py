@@ -42,6 +42,7 @@ from flaskstream.etl.bounds import (
 from flaskstream.etl.source import (
     CHUNK_SIZE,
     GZIP_MAGIC,
+    Progress,
     gunzip_if_needed,
     read_chunks,
     resume_chunks,
@@ -59,17 +60,6 @@ BLOCK_ROWS = 4096  # records per block between stages
 DEFAULT_FIELD_SIZE_LIMIT = 1 << 20  # csv's own default is 128 KiB
 
 
-@dataclass
-class Progress:
-    """Counters the stages update as they go; read by progress bars and events."""
-
-    bytes_read: int = 0  # raw bytes taken from the source (compressed, if gzip)
-    bytes_decoded: int = 0  # bytes handed to the text decoder (after gunzip)
-    rows_read: int = 0  # data records seen (header and blank lines excluded)
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    dirty: bool = False  # an undecodable byte or a NUL has been seen: check rows
-    bom_bytes: int = 0  # length of the byte order mark the decoder dropped
 
 
 @dataclass(frozen=True)

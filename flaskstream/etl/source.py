@@ -8,15 +8,25 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING
+from dataclasses import dataclass
+from typing import IO
 
 from flaskstream.etl.bounds import Bounds, InflateGuard, InputError
 
-if TYPE_CHECKING:
-    from flaskstream.etl.pipeline import Progress
-
 CHUNK_SIZE = 1 << 20  # source read size
 GZIP_MAGIC = b"\x1f\x8b"
+
+@dataclass
+class Progress:
+    """Counters the stages update as they go; read by progress bars and events."""
+
+    bytes_read: int = 0  # raw bytes taken from the source (compressed, if gzip)
+    bytes_decoded: int = 0  # bytes handed to the text decoder (after gunzip)
+    rows_read: int = 0  # data records seen (header and blank lines excluded)
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    dirty: bool = False  # an undecodable byte or a NUL has been seen: check rows
+    bom_bytes: int = 0  # length of the byte order mark the decoder dropped
 
 
 def read_chunks(source: IO[bytes], progress: Progress | None = None,
