@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from flaskstream.adapters import pg8000 as pg8000_adapter
-from flaskstream.db import DatabaseError, is_connection_lost
+from flaskstream.db import DatabaseError, reusable
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
 
@@ -146,7 +146,7 @@ class CopySink:
                 con.run("DROP TABLE IF EXISTS pg_temp.etl_stage")
             con.run("COMMIT")
         except BaseException as exc:
-            if not is_connection_lost(exc):
+            if reusable(con, exc):  # else the reply is unread: the caller closes it
                 try:
                     con.run("ROLLBACK")
                 except Exception:  # noqa: BLE001 - the original error matters more
@@ -205,7 +205,7 @@ class CopySink:
         try:
             con.run(self.copy_sql, stream=self._stream(blocks, batch, failure))
         except DatabaseError as exc:
-            if is_connection_lost(exc):
+            if not reusable(con, exc):
                 raise
             error = exc
         if failure:
@@ -221,7 +221,7 @@ class CopySink:
         try:
             con.run(self.copy_sql, stream=[b"\n".join(rows) + b"\n"])
         except DatabaseError as exc:
-            if is_connection_lost(exc):
+            if not reusable(con, exc):
                 raise
             con.run("ROLLBACK TO SAVEPOINT etl_piece")
             return exc

@@ -55,7 +55,7 @@ def limits_from_config() -> multipart.Limits:
         file_count=c["LIMIT_FILE_COUNT"], field_count=c["LIMIT_FIELD_COUNT"],
         field_size=c["LIMIT_FIELD_SIZE"], part_headers=c["LIMIT_PART_HEADERS"],
         part_header_count=c["LIMIT_PART_HEADER_COUNT"],
-        filename_length=c["LIMIT_FILENAME_LENGTH"],
+        filename_length=c["LIMIT_FILENAME_LENGTH"], part_count=c["LIMIT_PART_COUNT"],
     )
 
 
@@ -260,9 +260,13 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, upload_id = raw.partition("|")
-        return dt.datetime.fromisoformat(created), upload_id
+        when = dt.datetime.fromisoformat(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out") from exc
+    if not storage.is_upload_id(upload_id) or when.tzinfo is None:
+        # Checked here, before any query: a NUL or garbage id would reach PostgreSQL.
+        raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out")
+    return when, upload_id
 
 
 @bp.get("/uploads")
@@ -300,8 +304,11 @@ def content(upload_id: str) -> Response:
     """The bytes, with Range/conditional support and RFC 6266 names.
 
     A backend on this filesystem gives a path, served by media's ``serve_file``
-    (``pread``); a bucket's objects are served from ranged GETs (``serve_stored``).
+    (``pread``; with ``MEDIA_ACCEL`` the record and the file are checked here and
+    nginx sends ``UPLOAD_DIR/<id>`` from its internal location, ``X-Accel-Redirect``);
+    a bucket's objects are served from ranged GETs (``serve_stored``).
     """
+    from flaskstream.media.files import accel_location
     from flaskstream.media.views import serve_file
 
     upload = _get_or_404(upload_id)
@@ -311,17 +318,18 @@ def content(upload_id: str) -> Response:
     path = files.local_path(upload.id)
     if path is None:
         return serve_stored(files, upload, as_attachment=not inline)
+    prefix = current_app.config.get("MEDIA_ACCEL")
+    accel = accel_location(str(prefix), "uploads", upload.id) if prefix else None
     return serve_file(path, download_name=upload.filename, content_type=upload.content_type,
-                      as_attachment=not inline, cache_control="private, no-cache")
+                      as_attachment=not inline, cache_control="private, no-cache", accel=accel)
 
 
 def serve_stored(files: Any, upload: storage.Upload, *, as_attachment: bool) -> Response:
     """``GET``/``HEAD`` of an object in a bucket: ranges and preconditions decided on its
     cached HEAD (``storage.serve``), bytes from ranged GETs, or a 302 to a presigned URL."""
-    # Shared with media files (they move to media/files.py with the media refactor).
-    from flaskstream.media.views import _content_disposition, conditional_headers
+    from flaskstream.media.files import conditional_headers, content_disposition
 
-    disposition = _content_disposition(upload.filename, as_attachment)
+    disposition = content_disposition(upload.filename, as_attachment)
     if current_app.config.get("STORAGE_REDIRECT") == "presigned" \
             and hasattr(files, "presigned_url"):
         url = files.presigned_url(upload.id, upload.content_type, disposition)
