@@ -28,9 +28,11 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import db, metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
-from flaskstream.errors import ApiError, error_response
-from flaskstream.storage import StorageUnavailable, get_storage, serve
-from flaskstream.uploads import multipart, receive, storage
+from flaskstream.errors import ApiError
+from flaskstream.storage import StorageUnavailable, get_storage
+from flaskstream.uploads import content as content_from
+from flaskstream.uploads import digest, multipart, receive, storage
+from flaskstream.uploads.content import storage_down
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,6 @@ PAGE_DEFAULT, PAGE_MAX = 50, 500
 # on our origin.
 INLINE_SAFE_PREFIXES = ("image/png", "image/jpeg", "image/gif", "image/webp", "audio/",
                         "video/", "text/plain", "application/pdf")
-
-
-STORAGE_DOWN = ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer")
 
 
 def limits_from_config() -> multipart.Limits:
@@ -145,7 +144,7 @@ def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Pro
         error = ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full")
     except StorageUnavailable:
         log.warning("%s upload: object storage failed", kind, exc_info=True)
-        error = STORAGE_DOWN
+        error = storage_down()
     except receive.IdleTimeout:
         error = ApiError(408, "UPLOAD_IDLE_TIMEOUT",
                          f"no data for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s")
@@ -173,8 +172,9 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
         raise ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full") from exc
     except StorageUnavailable as exc:
         log.warning("storing an upload: object storage failed", exc_info=True)
-        progress.error(STORAGE_DOWN.code, STORAGE_DOWN.message)
-        raise STORAGE_DOWN from exc
+        error = storage_down()
+        progress.error(error.code, error.message)
+        raise error from exc
     except BaseException:
         storage.discard_staged(staged)  # e.g. no connection to be had (database down)
         progress.error("INTERNAL_ERROR", "could not store the upload")
@@ -192,7 +192,7 @@ def file_json(upload: storage.Upload) -> dict[str, Any]:
 
 
 @bp.post("/uploads")
-def create_uploads() -> tuple[Response, int]:
+def create_uploads() -> tuple[Response, int, dict[str, str]]:
     """Multipart upload: every file part streamed to disk; 201 with files and fields."""
     try:
         boundary = multipart.parse_boundary(request.headers.get("Content-Type"))
@@ -215,7 +215,9 @@ def create_uploads() -> tuple[Response, int]:
         progress.error("NO_FILES", "the form had no file part")
         raise ApiError(400, "NO_FILES", "the form had no file part with a filename")
     files = _commit(staged, progress)
-    return jsonify({"files": files, "fields": fields}), 201
+    # One file: its digest describes the stored representation (RFC 9530 Repr-Digest).
+    extra = {"Repr-Digest": digest.repr_digest(files[0]["sha256"])} if len(files) == 1 else {}
+    return jsonify({"files": files, "fields": fields}), 201, extra
 
 
 @bp.put("/uploads/<path:filename>")
@@ -242,13 +244,31 @@ def put_upload(filename: str) -> tuple[Response, int, dict[str, str]]:
     except multipart.LimitExceeded as exc:
         _close_connection()
         raise ApiError(exc.status, exc.code, exc.message) from exc
+    expected = _content_digest()
     progress = _progress(total)
     chunks = _chunks()
     staged = _receive("raw", lambda: receive.receive_raw(
         chunks, name, content_type, limits, get_storage(), progress),
         chunks, progress)
+    if expected is not None and bytes.fromhex(staged[0][1].sha256) != expected:
+        storage.discard_staged(staged)
+        progress.error("DIGEST_MISMATCH", "the body does not match its Content-Digest")
+        raise ApiError(400, "DIGEST_MISMATCH", "the body does not match its Content-Digest")
     files = _commit(staged, progress)
-    return jsonify(files[0]), 201, {"Location": files[0]["url"].rsplit("/content", 1)[0]}
+    return jsonify(files[0]), 201, {"Location": files[0]["url"].rsplit("/content", 1)[0],
+                                    "Repr-Digest": digest.repr_digest(files[0]["sha256"])}
+
+
+def _content_digest() -> bytes | None:
+    """The SHA-256 a ``Content-Digest`` request header promises (None: none we verify)."""
+    value = request.headers.get("Content-Digest")
+    if value is None:
+        return None
+    try:
+        return digest.parse_digests(value).get("sha-256")
+    except digest.DigestError as exc:
+        _close_connection()
+        raise ApiError(400, "BAD_DIGEST", f"Content-Digest: {exc}") from exc
 
 
 def _encode_cursor(upload: storage.Upload) -> str:
@@ -317,41 +337,16 @@ def content(upload_id: str) -> Response:
     files = get_storage()
     path = files.local_path(upload.id)
     if path is None:
-        return serve_stored(files, upload, as_attachment=not inline)
-    prefix = current_app.config.get("MEDIA_ACCEL")
-    accel = accel_location(str(prefix), "uploads", upload.id) if prefix else None
-    return serve_file(path, download_name=upload.filename, content_type=upload.content_type,
-                      as_attachment=not inline, cache_control="private, no-cache", accel=accel)
-
-
-def serve_stored(files: Any, upload: storage.Upload, *, as_attachment: bool) -> Response:
-    """``GET``/``HEAD`` of an object in a bucket: ranges and preconditions decided on its
-    cached HEAD (``storage.serve``), bytes from ranged GETs, or a 302 to a presigned URL."""
-    from flaskstream.media.files import conditional_headers, content_disposition
-
-    disposition = content_disposition(upload.filename, as_attachment)
-    if current_app.config.get("STORAGE_REDIRECT") == "presigned" \
-            and hasattr(files, "presigned_url"):
-        url = files.presigned_url(upload.id, upload.content_type, disposition)
-        return Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
-    try:
-        stored = files.open(upload.id)
-    except StorageUnavailable as exc:
-        raise STORAGE_DOWN from exc
-    if stored is None:
-        raise ApiError(404, "NOT_FOUND", "the upload's bytes are gone")
-    status, headers, body = serve.plan_stored(
-        stored, request.method, conditional_headers(request.environ), current_app.config,
-        upload.content_type, "private, no-cache")
-    metrics.MEDIA_RESPONSES.labels(str(status)).inc()
-    if status == 416:
-        return error_response(416, "RANGE_NOT_SATISFIABLE",
-                              "no requested range overlaps the file", headers)
-    if status in (200, 206):
-        headers["Content-Disposition"] = disposition
-    if body is None:
-        return Response(status=status, headers=headers)
-    return Response(body, status=status, headers=headers, direct_passthrough=True)
+        response = content_from.serve_stored(files, upload, as_attachment=not inline)
+    else:
+        prefix = current_app.config.get("MEDIA_ACCEL")
+        accel = accel_location(str(prefix), "uploads", upload.id) if prefix else None
+        response = serve_file(path, download_name=upload.filename,
+                              content_type=upload.content_type, as_attachment=not inline,
+                              cache_control="private, no-cache", accel=accel)
+    if response.status_code in (200, 206):
+        response.headers["Repr-Digest"] = digest.repr_digest(upload.sha256)
+    return response
 
 
 @bp.delete("/uploads/<upload_id>")

@@ -1,0 +1,94 @@
+"""RFC 9530 digests: the pure parser, Repr-Digest on answers, Content-Digest checked on PUT
+(both storage backends: ``storage_backend`` from tests/uploads/conftest.py's pattern)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flaskstream import create_app, db
+from flaskstream.uploads import digest
+from tests.storage.moto import stored_leftovers
+
+
+def b64(data: bytes, algorithm: str = "sha256") -> str:
+    return base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("sha-256=:" + b64(b"x") + ":", {"sha-256": hashlib.sha256(b"x").digest()}),
+    ("sha-512=:" + b64(b"x", "sha512") + ":, sha-256=:" + b64(b"x") + ":",
+     {"sha-256": hashlib.sha256(b"x").digest()}),
+    ("sha-512=:" + b64(b"x", "sha512") + ":", {}),  # only algorithms we do not verify
+    ("md5=:" + b64(b"x", "md5") + ":;p=1", {}),  # parameters are allowed and ignored
+])
+def test_digest_fields_parse(value: str, expected: dict[str, bytes]) -> None:
+    assert digest.parse_digests(value) == expected
+
+
+@pytest.mark.parametrize("value", ["sha-256=abc", "sha-256=:not base64!:", "sha-256=:YQ==:",
+                                   "sha-256=:" + b64(b"x") + ":,", "=:YQ==:"])
+def test_malformed_digest_fields_are_errors(value: str) -> None:
+    with pytest.raises(digest.DigestError):
+        digest.parse_digests(value)
+
+
+def test_repr_digest_is_the_sha256_as_a_byte_sequence() -> None:
+    assert digest.repr_digest(hashlib.sha256(b"abc").hexdigest()) == f"sha-256=:{b64(b'abc')}:"
+
+
+@pytest.fixture(params=["local", "s3"])
+def app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Any:
+    config = dict(app_config)
+    if request.param == "s3":
+        config["STORAGE_URL"] = request.getfixturevalue("s3_bucket").url()
+    app = create_app(config)
+    yield app
+    db.get_database(app).close_all()
+
+
+pytestmark = pytest.mark.db
+
+
+def test_answers_carry_repr_digest(app: Flask) -> None:
+    client = app.test_client()
+    data = os.urandom(100_000)
+    put = client.put("/uploads/a.bin", data=data)
+    assert put.headers["Repr-Digest"] == f"sha-256=:{b64(data)}:"
+    for headers in ({}, {"Range": "bytes=10-99"}):
+        got = client.get(put.json["url"], headers=headers)
+        assert got.status_code in (200, 206)
+        assert got.headers["Repr-Digest"] == f"sha-256=:{b64(data)}:"  # the whole representation
+    boundary = "dg"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"b.bin\"\r\n"
+            f"\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    post = client.post("/uploads", data=body,
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert post.headers["Repr-Digest"] == f"sha-256=:{b64(data)}:"
+
+
+def test_put_with_a_matching_content_digest_is_stored(app: Flask) -> None:
+    data = os.urandom(70_000)
+    res = app.test_client().put("/uploads/ok.bin", data=data,
+                                headers={"Content-Digest": f"sha-256=:{b64(data)}:"})
+    assert res.status_code == 201 and stored_leftovers(app) == [res.json["id"]]
+
+
+@pytest.mark.parametrize("header,code", [
+    ("sha-256=:" + b64(b"something else") + ":", "DIGEST_MISMATCH"),
+    ("sha-256=:bad!:", "BAD_DIGEST"),
+])
+def test_put_with_a_wrong_content_digest_stores_nothing(app: Flask, header: str,
+                                                        code: str) -> None:
+    client = app.test_client()
+    res = client.put("/uploads/bad.bin", data=os.urandom(6 << 20),
+                     headers={"Content-Digest": header})
+    assert (res.status_code, res.json["error"]["code"]) == (400, code)
+    assert stored_leftovers(app) == []
+    with app.app_context(), db.connection() as con:
+        assert con.run("SELECT count(*) FROM uploads")[0][0] == 0
