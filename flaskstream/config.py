@@ -195,6 +195,9 @@ DEFAULTS: dict[str, Any] = {
     # upload: an upload's memory is about part size × (in flight + 1).
     "STORAGE_PART_SIZE": 8 * MiB,
     "STORAGE_PARTS_IN_FLIGHT": 2,
+    # Part buffers of all S3 uploads of one worker together (whole parts, at least one):
+    # more uploads at once wait for a buffer instead of growing the worker.
+    "STORAGE_BUFFER_BUDGET": 48 * MiB,
     # Seconds an S3 HEAD (size, ETag, Last-Modified) is reused for reads of the same object.
     "STORAGE_STAT_CACHE_SECONDS": 5,
     # "presigned": GET /uploads/<id>/content answers 302 to a presigned bucket URL (S3 only).

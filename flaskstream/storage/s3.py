@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hashlib
 import logging
 import os
@@ -51,6 +52,7 @@ from flaskstream.storage.base import (
     gevent_threadpool,
     run_blocking,
 )
+from flaskstream.storage.s3jobs import PartBudget, PartJob
 from flaskstream.storage.s3read import S3Object, remote_errors
 from flaskstream.uploads.records import is_upload_id, new_upload_id
 
@@ -72,28 +74,6 @@ def _not_found(exc: BaseException) -> bool:
     return status == 404 or code in ("404", "NoSuchKey", "NotFound")
 
 
-class _Job:
-    """One part upload in flight: a greenlet under gevent, else a pool thread's future."""
-
-    def __init__(self, spawn: Callable[..., Any], func: Callable[..., Any], *args: Any) -> None:
-        self._handle = spawn(func, *args)
-
-    def result(self) -> Any:
-        handle = self._handle
-        return handle.get() if hasattr(handle, "get") else handle.result()
-
-    def cancel(self) -> None:
-        handle = self._handle
-        if hasattr(handle, "kill"):
-            handle.kill(block=True)
-        else:
-            handle.cancel()
-            try:
-                handle.result()
-            except BaseException:  # noqa: BLE001 - cancelled: its outcome is moot
-                pass
-
-
 class S3Storage:
     """``base.Storage`` on one bucket and key prefix."""
 
@@ -101,7 +81,8 @@ class S3Storage:
 
     def __init__(self, client: Any, bucket: str, prefix: str = "", *,
                  part_size: int = 8 * 1024 * 1024, parts_in_flight: int = 2,
-                 stat_ttl: float = 5.0, presign_seconds: int = 300) -> None:
+                 stat_ttl: float = 5.0, presign_seconds: int = 300,
+                 buffer_budget: int = 48 * 1024 * 1024) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"STORAGE_PART_SIZE must be at least {MIN_PART_SIZE} (S3's minimum)")
         self.client = client
@@ -109,6 +90,7 @@ class S3Storage:
         self.prefix = prefix.strip("/")
         self.part_size = int(part_size)
         self.parts_in_flight = max(1, int(parts_in_flight))
+        self.budget = PartBudget(int(buffer_budget) // self.part_size, self.part_size)
         self.stat_ttl = float(stat_ttl)
         self.presign_seconds = int(presign_seconds)
         self._stats: dict[str, tuple[float, ObjectInfo]] = {}
@@ -132,21 +114,24 @@ class S3Storage:
         return cls(client, parts.netloc, parts.path, part_size=config["STORAGE_PART_SIZE"],
                    parts_in_flight=config["STORAGE_PARTS_IN_FLIGHT"],
                    stat_ttl=config["STORAGE_STAT_CACHE_SECONDS"],
-                   presign_seconds=config["STORAGE_PRESIGN_SECONDS"])
+                   presign_seconds=config["STORAGE_PRESIGN_SECONDS"],
+                   buffer_budget=config["STORAGE_BUFFER_BUDGET"])
 
     def object_key(self, key: str) -> str:
         if not is_upload_id(key):
             raise ValueError(f"not an upload id: {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def spawn(self, func: Callable[..., Any], *args: Any) -> _Job:
+    def spawn(self, buffer: bytearray, func: Callable[..., Any], *args: Any) -> PartJob:
+        """Run ``func`` as a part upload that owns ``buffer`` (a ``budget`` buffer)."""
+        release = functools.partial(self.budget.release, buffer)
         if gevent_threadpool() is not None:
             import gevent
 
-            return _Job(gevent.spawn, func, *args)
+            return PartJob(gevent.spawn, release, func, *args)
         if self._threads is None:
             self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-part")
-        return _Job(self._threads.submit, func, *args)
+        return PartJob(self._threads.submit, release, func, *args)
 
     def call(self, method: str, **kwargs: Any) -> Any:
         """One S3 call; a failure of the service or the network becomes ``StorageUnavailable``."""
@@ -243,7 +228,7 @@ class S3Upload:
         self._filled = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs: collections.deque[PartJob] = collections.deque()
         self._state = "open"  # → "done" (finalized) or "gone" (discarded)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -255,7 +240,7 @@ class S3Upload:
         view = memoryview(data).cast("B")
         while view:
             if self._part is None:
-                self._part, self._filled = bytearray(part_size), 0
+                self._part, self._filled = self.storage.budget.acquire(), 0  # back: by its part
             n = min(len(view), part_size - self._filled)
             self._part[self._filled:self._filled + n] = view[:n]
             self._filled += n
@@ -275,15 +260,21 @@ class S3Upload:
         return self._hasher.hexdigest()
 
     def _send(self, part: bytearray) -> None:
-        """Start one part; first wait for the oldest if as many as allowed are out."""
-        if self._upload_id is None:
-            created = self.storage.call("create_multipart_upload", ChecksumAlgorithm="SHA256",
-                                        Key=self.storage.object_key(self.key))
-            self._upload_id = str(created["UploadId"])
-        while len(self._jobs) >= self.storage.parts_in_flight:
-            self._parts.append(self._jobs.popleft().result())
+        """Start one part (it takes over the buffer's budget slot); first wait for the
+        oldest if as many as allowed are out."""
+        try:
+            if self._upload_id is None:
+                created = self.storage.call("create_multipart_upload",
+                                            ChecksumAlgorithm="SHA256",
+                                            Key=self.storage.object_key(self.key))
+                self._upload_id = str(created["UploadId"])
+            while len(self._jobs) >= self.storage.parts_in_flight:
+                self._parts.append(self._jobs.popleft().result())
+        except BaseException:
+            self.storage.budget.release(part)  # the part never went out
+            raise
         number = len(self._parts) + len(self._jobs) + 1
-        self._jobs.append(self.storage.spawn(self._upload_part, number, part))
+        self._jobs.append(self.storage.spawn(part, self._upload_part, number, part))
 
     def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
         checksum = run_blocking(_b64_sha256, part)  # hashlib frees the GIL: a pool thread
@@ -304,8 +295,14 @@ class S3Upload:
         object_key = self.storage.object_key(self.key)
         try:
             if self._upload_id is None:  # smaller than one part: one PutObject
-                self.storage.call("put_object", Key=object_key, Body=self._rest(),
-                                  ChecksumSHA256=base64.b64encode(self._hasher.digest()).decode())
+                held, body = self._part is not None, self._rest()
+                try:
+                    self.storage.call("put_object", Key=object_key, Body=body,
+                                      ChecksumSHA256=base64.b64encode(
+                                          self._hasher.digest()).decode())
+                finally:
+                    if held:
+                        self.storage.budget.release(body)
             else:
                 if self._filled and self._part is not None:
                     self._send(self._rest())
@@ -328,7 +325,9 @@ class S3Upload:
         if self._state == "gone":
             return
         finished, self._state = self._state == "done", "gone"
-        self._part = None
+        if self._part is not None:
+            part, self._part = self._part, None
+            self.storage.budget.release(part)
         while self._jobs:
             self._jobs.popleft().cancel()
         object_key = self.storage.object_key(self.key)

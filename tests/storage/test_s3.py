@@ -244,3 +244,34 @@ def test_part_size_below_the_s3_minimum_is_refused(app_config: dict[str, Any],
                                                    s3_bucket: S3Bucket) -> None:
     with pytest.raises(ValueError, match="STORAGE_PART_SIZE"):
         create_app({**app_config, "STORAGE_URL": s3_bucket.url(), "STORAGE_PART_SIZE": MiB})
+
+
+def test_part_buffers_of_all_uploads_share_one_budget(s3_bucket: S3Bucket) -> None:
+    """Four uploads at once, two parts in flight allowed each, but buffers for two parts in
+    the worker: never more than two parts on the wire, every object still whole."""
+    counting = CountingClient(s3_bucket.client)
+    backend = S3Storage(counting, "flaskstream-test", "budget", part_size=PART,
+                        parts_in_flight=2, buffer_budget=2 * PART)
+    data = [os.urandom(3 * PART + i) for i in range(4)]
+    keys: list[str] = []
+    errors: list[BaseException] = []
+
+    def upload(body: bytes) -> None:
+        try:
+            staged = backend.stage()
+            for i in range(0, len(body), MiB):
+                staged.write(body[i:i + MiB])
+            staged.finalize()
+            keys.append(staged.key)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(body,)) for body in data]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and len(keys) == 4
+    assert counting.peak <= 2
+    assert sorted(s3_bucket.body("budget", key) for key in keys) == sorted(data)
+    assert s3_bucket.open_uploads("budget") == []

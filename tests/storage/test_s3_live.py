@@ -119,3 +119,24 @@ def test_curl_1gib_into_s3_right_sha256_and_flat_memory(
         print(f"RSS growth {(peak - baseline) / MiB:.1f} MiB")
     finally:
         big.unlink()
+
+
+@pytest.mark.slow
+def test_eight_uploads_at_once_share_the_buffer_budget(start_live_server: Any,
+                                                       s3_bucket: S3Bucket) -> None:
+    """8 concurrent 128 MiB uploads into S3: the worker grows < 64 MiB (STORAGE_BUFFER_BUDGET)."""
+    live = start_live_server(env={"FLASKSTREAM_STORAGE_URL": s3_bucket.url()})
+    requests.put(live.url + "/uploads/warm.bin", data=os.urandom(9 * MiB), timeout=60)
+    body = os.urandom(128 * MiB)
+
+    def run() -> list[int]:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda i: requests.put(
+                f"{live.url}/uploads/c{i}.bin", data=body, timeout=600).status_code, range(8)))
+
+    baseline, peak, codes = peak_rss_during(live, run)
+    assert codes == [201] * 8
+    assert peak - baseline < 64 * MiB, (baseline, peak)
+    print(f"RSS growth {(peak - baseline) / MiB:.1f} MiB")
