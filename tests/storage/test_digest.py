@@ -92,3 +92,31 @@ def test_put_with_a_wrong_content_digest_stores_nothing(app: Flask, header: str,
     assert stored_leftovers(app) == []
     with app.app_context(), db.connection() as con:
         assert con.run("SELECT count(*) FROM uploads")[0][0] == 0
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def test_tus_patch_content_digest_is_verified(app: Flask) -> None:
+    """A PATCH body with a wrong Content-Digest is discarded (the offset stays); a right
+    one is kept; the finished upload answers with its Repr-Digest."""
+    client = app.test_client()
+    data = os.urandom(300_000)
+    created = client.post("/uploads/tus/", headers={**TUS, "Upload-Length": str(len(data))})
+    location = created.headers["Location"]
+    first = client.patch(location, data=data[:100_000], headers={
+        **OCTETS, "Upload-Offset": "0", "Content-Digest": f"sha-256=:{b64(b'not it')}:"})
+    assert (first.status_code, first.json["error"]["code"]) == (400, "DIGEST_MISMATCH")
+    assert client.head(location, headers=TUS).headers["Upload-Offset"] == "0"
+    bad = client.patch(location, data=data[:10], headers={
+        **OCTETS, "Upload-Offset": "0", "Content-Digest": "sha-256=:x:"})
+    assert (bad.status_code, bad.json["error"]["code"]) == (400, "BAD_DIGEST")
+    for start, stop in ((0, 100_000), (100_000, len(data))):
+        ok = client.patch(location, data=data[start:stop], headers={
+            **OCTETS, "Upload-Offset": str(start),
+            "Content-Digest": f"sha-256=:{b64(data[start:stop])}:"})
+        assert ok.status_code == 204, ok.json
+    upload_id = location.rstrip("/").rsplit("/", 1)[1]
+    got = client.get(f"/uploads/{upload_id}/content")
+    assert got.data == data and got.headers["Repr-Digest"] == f"sha-256=:{b64(data)}:"
