@@ -65,7 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from flaskstream import janitors, ops
     from flaskstream.media import fastpath
 
-    fastpath.install(app)  # in front of Flask, behind ProxyFix (it reads no forwarded header)
+    if not app.config.get("MEDIA_URL"):  # media from a bucket: Flask's route only
+        fastpath.install(app)  # in front of Flask, behind ProxyFix (it reads no forwarded header)
     janitors.init_app(app)  # in a gunicorn worker: leases and staging of dead workers
     ops.init_app(app)  # its WSGI layer (request ids, durations) wraps the app and the fast path
     _trust_proxies(app)  # outermost: everything behind it sees the client-facing request

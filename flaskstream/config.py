@@ -204,6 +204,9 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_REDIRECT": None,
     # Lifetime of those presigned URLs, in seconds.
     "STORAGE_PRESIGN_SECONDS": 300,
+    # s3://bucket/prefix?endpoint_url=... → /media/ serves that bucket's objects instead of
+    # MEDIA_DIR (same Range/conditional answers; the WSGI fast path is then off).
+    "MEDIA_URL": None,
     # --- end storage -----------------------------------------------------------
 }
 

@@ -18,6 +18,7 @@ werkzeug never re-wraps or re-evaluates it.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -32,8 +33,10 @@ from flaskstream.media.files import (
     plan_response,
     real_root,
     resolve_media_path,
+    safe_subpath,
 )
 from flaskstream.media.stream import FileShrunk, PreadStream
+from flaskstream.storage import StorageUnavailable, get_media_storage, serve
 
 __all__ = ["FileShrunk", "PreadStream", "bp", "content_type_for", "open_media_file",
            "resolve_media_path", "serve_descriptor", "serve_file"]
@@ -93,7 +96,7 @@ def serve_descriptor(
         content_type, download_name, as_attachment, cache_control))
 
 
-def _response(plan: files.Plan) -> Response:
+def _response(plan: files.Plan | serve.Plan) -> Response:
     status, headers, body = plan
     metrics.MEDIA_RESPONSES.labels(str(status)).inc()
     if status == 416:
@@ -107,6 +110,9 @@ def _response(plan: files.Plan) -> Response:
 @bp.route("/media/<path:subpath>", methods=["GET", "HEAD"])
 def media_file(subpath: str) -> Response:
     config = current_app.config
+    bucket = get_media_storage()
+    if bucket is not None:
+        return _bucket_file(bucket, subpath)
     if config.get("MEDIA_ACCEL"):
         plan = files.accel_media(config["MEDIA_DIR"], subpath, config)
         if plan is None:
@@ -118,9 +124,44 @@ def media_file(subpath: str) -> Response:
     return serve_descriptor(fd, content_type_for(subpath))
 
 
+def _bucket_file(bucket: Any, subpath: str) -> Response:
+    """``MEDIA_URL``: the same decisions on the object's cached HEAD, bytes from ranged GETs."""
+    if not safe_subpath(subpath):
+        raise ApiError(404, "NOT_FOUND", "no such media file")
+    try:
+        stored = bucket.open(subpath)
+    except StorageUnavailable as exc:
+        raise ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer") from exc
+    if stored is None:
+        raise ApiError(404, "NOT_FOUND", "no such media file")
+    config = current_app.config
+    return _response(serve.plan_stored(stored, request.method,
+                                       conditional_headers(request.environ), config,
+                                       content_type_for(subpath),
+                                       config["MEDIA_CACHE_CONTROL"]))
+
+
+def _bucket_listing(bucket: Any) -> list[dict[str, object]]:
+    listed: list[dict[str, object]] = []
+    try:
+        for name, size in bucket.listing():
+            listed.append({"name": name, "size": size, "content_type": content_type_for(name),
+                           "url": url_for("media.media_file", subpath=name)})
+            if len(listed) >= LISTING_LIMIT:
+                break
+    except StorageUnavailable as exc:
+        raise ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer") from exc
+    return listed
+
+
 @bp.get("/media/")
 def media_listing() -> Response:
     """Regular files under MEDIA_DIR (hidden ones skipped), for the dashboard."""
+    bucket = get_media_storage()
+    if bucket is not None:
+        response = jsonify({"files": sorted(_bucket_listing(bucket), key=lambda f: str(f["name"]))})
+        response.headers["Cache-Control"] = "no-cache"
+        return response
     root = real_root(current_app.config["MEDIA_DIR"])
     files: list[dict[str, object]] = []
     stack = [""]

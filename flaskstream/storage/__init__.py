@@ -8,6 +8,8 @@ nothing is hard-wired to one host's disk.
 - unset (or ``file:``): ``local.LocalStorage`` on ``UPLOAD_DIR`` (today's behaviour);
 - ``s3://bucket/prefix?endpoint_url=...&region=...``: ``s3.S3Storage`` (boto3 is
   imported only then; credentials come from boto3's standard chain).
+
+``MEDIA_URL=s3://...`` likewise puts ``/media/`` on a bucket (``get_media_storage``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from flaskstream.storage.base import (
 )
 
 __all__ = ["InsufficientStorage", "ObjectInfo", "StagedObject", "Storage", "StorageUnavailable",
-           "StoredObject", "from_config", "get_storage", "init_app"]
+           "StoredObject", "from_config", "get_media_storage", "get_storage", "init_app",
+           "media_from_config"]
 
 EXTENSION = "flaskstream"
 
@@ -49,11 +52,35 @@ def from_config(config: Mapping[str, Any]) -> Storage:
     raise ValueError(f"STORAGE_URL: unsupported scheme {scheme!r} (use s3:// or leave it unset)")
 
 
+def media_from_config(config: Mapping[str, Any]) -> Storage | None:
+    """The bucket ``MEDIA_URL`` names for ``/media/`` (None: ``MEDIA_DIR`` on this host).
+
+    Its keys are relative paths, served only when visible (no hidden or dotted
+    segment: the rule ``MEDIA_DIR`` files follow).
+    """
+    url = config.get("MEDIA_URL")
+    if not url:
+        return None
+    if urlsplit(str(url)).scheme != "s3":
+        raise ValueError("MEDIA_URL: only s3:// is supported (leave it unset for MEDIA_DIR)")
+    from flaskstream.media.files import safe_subpath
+    from flaskstream.storage.s3 import S3Storage
+
+    return S3Storage.from_url(str(url), config, key_check=safe_subpath)
+
+
 def init_app(app: Flask) -> None:
-    """Build the backend once, run its start-up step, keep it in ``app.extensions``."""
+    """Build the backends once, run their start-up step, keep them in ``app.extensions``."""
     backend = from_config(app.config)
     backend.setup()
-    app.extensions.setdefault(EXTENSION, {})["storage"] = backend
+    state = app.extensions.setdefault(EXTENSION, {})
+    state["storage"] = backend
+    state["media"] = media_from_config(app.config)
+
+
+def get_media_storage(app: Flask | None = None) -> Storage | None:
+    """The bucket ``/media/`` serves from, or None for ``MEDIA_DIR``."""
+    return (app or current_app).extensions[EXTENSION].get("media")  # type: ignore[no-any-return]
 
 
 def get_storage(app: Flask | None = None) -> Storage:

@@ -82,7 +82,8 @@ class S3Storage:
     def __init__(self, client: Any, bucket: str, prefix: str = "", *,
                  part_size: int = 8 * 1024 * 1024, parts_in_flight: int = 2,
                  stat_ttl: float = 5.0, presign_seconds: int = 300,
-                 buffer_budget: int = 48 * 1024 * 1024) -> None:
+                 buffer_budget: int = 48 * 1024 * 1024,
+                 key_check: Callable[[str], bool] = is_upload_id) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"STORAGE_PART_SIZE must be at least {MIN_PART_SIZE} (S3's minimum)")
         self.client = client
@@ -90,6 +91,8 @@ class S3Storage:
         self.prefix = prefix.strip("/")
         self.part_size = int(part_size)
         self.parts_in_flight = max(1, int(parts_in_flight))
+        # Which keys this store holds: upload ids, or (MEDIA_URL) visible relative paths.
+        self.key_check = key_check
         self.budget = PartBudget(int(buffer_budget) // self.part_size, self.part_size)
         self.stat_ttl = float(stat_ttl)
         self.presign_seconds = int(presign_seconds)
@@ -97,7 +100,8 @@ class S3Storage:
         self._threads: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_url(cls, url: str, config: Any) -> S3Storage:
+    def from_url(cls, url: str, config: Any,
+                 key_check: Callable[[str], bool] = is_upload_id) -> S3Storage:
         """``s3://bucket/prefix?endpoint_url=...&region=...`` plus the ``STORAGE_*`` settings."""
         import boto3
         from botocore.config import Config
@@ -115,11 +119,11 @@ class S3Storage:
                    parts_in_flight=config["STORAGE_PARTS_IN_FLIGHT"],
                    stat_ttl=config["STORAGE_STAT_CACHE_SECONDS"],
                    presign_seconds=config["STORAGE_PRESIGN_SECONDS"],
-                   buffer_budget=config["STORAGE_BUFFER_BUDGET"])
+                   buffer_budget=config["STORAGE_BUFFER_BUDGET"], key_check=key_check)
 
     def object_key(self, key: str) -> str:
-        if not is_upload_id(key):
-            raise ValueError(f"not an upload id: {key!r}")
+        if not self.key_check(key):
+            raise ValueError(f"not a key of this store: {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def spawn(self, buffer: bytearray, func: Callable[..., Any], *args: Any) -> PartJob:
@@ -200,14 +204,22 @@ class S3Storage:
         return existed
 
     def keys(self) -> Iterator[str]:
+        for key, _ in self.listing():
+            yield key
+
+    def listing(self) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every object under the prefix this store would serve."""
         lead = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=lead)
-        for page in pages:
-            for item in page.get("Contents", []):
-                name = item["Key"][len(lead):]
-                if is_upload_id(name):
-                    yield name
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(lead):]
+                    if self.key_check(name):
+                        yield name, int(item["Size"])
+        except remote_errors() as exc:
+            raise StorageUnavailable("object storage: list_objects_v2 failed") from exc
 
     def setup(self) -> None:
         """Nothing to prepare: no network call at start-up (the bucket may come later)."""
