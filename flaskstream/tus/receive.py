@@ -25,16 +25,18 @@ from typing import Any
 
 from flaskstream import metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
+from flaskstream.errorbase import FixedError
 from flaskstream.tus import store
 from flaskstream.uploads import storage
 
 log = logging.getLogger(__name__)
 
+BODY_UNREADABLE = "the request body could not be read (the client went away or sent a broken body)"
 # Stop writing this long before the lease could have run out in the database.
 LEASE_MARGIN = 1.0
 
 
-class Interrupted(Exception):
+class Interrupted(FixedError):
     """The body stopped before its end; the bytes so far may be kept."""
 
     status = 400
@@ -57,8 +59,10 @@ class LeaseExpired(Interrupted):
     status, code = 423, "UPLOAD_LEASE_LOST"
 
 
-class LengthExceeded(Exception):
+class LengthExceeded(FixedError):
     """More bytes than the upload's length (or the maximum size) allows."""
+
+    status, code = 413, "TUS_LENGTH_EXCEEDED"
 
 
 def gevent_active() -> bool:
@@ -288,7 +292,7 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
                     written += len(extra)
                 raise
             except Exception as exc:  # werkzeug ClientDisconnected, gunicorn NoMoreData, OSError
-                raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+                raise ClientGone(BODY_UNREADABLE) from exc  # the server's reason stays in __cause__
             if not chunk:
                 if declared is not None and written < declared:
                     # gunicorn's wsgi.input (werkzeug uses it as-is, wsgi.input_terminated)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from flaskstream import metrics
 from flaskstream.adapters.gunicorn import DirectBody
+from flaskstream.errorbase import FixedError
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,28 @@ DRAIN_MAX_BYTES = 1 << 20   # after a rejection, read at most this much more of 
 DRAIN_SECONDS = 2.0
 
 
-class IdleTimeout(Exception):
+BODY_UNREADABLE = "the request body ended early or could not be read"
+
+
+class IdleTimeout(FixedError):
     """No byte of the body arrived within ``UPLOAD_IDLE_TIMEOUT`` seconds."""
 
+    code, status = "UPLOAD_IDLE_TIMEOUT", 408
 
-class ClientGone(Exception):
+    def __init__(self, seconds: float | None = None) -> None:
+        super().__init__(f"no data for {seconds:g} s" if seconds else "no data in time")
+
+
+class ClientGone(FixedError):
     """Reading the body failed: the client disconnected or sent a broken chunked body."""
 
+    code, status = "CLIENT_DISCONNECTED", 400
 
-class TypeNotAllowed(Exception):
+
+class TypeNotAllowed(FixedError):
     """A file's extension/content type is not in ``UPLOAD_ALLOWED_TYPES``."""
+
+    code, status = "UPLOAD_TYPE_NOT_ALLOWED", 415
 
 
 def _gevent_active() -> bool:
@@ -99,18 +112,18 @@ def read_chunks(stream: IO[bytes] | DirectBody, raw_input: Any, chunk_size: int 
             if use_gevent:
                 import gevent
 
-                with gevent.Timeout(idle_timeout, IdleTimeout):
+                with gevent.Timeout(idle_timeout, IdleTimeout(idle_timeout)):
                     chunk = stream.read(size)
             else:
                 if fd is not None:
                     ready, _, _ = select.select([fd], [], [], idle_timeout)
                     if not ready:
-                        raise IdleTimeout()
+                        raise IdleTimeout(idle_timeout)
                 chunk = stream.read(size)
         except IdleTimeout:
             raise
         except Exception as exc:  # werkzeug ClientDisconnected, gunicorn chunk errors, OSError
-            raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+            raise ClientGone(BODY_UNREADABLE) from exc  # the server's reason stays in __cause__
         if not chunk:
             if expected is not None and received < expected:
                 raise ClientGone(f"body ended after {received} of {expected} bytes")
