@@ -81,17 +81,15 @@ class Connection(pg8000.native.Connection):
 
 class UnencodableText(FixedError, ValueError):
     """A query's text or parameter holds a code point UTF-8 cannot encode (a lone
-    surrogate): refused before anything is sent. A ``ValueError``, so callers that
-    validate input (``publish``) answer it as bad input; a 400 wherever it reaches HTTP."""
+    surrogate): refused before anything is sent. Bad input: a ``ValueError`` and a 400."""
 
     code, status = "UNENCODABLE_TEXT", 400
 
 
 class DatabaseUnavailable(FlaskstreamError, InterfaceError):
-    """No connection to be had: the server refused or dropped it while connecting, or
-    the pool had none free in time. 503 + ``Retry-After`` (the client may retry; a
-    500 would say the request was wrong). Still an ``InterfaceError``, so code that
-    handles a lost connection (listeners, janitors, ``is_connection_lost``) is unchanged."""
+    """No connection to be had (refused, dropped while connecting, none free in time):
+    503 + ``Retry-After``, the client may retry. An ``InterfaceError`` still, so code
+    that handles a lost connection (listeners, ``is_connection_lost``) is unchanged."""
 
     def __init__(self, message: str) -> None:
         super().__init__("DATABASE_UNAVAILABLE", 503, message, {"Retry-After": "2"})
@@ -328,16 +326,12 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def refused_connection(exc: BaseException) -> bool:
-    """Does ``exc``, raised while opening a connection, say the server cannot give one now?
-
-    Refused, reset or timed out sockets (``OSError``, pg8000's ``InterfaceError``), and
-    the server's own refusals by SQLSTATE class: 08 connection exception, 53
-    insufficient resources (``too_many_connections``), 57P operator intervention
-    (shutting down, starting up). Anything else (a migration's SQL error) is a bug: 500.
-    """
-    if isinstance(exc, (InterfaceError, OSError)):
-        return True
-    return (sqlstate(exc) or "").startswith(("08", "53", "57P"))
+    """Does ``exc``, raised while connecting, say the server cannot give a connection now?
+    Sockets refused/reset/timed out, or the server's refusal by SQLSTATE class: 08
+    connection, 53 resources (too many connections), 57P shutting down or starting up.
+    Anything else (a migration's SQL error) is a bug: 500."""
+    return isinstance(exc, (InterfaceError, OSError)) \
+        or (sqlstate(exc) or "").startswith(("08", "53", "57P"))
 
 
 def is_connection_lost(exc: BaseException) -> bool:
