@@ -597,3 +597,22 @@ def test_the_long_function_exemption_is_still_needed() -> None:
     """Fails once etl/jobs.py has no function over the limit: then empty the set."""
     assert all(any(where.startswith(path + ":") for where in long_functions())
                for path in PENDING_LONG_FUNCTIONS)
+
+
+# --- (g) per-process state in app.extensions["flaskstream"] -------------------------
+
+# Process-wide by nature, so module globals on purpose (see flaskstream/state.py).
+PROCESS_GLOBALS = {
+    "flaskstream/etl/pacing.py": "the garbage collector's thresholds are the process's",
+    "flaskstream/embedded.py": "who owns the embedded server is decided once per process",
+    "flaskstream/adapters/registry.py": "capability checks are of the installed libraries, and "
+                                        "run in the gunicorn master too, where there is no app",
+}
+
+
+def test_no_module_global_is_rebound_outside_the_process_wide_ones() -> None:
+    rebinding = {str(path.relative_to(ROOT)) for path in modules().values()
+                 if any(isinstance(node, ast.Global) for node in ast.walk(tree(path)))}
+    assert rebinding - set(PROCESS_GLOBALS) == set(), \
+        "keep per-app state in flaskstream.state.ProcessState (app.extensions['flaskstream'])"
+    assert set(PROCESS_GLOBALS) <= rebinding, "an exemption is no longer needed: remove it"

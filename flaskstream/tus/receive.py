@@ -77,7 +77,9 @@ class LeaseKeeper:
     """Renews a lease while a body streams, and decides when the stream must stop."""
 
     def __init__(self, connect: Callable[[], Any], upload_id: str, token: str, *,
-                 lease: float, interval: float, idle_timeout: float | None) -> None:
+                 lease: float, interval: float, idle_timeout: float | None,
+                 renewers: dict[tuple[int, float, float], LeaseRenewer] | None = None) -> None:
+        """``renewers`` is the app's registry (``state.lease_renewers``); None: one of its own."""
         self.connect = connect
         self.upload_id = upload_id
         self.token = token
@@ -91,6 +93,7 @@ class LeaseKeeper:
         self.reading = False
         self._next_tick = now + interval
         self._renewer: LeaseRenewer | None = None
+        self._renewers = {} if renewers is None else renewers
         self._owner: Any = None
 
     def tick(self) -> Interrupted | None:
@@ -125,7 +128,8 @@ class LeaseKeeper:
             import gevent
 
             self._owner = gevent.getcurrent()
-            self._renewer = LeaseRenewer.for_(self.connect, self.lease, self.interval)
+            self._renewer = LeaseRenewer.for_(self._renewers, self.connect, self.lease,
+                                              self.interval)
             self._renewer.add(self)
         return self
 
@@ -181,8 +185,6 @@ class LeaseRenewer:
     ``db.is_connection_lost``); it sleeps while no lease is held.
     """
 
-    _instances: dict[tuple[int, float, float], LeaseRenewer] = {}
-
     def __init__(self, connect: Callable[[], Any], lease: float, interval: float) -> None:
         from gevent.event import Event
 
@@ -194,11 +196,13 @@ class LeaseRenewer:
         self._greenlet: Any = None
 
     @classmethod
-    def for_(cls, connect: Callable[[], Any], lease: float, interval: float) -> LeaseRenewer:
+    def for_(cls, registry: dict[tuple[int, float, float], LeaseRenewer],
+             connect: Callable[[], Any], lease: float, interval: float) -> LeaseRenewer:
+        """The renewer of ``registry`` (the app's) for this pool, lease and interval."""
         key = (id(getattr(connect, "__self__", connect)), float(lease), float(interval))
-        renewer = cls._instances.get(key)
+        renewer = registry.get(key)
         if renewer is None:
-            renewer = cls._instances[key] = cls(connect, lease, interval)
+            renewer = registry[key] = cls(connect, lease, interval)
         return renewer
 
     def add(self, keeper: LeaseKeeper) -> None:

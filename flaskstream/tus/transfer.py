@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import current_app, request, url_for
 
-from flaskstream import db
+from flaskstream import db, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import receive as uploads_receive
@@ -114,7 +114,8 @@ class PatchTransfer:
     def __enter__(self) -> PatchTransfer:
         self.keeper = receive.LeaseKeeper(
             self.database.connection, self.row.id, self.token, lease=_cfg("TUS_LOCK_LEASE"),
-            interval=_cfg("TUS_LOCK_POLL"), idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None).start()
+            interval=_cfg("TUS_LOCK_POLL"), idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None,
+            renewers=state.get().lease_renewers).start()
         # With a checksum nothing may be recorded before the whole body is verified.
         self.checkpoints = checkpoint.Checkpointer(
             self._durable, 0 if self.checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
@@ -138,7 +139,7 @@ class PatchTransfer:
         # between reads, and a recv() interrupted by a takeover loses no byte), with the
         # worker's shared read-buffer budget; request.stream where it does not apply.
         direct = gunicorn_adapter.direct_body_reader(request.environ)
-        chunks = uploads_receive.ChunkBudget(int(_cfg("UPLOAD_BUFFER_BUDGET")),
+        chunks = uploads_receive.ChunkBudget(state.get(), int(_cfg("UPLOAD_BUFFER_BUDGET")),
                                              int(_cfg("UPLOAD_CHUNK_SIZE")))
         with chunks:
             self.written = receive.append_body(

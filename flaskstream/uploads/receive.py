@@ -21,6 +21,7 @@ from typing import IO, Any
 from flaskstream import metrics
 from flaskstream.adapters.gunicorn import DirectBody
 from flaskstream.errorbase import FixedError
+from flaskstream.state import ProcessState
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -61,28 +62,29 @@ def _gevent_active() -> bool:
     return bool(monkey.is_module_patched("socket"))
 
 
-# Uploads in flight in this process: the chunk size shrinks as they grow, so
-# the worker's read buffers stay near UPLOAD_BUFFER_BUDGET however many there are.
-_active = 0
-
-
 class ChunkBudget:
-    """Context manager counting an upload in flight; ``size()`` is its current chunk size."""
+    """Context manager counting an upload in flight; ``size()`` is its current chunk size.
 
-    def __init__(self, budget: int, maximum: int, minimum: int = 64 * 1024) -> None:
+    The count is the app's (``state.uploads_in_flight``): the chunk size shrinks as
+    uploads grow in number, so the worker's read buffers stay near
+    UPLOAD_BUFFER_BUDGET however many there are.
+    """
+
+    def __init__(self, state: ProcessState, budget: int, maximum: int,
+                 minimum: int = 64 * 1024) -> None:
+        self.state = state
         self.budget, self.maximum, self.minimum = budget, maximum, min(minimum, maximum)
 
     def size(self) -> int:
-        return max(self.minimum, min(self.maximum, self.budget // max(_active, 1)))
+        return max(self.minimum,
+                   min(self.maximum, self.budget // max(self.state.uploads_in_flight, 1)))
 
     def __enter__(self) -> ChunkBudget:
-        global _active
-        _active += 1
+        self.state.uploads_in_flight += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _active
-        _active -= 1
+        self.state.uploads_in_flight -= 1
 
 
 def read_chunks(stream: IO[bytes] | DirectBody, raw_input: Any, chunk_size: int | Callable[[], int],

@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import db, metrics
+from flaskstream import db, metrics, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError, FlaskstreamError
 from flaskstream.uploads import multipart, receive, storage
@@ -88,7 +88,8 @@ def _chunks() -> Iterator[bytes]:
     """The body in chunks sized by the worker's buffer budget (see ``receive.ChunkBudget``)."""
     c = current_app.config
     timeout = c["UPLOAD_IDLE_TIMEOUT"]
-    budget = receive.ChunkBudget(int(c["UPLOAD_BUFFER_BUDGET"]), int(c["UPLOAD_CHUNK_SIZE"]))
+    budget = receive.ChunkBudget(state.get(), int(c["UPLOAD_BUFFER_BUDGET"]),
+                                 int(c["UPLOAD_CHUNK_SIZE"]))
     stream = gunicorn_adapter.direct_body_reader(request.environ) or _body_stream()
     with budget:
         yield from receive.read_chunks(stream, request.environ.get("wsgi.input"), budget.size,
