@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from flaskstream import metrics
 from flaskstream.errors import ApiError
 from flaskstream.media import ranges
 from flaskstream.media.stream import FileShrunk, PreadStream, gevent_offload, read_chunk
@@ -254,6 +255,7 @@ def _read_whole(fd: int, piece: bytes | ranges.ByteRange, length: int, offload: 
     data = read_chunk(fd, start, length, offload)
     if len(data) != length:
         raise FileShrunk(f"file ended before {start + length}")
+    metrics.MEDIA_BYTES.inc(length)
     return data
 
 
