@@ -36,7 +36,7 @@ from flaskstream.media.files import (
     safe_subpath,
 )
 from flaskstream.media.stream import FileShrunk, PreadStream
-from flaskstream.storage import StorageUnavailable, get_media_storage, serve
+from flaskstream.storage import get_media_storage, serve
 
 __all__ = ["FileShrunk", "PreadStream", "bp", "content_type_for", "open_media_file",
            "resolve_media_path", "serve_descriptor", "serve_file"]
@@ -128,10 +128,7 @@ def _bucket_file(bucket: Any, subpath: str) -> Response:
     """``MEDIA_URL``: the same decisions on the object's cached HEAD, bytes from ranged GETs."""
     if not safe_subpath(subpath):
         raise ApiError(404, "NOT_FOUND", "no such media file")
-    try:
-        stored = bucket.open(subpath)
-    except StorageUnavailable as exc:
-        raise ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer") from exc
+    stored = bucket.open(subpath)  # StorageUnavailable: 503 from the error base
     if stored is None:
         raise ApiError(404, "NOT_FOUND", "no such media file")
     config = current_app.config
@@ -143,14 +140,11 @@ def _bucket_file(bucket: Any, subpath: str) -> Response:
 
 def _bucket_listing(bucket: Any) -> list[dict[str, object]]:
     listed: list[dict[str, object]] = []
-    try:
-        for name, size in bucket.listing():
-            listed.append({"name": name, "size": size, "content_type": content_type_for(name),
-                           "url": url_for("media.media_file", subpath=name)})
-            if len(listed) >= LISTING_LIMIT:
-                break
-    except StorageUnavailable as exc:
-        raise ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer") from exc
+    for name, size in bucket.listing():  # StorageUnavailable: 503 from the error base
+        listed.append({"name": name, "size": size, "content_type": content_type_for(name),
+                       "url": url_for("media.media_file", subpath=name)})
+        if len(listed) >= LISTING_LIMIT:
+            break
     return listed
 
 

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import Flask
 
+from flaskstream import state
 from flaskstream.storage.base import (
     InsufficientStorage,
     ObjectInfo,
@@ -32,9 +33,6 @@ from flaskstream.storage.base import (
 __all__ = ["InsufficientStorage", "ObjectInfo", "StagedObject", "Storage", "StorageUnavailable",
            "StoredObject", "from_config", "get_media_storage", "get_storage", "init_app",
            "media_from_config"]
-
-EXTENSION = "flaskstream"
-
 
 def from_config(config: Mapping[str, Any]) -> Storage:
     """The backend ``STORAGE_URL`` names (``UPLOAD_DIR`` when it is unset)."""
@@ -73,16 +71,16 @@ def init_app(app: Flask) -> None:
     """Build the backends once, run their start-up step, keep them in ``app.extensions``."""
     backend = from_config(app.config)
     backend.setup()
-    state = app.extensions.setdefault(EXTENSION, {})
-    state["storage"] = backend
-    state["media"] = media_from_config(app.config)
+    process = state.init_app(app)  # app.extensions["flaskstream"]
+    process.storage = backend
+    process.media = media_from_config(app.config)
 
 
 def get_media_storage(app: Flask | None = None) -> Storage | None:
     """The bucket ``/media/`` serves from, or None for ``MEDIA_DIR``."""
-    return (app or current_app).extensions[EXTENSION].get("media")  # type: ignore[no-any-return]
+    return state.get(app).media  # type: ignore[no-any-return]
 
 
 def get_storage(app: Flask | None = None) -> Storage:
     """The app's backend (``current_app`` unless given)."""
-    return (app or current_app).extensions[EXTENSION]["storage"]  # type: ignore[no-any-return]
+    return state.get(app).storage  # type: ignore[no-any-return]

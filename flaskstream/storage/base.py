@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from flaskstream.errorbase import FixedError, FlaskstreamError
+
 T = TypeVar("T")
 ByteRange = tuple[int, int]
 
@@ -39,16 +41,24 @@ ByteRange = tuple[int, int]
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class InsufficientStorage(OSError):
-    """The storage is full (ENOSPC/EDQUOT) while staging or finalizing."""
+class InsufficientStorage(FlaskstreamError, OSError):
+    """The filesystem is full (ENOSPC/EDQUOT) while staging or finalizing: 507.
+
+    Still an ``OSError`` with the ``errno`` for code that handles disk errors."""
+
+    def __init__(self, number: int | None, strerror: str) -> None:
+        super().__init__("INSUFFICIENT_STORAGE", 507, "the upload folder is full")
+        self.errno, self.strerror = number, strerror
 
 
-class StorageUnavailable(Exception):
-    """The storage backend could not be reached or refused a request (HTTP 503).
+class StorageUnavailable(FixedError):
+    """The storage backend could not be reached or refused a request: 503.
 
     Raised by remote backends where the fact is known (a failed S3 call); the
-    uploads code maps it to one error code, never by reading its message.
+    error base renders it (the message names the S3 call, never Python internals).
     """
+
+    code, status = "STORAGE_UNAVAILABLE", 503
 
 
 @dataclass(frozen=True)

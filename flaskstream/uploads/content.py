@@ -16,14 +16,8 @@ from flask import Response, current_app, request
 from flaskstream import metrics
 from flaskstream.errors import ApiError, error_response
 from flaskstream.media.files import conditional_headers, content_disposition
-from flaskstream.storage import StorageUnavailable, serve
+from flaskstream.storage import serve
 from flaskstream.uploads.records import Upload
-
-
-def storage_down() -> ApiError:
-    """The bucket did not answer or refused a call: 503, one code (a new instance each
-    time: a raised exception carries its traceback and cause)."""
-    return ApiError(503, "STORAGE_UNAVAILABLE", "the object storage did not answer")
 
 
 def serve_stored(files: Any, upload: Upload, *, as_attachment: bool) -> Response:
@@ -34,10 +28,7 @@ def serve_stored(files: Any, upload: Upload, *, as_attachment: bool) -> Response
             and hasattr(files, "presigned_url"):
         url = files.presigned_url(upload.id, upload.content_type, disposition)
         return Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
-    try:
-        stored = files.open(upload.id)
-    except StorageUnavailable as exc:
-        raise storage_down() from exc
+    stored = files.open(upload.id)  # StorageUnavailable (503) is the error base's to answer
     if stored is None:
         raise ApiError(404, "NOT_FOUND", "the upload's bytes are gone")
     status, headers, body = serve.plan_stored(

@@ -18,13 +18,17 @@ import base64
 import binascii
 import re
 
+from flaskstream.errorbase import FixedError
+
 #: Algorithms verified (RFC 9530 registry name → digest size): the one computed on the way.
 SUPPORTED = {"sha-256": 32}
 _MEMBER = re.compile(r"\s*([a-z*][a-z0-9_\-.*]*)\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?\s*")
 
 
-class DigestError(ValueError):
-    """A ``Content-Digest`` field that does not parse as RFC 9530 says."""
+class DigestError(FixedError, ValueError):
+    """A ``Content-Digest`` field that does not parse as RFC 9530 says: 400."""
+
+    code, status = "BAD_DIGEST", 400
 
 
 def repr_digest(sha256_hex: str) -> str:
