@@ -200,6 +200,9 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_BUFFER_BUDGET": 48 * MiB,
     # Seconds an S3 HEAD (size, ETag, Last-Modified) is reused for reads of the same object.
     "STORAGE_STAT_CACHE_SECONDS": 5,
+    # An S3 multipart upload that got no part for this many seconds is a killed worker's:
+    # the staging janitor aborts it (a live upload sends a part every STORAGE_PART_SIZE).
+    "STORAGE_ORPHAN_TTL": 3600,
     # "presigned": GET /uploads/<id>/content answers 302 to a presigned bucket URL (S3 only).
     "STORAGE_REDIRECT": None,
     # Lifetime of those presigned URLs, in seconds.

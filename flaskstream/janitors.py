@@ -21,7 +21,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from flaskstream import db, leases
+from flaskstream import db, leases, state
 from flaskstream.etl import joblease
 from flaskstream.uploads import janitor as staging_janitor
 
@@ -51,6 +51,8 @@ def staging_ttl(app: Flask) -> float:
 def sweep_staging(app: Flask) -> list[str]:
     """One pass: remove request staging files of dead writers; return their names."""
     removed = staging_janitor.sweep_dead(app.config["UPLOAD_DIR"], staging_ttl(app))
+    # The storage backend's own leftovers (S3: multipart uploads of killed workers).
+    removed += state.get(app).storage.sweep(float(app.config["STORAGE_ORPHAN_TTL"]))
     if removed:
         log.info("staging janitor: removed %d files of dead uploads", len(removed))
     return removed

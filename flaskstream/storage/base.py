@@ -128,6 +128,10 @@ class Storage(Protocol):
 
     def keys(self) -> Iterator[str]: ...
 
+    def sweep(self, older_than: float) -> list[str]:
+        """Remove what writers killed hard left behind (unfinished objects); their keys."""
+        ...
+
     def setup(self) -> None: ...
 
 

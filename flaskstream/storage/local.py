@@ -343,6 +343,11 @@ class LocalStorage:
             if entry.is_file() and is_upload_id(entry.name):
                 yield entry.name
 
+    def sweep(self, older_than: float) -> list[str]:
+        """Nothing here: dead writers' staging files are the staging janitor's
+        (``uploads/janitor.py``, which knows their owners)."""
+        return []
+
     def setup(self) -> None:
         """At start-up: create the staging folder and sweep day-old staging files."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,27 @@ def test_eight_uploads_at_once_share_the_buffer_budget(start_live_server: Any,
     assert codes == [201] * 8
     assert peak - baseline < 64 * MiB, (baseline, peak)
     print(f"RSS growth {(peak - baseline) / MiB:.1f} MiB")
+
+
+def test_a_killed_workers_multipart_upload_is_aborted_by_the_janitor(
+        start_live_server: Any, s3_bucket: S3Bucket) -> None:
+    """SIGKILL runs no cleanup: the staging janitor of the next worker aborts the orphan."""
+    import signal
+
+    url = s3_bucket.url()
+    prefix = S3Bucket.prefix_of(url)
+    live = start_live_server(env={**s3_env(s3_bucket, url),
+                                  "FLASKSTREAM_STORAGE_ORPHAN_TTL": "3",
+                                  "FLASKSTREAM_UPLOAD_STAGING_SWEEP_INTERVAL": "1"})
+    head = (f"PUT /uploads/killed.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {50 * MiB}\r\n"
+            "\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    try:
+        sock.sendall(head + os.urandom(2 * PART + MiB))
+        assert wait_for(lambda: s3_bucket.open_uploads(prefix) != [], 20)
+        for pid in live.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: s3_bucket.open_uploads(prefix) == [], 30)
+        assert s3_bucket.keys(prefix) == []
+    finally:
+        sock.close()
