@@ -45,6 +45,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
+    from flaskstream.access import views as access_views
+
+    access_views.init_app(app)  # issue 15: per-route read/write policy, /auth/session, flask auth
     cors.init_app(app)
 
     from flaskstream import core

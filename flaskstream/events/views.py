@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from flaskstream import db, jsonbody
+from flaskstream import auth, db, jsonbody
 from flaskstream.auth import bearer_token
 from flaskstream.errors import ApiError
 from flaskstream.events import cli, store
@@ -173,7 +173,8 @@ def _subscribe(channels: list[str]) -> Response:
     if not broker.open_stream(sub):
         return _come_back_later(app, "too many streams on this worker")
     watch = PeerWatch(request.environ, sub)
-    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id()),
+    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id(),
+                                          auth.stream_deadline()),
                             release=lambda: _release(broker, sub, watch))
 
 
@@ -198,7 +199,8 @@ def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
 
 
 def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
-                  raw_last: str | None) -> Iterator[bytes]:
+                  raw_last: str | None, deadline: float | None = None) -> Iterator[bytes]:
+    """``deadline``: the token's ``exp`` (epoch s); the stream ends there with ``auth-expired``."""
     heartbeat = float(app.config["SSE_HEARTBEAT"])
     with _lifetime(broker, sub, watch):
         current = broker.subscribe(sub)  # before any replay: nothing can fall between
@@ -244,8 +246,13 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
             elif now - last_write >= heartbeat:
                 yield encode_comment()
                 last_write = now
+            elif deadline is not None and time.time() >= deadline:
+                sub.end("auth-expired")
             else:
-                _wait(sub, watch, heartbeat - (now - last_write))
+                _wait(sub, watch, auth.until(deadline, heartbeat - (now - last_write)))
+        if sub.reason == "auth-expired":  # the page fetches a new token, then reconnects
+            yield encode_event(json_data({"reason": "token expired"}), event="auth-expired",
+                               retry=int(app.config["SSE_RETRY_MS"]))
         if sub.reason == "shutdown":
             broker.count("shutdown_ended")
             yield _jittered_retry(app)
