@@ -143,25 +143,35 @@ def after_create(response: Response) -> Response:
             upload_id = response.headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1]
             if owner and upload_id:
                 _record_owner("tus_uploads", [upload_id], owner)
-            url = auth.mint_signed_url(f"/uploads/{upload_id}/content")
+            url = auth.mint_signed_url(f"/uploads/{upload_id}/content") \
+                if auth.token_mode("READ") else None
             if url:
                 response.headers["Upload-Read-URL"] = url
             return response
         body = _json_body(response)
         if not isinstance(body, dict):
             return response
-        if endpoint == "etl.create_job" and isinstance(body.get("job"), str):
+        if endpoint == "etl.create_job":
+            job_id = body.get("job")
+            if not isinstance(job_id, str):
+                return response
             if owner:
-                _record_owner("etl_jobs", [body["job"]], owner)
-            body["signed_url"] = auth.mint_signed_url(f"/etl/jobs/{body['job']}")
+                _record_owner("etl_jobs", [job_id], owner)
+            entries = [(body, f"/etl/jobs/{job_id}")]
         else:
             files = body.get("files", [body])
             if owner:
                 _record_owner("uploads", [f["id"] for f in files], owner)
-            for entry in files:
-                entry["signed_url"] = auth.mint_signed_url(f"/uploads/{entry['id']}/content")
+            entries = [(f, f"/uploads/{f['id']}/content") for f in files]
     except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
         log.warning("could not record the owner of a new %s: %s", endpoint, exc)
         return response
-    response.set_data(json.dumps(body))
+    changed = False
+    for entry, path in entries if auth.token_mode("READ") else ():  # public: `url` reads it
+        url = auth.mint_signed_url(path)
+        if url is not None:
+            entry["signed_url"] = url
+            changed = True
+    if changed:
+        response.set_data(json.dumps(body))
     return response
