@@ -11,7 +11,7 @@ refused in token mode unless a claim covers its path (the generic rule fails clo
   caller's own objects unless ``read`` covers the whole listing (``auth.listing_owner``).
 - objects (``/uploads/<id>``, tus, ``/etl/jobs/<id>``): ``read``/``write`` covers the
   path, or the caller owns the object.
-- creations: ``write`` covers the collection (``/uploads``, ``/uploads/tus``, ``/etl/jobs``).
+- creations: ``write`` covers the collection (``/uploads``, tus included; ``/etl/jobs``).
 - everything else: ``read`` (GET/HEAD) or ``write`` covers ``request.path``.
 
 ``after_create`` records the owner of what a 201 created and adds a short-lived
@@ -54,7 +54,7 @@ PROGRESS_CHANNELS = {"uploads": "upload", "etl": "job"}
 # A creation is a write to its collection: `write: ["/uploads"]` may add uploads (POST, or
 # PUT /uploads/<name>) and then delete only its own; `/uploads/*` may delete any.
 CREATION_PATHS = {"uploads.create_uploads": "/uploads", "uploads.put_upload": "/uploads",
-                  "tus.creation": "/uploads/tus", "etl.create_job": "/etl/jobs"}
+                  "tus.creation": "/uploads", "etl.create_job": "/etl/jobs"}
 OBJECT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
