@@ -137,41 +137,45 @@ def after_create(response: Response) -> Response:
     endpoint = request.endpoint
     if endpoint not in CREATIONS or response.status_code >= 300 or response.is_streamed:
         return response
-    owner = auth.request_owner()
     try:
         if endpoint == "tus.creation":
-            upload_id = response.headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1]
-            if owner and upload_id:
-                _record_owner("tus_uploads", [upload_id], owner)
-            url = auth.mint_signed_url(f"/uploads/{upload_id}/content") \
-                if auth.token_mode("READ") else None
-            if url:
-                response.headers["Upload-Read-URL"] = url
-            return response
-        body = _json_body(response)
-        if not isinstance(body, dict):
-            return response
-        if endpoint == "etl.create_job":
-            job_id = body.get("job")
-            if not isinstance(job_id, str):
-                return response
-            if owner:
-                _record_owner("etl_jobs", [job_id], owner)
-            entries = [(body, f"/etl/jobs/{job_id}")]
+            _tus_created(response, auth.request_owner())
         else:
-            files = body.get("files", [body])
-            if owner:
-                _record_owner("uploads", [f["id"] for f in files], owner)
-            entries = [(f, f"/uploads/{f['id']}/content") for f in files]
+            _json_created(response, endpoint, auth.request_owner())
     except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
         log.warning("could not record the owner of a new %s: %s", endpoint, exc)
-        return response
-    changed = False
-    for entry, path in entries if auth.token_mode("READ") else ():  # public: `url` reads it
-        url = auth.mint_signed_url(path)
-        if url is not None:
-            entry["signed_url"] = url
-            changed = True
-    if changed:
-        response.set_data(json.dumps(body))
     return response
+
+
+def _tus_created(response: Response, owner: str | None) -> None:
+    upload_id = response.headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1]
+    if owner and upload_id:
+        _record_owner("tus_uploads", [upload_id], owner)
+    url = auth.mint_signed_url(f"/uploads/{upload_id}/content") if auth.token_mode("READ") else None
+    if url:
+        response.headers["Upload-Read-URL"] = url
+
+
+def _json_created(response: Response, endpoint: str, owner: str | None) -> None:
+    """Owner for the uploads (or ETL job) of a JSON answer; ``signed_url`` beside each."""
+    body = _json_body(response)
+    if not isinstance(body, dict):
+        return
+    if endpoint == "etl.create_job":
+        job_id = body.get("job")
+        if not isinstance(job_id, str):
+            return
+        if owner:
+            _record_owner("etl_jobs", [job_id], owner)
+        entries = [(body, f"/etl/jobs/{job_id}")]
+    else:
+        files = body.get("files", [body])
+        if owner:
+            _record_owner("uploads", [f["id"] for f in files], owner)
+        entries = [(f, f"/uploads/{f['id']}/content") for f in files]
+    if not auth.token_mode("READ"):
+        return  # public reads: the object's `url` reads it
+    for entry, path in entries:
+        entry["signed_url"] = auth.mint_signed_url(path)
+    if any(entry["signed_url"] for entry, _ in entries):
+        response.set_data(json.dumps(body))
