@@ -74,3 +74,26 @@ def test_the_page_uses_a_token_for_every_read(
         assert errors.take() == []
     finally:
         context.close()
+
+
+def test_an_expired_token_is_asked_for_again_and_the_feed_resumes(
+        browser: Any, start_live_server: Any) -> None:
+    server = start_live_server(env={
+        "FLASKSTREAM_READ_ACCESS": "token", "FLASKSTREAM_JWT_SECRET": SECRET,
+        "FLASKSTREAM_JWT_AUDIENCE": AUDIENCE, "FLASKSTREAM_JWT_LEEWAY": "1"})
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=False)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#token-dialog[open]")
+        page.fill("#token-input", token(ttl=4, subscribe=["*"], read=["/media/*"]))
+        page.click("#token-save")
+        page.wait_for_selector("#ev-state[data-state=open]")
+        page.wait_for_selector("#token-dialog[open]")  # the stream ended at exp: asked again
+        assert "expired" in page.inner_text("#token-error")
+        page.fill("#token-input", token(ttl=600, subscribe=["*"], read=["/media/*"]))
+        page.click("#token-save")
+        page.wait_for_selector("#ev-state[data-state=open]")
+    finally:
+        context.close()
