@@ -99,7 +99,7 @@ def _decode(token: str) -> Claims:
     try:
         claims = verifier().decode(token)
     except TokenError as exc:
-        raise unauthorized(str(exc)) from None
+        raise unauthorized(exc.message) from None
     if claims.jti is not None and is_revoked(claims.jti):
         raise unauthorized("the token has been revoked")
     return claims
@@ -112,7 +112,7 @@ def _from_signed_url() -> Claims | None:
     try:
         when = signing.verify(signing_key(), request.path, expires, sig, time.time())
     except signing.SignatureError as exc:
-        raise unauthorized(str(exc)) from None
+        raise unauthorized(exc.message) from None
     return Claims(read=(request.path,), exp=float(when))
 
 

@@ -19,11 +19,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flaskstream.errorbase import FixedError
+
 WILDCARD = "*"
 
 
-class ClaimsError(ValueError):
+class ClaimsError(FixedError):
     """A claim has the wrong type (a token whose claims cannot be read is refused)."""
+
+    code, status = "UNAUTHORIZED", 401
 
 
 def _selectors(payload: Mapping[str, Any], name: str) -> tuple[str, ...]:

@@ -19,12 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from flaskstream.access.claims import Claims, ClaimsError
+from flaskstream.errorbase import FixedError
 
 HMAC_ALGORITHM = "HS256"
 
 
-class TokenError(ValueError):
+class TokenError(FixedError):
     """The token is missing, malformed, expired, not yet valid, or does not verify."""
+
+    code, status = "UNAUTHORIZED", 401
 
 
 def _public_algorithm(key: Any) -> str:
@@ -97,7 +100,7 @@ class Verifier:
         try:
             return Claims.from_payload(payload)
         except ClaimsError as exc:
-            raise TokenError(str(exc)) from exc
+            raise TokenError(exc.message) from exc
 
 
 def mint(secret: str, claims: dict[str, Any]) -> str:

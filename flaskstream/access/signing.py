@@ -14,9 +14,13 @@ import hashlib
 import hmac
 from urllib.parse import quote, urlencode
 
+from flaskstream.errorbase import FixedError
 
-class SignatureError(ValueError):
+
+class SignatureError(FixedError):
     """A signed URL is malformed, expired, or its signature does not match."""
+
+    code, status = "UNAUTHORIZED", 401
 
 
 def _mac(key: bytes, path: str, expires: int) -> str:
