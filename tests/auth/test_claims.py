@@ -173,3 +173,16 @@ def test_public_keys_and_no_hs_rs_confusion(make: object, alg: str) -> None:
     both = Verifier.from_settings(SECRET, pem, None, 5)
     with pytest.raises(TokenError):
         both.decode(token)
+
+
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 10**10), st.integers(0, 42),
+       st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+def test_any_change_to_a_signature_is_refused(key: bytes, expires: int, position: int,
+                                              char: str) -> None:
+    sig = signing.sign(key, "/media/x", expires).split("sig=")[1]
+    assert len(sig) == 43  # 32 bytes of HMAC-SHA256, base64url without padding
+    tampered = sig[:position] + char + sig[position + 1:]
+    if tampered == sig:
+        return
+    with pytest.raises(signing.SignatureError):
+        signing.verify(key, "/media/x", str(expires), tampered, now=0)

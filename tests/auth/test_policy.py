@@ -66,3 +66,12 @@ def test_session_cookie_reads_but_never_writes(client: FlaskClient) -> None:
     assert client.get("/media/").status_code == 200
     assert client.put("/uploads/x.txt", data=b"x").status_code == 401
     assert client.post("/auth/session", headers=bearer(ADMIN)).status_code == 400
+
+
+def test_query_tokens_and_signed_urls_never_authorise_a_write(client: FlaskClient) -> None:
+    writer = token(sub="dave", write=["/uploads/*"])
+    assert client.put(f"/uploads/q.txt?access_token={writer}", data=b"x").status_code == 401
+    stored = upload(client, "ok.txt", bearer(writer))
+    signed = stored["signed_url"]
+    assert client.delete(signed.replace("/content", "")).status_code == 401
+    assert client.get(f"/uploads/{stored['id']}", headers=bearer(writer)).status_code == 200  # kept
