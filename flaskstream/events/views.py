@@ -230,6 +230,9 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
                     break
         last_write = time.monotonic()
         while sub.reason is None:
+            if deadline is not None and time.time() >= deadline:  # even while events flow
+                sub.end("auth-expired")
+                continue
             chunks = []
             while sub.queue:
                 delivery = sub.queue.popleft()
@@ -243,8 +246,6 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
             elif now - last_write >= heartbeat:
                 yield encode_comment()
                 last_write = now
-            elif deadline is not None and time.time() >= deadline:
-                sub.end("auth-expired")
             else:
                 _wait(sub, watch, auth.until(deadline, heartbeat - (now - last_write)))
         if sub.reason == "auth-expired":  # the page fetches a new token, then reconnects

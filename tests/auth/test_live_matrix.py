@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,16 +221,28 @@ def test_a_stream_ends_within_a_second_of_its_token_s_exp(server: LiveServer) ->
                        algorithm="HS256")
     lines: list[str] = []
     ended = None
+    stop = threading.Event()
+
+    def publish_meanwhile() -> None:  # a busy channel must end on time too
+        while not stop.wait(0.2):
+            requests.post(f"{server.url}/events/clock.a", json={"data": "tick"},
+                          headers=bearer(ADMIN), timeout=5)
+
+    publisher = threading.Thread(target=publish_meanwhile, daemon=True)
     with requests.get(f"{server.url}/events/clock.a?access_token={short}", stream=True,
                       timeout=10) as stream:
         assert stream.status_code == 200
+        publisher.start()
         for line in stream.iter_lines(decode_unicode=True):  # the server ends the stream
             lines.append(line)
             if line == "event: auth-expired":
                 ended = time.time()
             if time.time() > exp + 5:  # heartbeats (every 5 s) give the loop a turn
                 break
+    stop.set()
+    publisher.join()
     assert ended is not None, lines
+    assert "data: tick" in lines  # events were flowing until the end
     assert exp - 0.2 <= ended <= exp + 1.0, (ended - exp)
     final = lines[lines.index("event: auth-expired") - 1:]
     assert any(line.startswith("retry:") for line in final), lines
