@@ -93,8 +93,10 @@ def is_revoked(jti: str) -> bool:
                        headers={"Retry-After": "2"}) from None
 
 
-def _decode(token: str) -> Claims:
+def _decode(token: str, *, in_header: bool) -> Claims:
     if _is_admin_token(token):
+        if not in_header:  # a URL or a cookie is copied, cached, logged: never the admin's
+            raise unauthorized("the admin token is accepted in the Authorization header only")
         return ADMIN
     try:
         claims = verifier().decode(token)
@@ -122,11 +124,12 @@ def claims() -> Claims | None:
         return g.access_claims  # type: ignore[no-any-return]
     found: Claims | None = None
     token = bearer_token()
+    in_header = token is not None
     if token is None and request.method in READ_METHODS:
         token = request.args.get(QUERY_TOKEN) or \
             request.cookies.get(current_app.config["AUTH_COOKIE"]) or None
     if token is not None:
-        found = _decode(token)
+        found = _decode(token, in_header=in_header)
     elif request.method in READ_METHODS:
         found = _from_signed_url()
     g.access_claims = found

@@ -29,6 +29,7 @@ def test_reads_need_a_token_and_claims_that_cover_them(client: FlaskClient) -> N
     assert client.get("/media/", headers=bearer(token(read=["/uploads/*"]))).status_code == 403
     assert client.get("/media/", headers=bearer(token(read=["/media/*"]))).status_code == 200
     assert client.get("/media/", headers=bearer(ADMIN)).status_code == 200
+    assert client.get(f"/media/?access_token={ADMIN}").status_code == 401  # never in a URL
     assert client.get("/events/stats", headers=bearer(token())).status_code == 403
 
 
