@@ -54,6 +54,7 @@ from flaskstream.storage.base import (
 )
 from flaskstream.storage.s3jobs import PartBudget, PartJob
 from flaskstream.storage.s3read import S3Object, remote_errors
+from flaskstream.storage.s3sweep import OrphanSweeper
 from flaskstream.uploads.records import is_upload_id, new_upload_id
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class S3Storage:
         self.stat_ttl = float(stat_ttl)
         self.presign_seconds = int(presign_seconds)
         self._stats: dict[str, tuple[float, ObjectInfo]] = {}
+        self._sweeper = OrphanSweeper(self)
         self._threads: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -222,37 +224,8 @@ class S3Storage:
             raise StorageUnavailable("object storage: list_objects_v2 failed") from exc
 
     def sweep(self, older_than: float) -> list[str]:
-        """Abort multipart uploads under the prefix that got no part for ``older_than`` s.
-
-        A worker killed hard (SIGKILL, OOM) runs no ``discard``: its upload's parts
-        would stay (and be billed) until the bucket's lifecycle rule, if any. The
-        age is that of the newest part (or of the start): a live upload sends a
-        part every ``STORAGE_PART_SIZE`` bytes. Returns the keys aborted.
-        """
-        cutoff = time.time() - older_than
-        lead = f"{self.prefix}/" if self.prefix else ""
-        aborted = []
-        uploads = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=lead)
-        try:
-            for page in uploads:
-                for upload in page.get("Uploads", []):
-                    key, upload_id = upload["Key"], upload["UploadId"]
-                    if self._newest_part(key, upload_id, upload["Initiated"]) < cutoff:
-                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
-                                                           UploadId=upload_id)
-                        aborted.append(key)
-        except remote_errors():  # the next pass tries again
-            log.warning("could not sweep s3://%s/%s", self.bucket, lead, exc_info=True)
-        return aborted
-
-    def _newest_part(self, key: str, upload_id: str, initiated: Any) -> float:
-        newest = float(initiated.timestamp())
-        for listed in self.client.get_paginator("list_parts").paginate(
-                Bucket=self.bucket, Key=key, UploadId=upload_id):
-            for part in listed.get("Parts", []):
-                newest = max(newest, part["LastModified"].timestamp())
-        return newest
+        """Abort the multipart uploads of killed workers (``s3sweep.OrphanSweeper``)."""
+        return self._sweeper.sweep(older_than)
 
     def setup(self) -> None:
         """Nothing to prepare: no network call at start-up (the bucket may come later)."""

@@ -275,3 +275,20 @@ def test_part_buffers_of_all_uploads_share_one_budget(s3_bucket: S3Bucket) -> No
     assert counting.peak <= 2
     assert sorted(s3_bucket.body("budget", key) for key in keys) == sorted(data)
     assert s3_bucket.open_uploads("budget") == []
+
+
+def test_the_sweeper_aborts_only_uploads_that_stood_still(s3_bucket: S3Bucket) -> None:
+    """An orphan (no new part for older_than, by this process's clock) is aborted; an upload
+    that gained a part meanwhile is not, and neither is one seen for the first time."""
+    backend = S3Storage(s3_bucket.client, "flaskstream-test", "sweep", part_size=PART)
+    orphan, live = backend.stage(), backend.stage()
+    for staged in (orphan, live):
+        staged.write(os.urandom(PART + 1))  # one part out: a multipart upload is open
+    assert backend.sweep(0.3) == []  # first sight of both
+    time.sleep(0.4)
+    live.write(os.urandom(PART))  # a second part: progress
+    live._jobs[-1].result()
+    assert backend.sweep(0.3) == [f"sweep/{orphan.key}"]
+    assert s3_bucket.open_uploads("sweep") == [f"sweep/{live.key}"]
+    live.finalize()
+    assert s3_bucket.open_uploads("sweep") == []

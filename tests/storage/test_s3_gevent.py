@@ -62,7 +62,7 @@ def test_heartbeats_stay_on_time_during_a_slow_s3_upload(start_live_server: Any,
                     last[stream] = now
         took = time.monotonic() - started
         uploader.join()
-        assert result["res"].status_code == 201, result["res"].text
+        assert result["res"].status_code == 201, result["res"].text + live.log()[-3000:]
         assert took > 4 * HEARTBEAT  # the upload really was slow: parts crawled out
         now = time.monotonic()
         worst = max(max(gaps.values(), default=0.0), *(now - t for t in last.values()))
