@@ -23,14 +23,58 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from flaskstream import db
+from flaskstream.errors import ApiError
 from flaskstream.etl import csvsafe
 from flaskstream.etl import export as exporting
+from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
 from flaskstream.etl.bounds import InputError, bounds_from_config, text_codec
+from flaskstream.etl.catalog import describe_table
 from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
 from flaskstream.etl.logs import log_copy_blocks
 from flaskstream.etl.pipeline import read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import REQUESTS, TABLES
+from flaskstream.etl.tables import REQUESTS, TABLES, Table
+
+
+def load_target(name: str, dialect: CsvDialect | None) -> Table | TableCsv:
+    """A preset (``users``, ``requests``: flaskstream's own, unqualified) or any
+    table the catalog describes and the connected role may INSERT into; its
+    shape is read once, here, for the whole load."""
+    if name in TABLES and dialect is None:
+        return TABLES[name]
+    con = db.get_database().new_connection()
+    try:
+        table = describe_table(con, name)
+    finally:
+        db.close_quietly(con)
+    if not table.can_insert:
+        raise ApiError(403, "TABLE_NOT_WRITABLE",
+                       f"the connected role may not INSERT into {table.schema}.{table.name}")
+    return TableCsv(table, dialect)
+
+
+def dialect_from(flags: dict[str, Any]) -> CsvDialect | None:
+    """The CSV dialect of ``flags`` (CLI option names), or None when all are defaults."""
+    given = {k: v for k, v in flags.items() if v not in (None, False, ())}
+    if not given:
+        return None
+    overrides: dict[str, str] = {}
+    for item in flags.get("map") or ():
+        header, sep, column = item.partition("=")
+        if not sep or not header or not column:
+            raise BadDialect(f"--map wants csv_header=column, not {item!r}")
+        overrides[header] = column
+
+    def names(value: str | None) -> tuple[str, ...]:
+        return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+    return CsvDialect(
+        delimiter=flags.get("delimiter") or ",", quote=flags.get("quote") or '"',
+        escape=flags.get("escape"), null=flags.get("null") or "",
+        header=not flags.get("no_header"), columns=names(flags.get("columns")),
+        skip_lines=int(flags.get("skip_lines") or 0), trim=not flags.get("no_trim"),
+        lower=tuple(flags.get("lower") or ()), ignore_extra=bool(flags.get("ignore_extra")),
+        overrides=overrides, key=names(flags.get("key")))
 
 
 class ProgressBar:
@@ -115,12 +159,11 @@ def _resume_point(job_id: str, table_name: str, path: str) -> dict[str, Any]:
     return job
 
 
-def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | None,
+def _load(path: str, table: Table | TableCsv, options: LoadOptions, *, rejects: str | None,
           encoding: str, as_json: bool, job: str | None, parser: Any = None,
           resume: dict[str, Any] | None = None) -> None:
     if job is not None and not valid_job_id(job):
         raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
-    table = TABLES[table_name]
     handle, size, name = _source(path)
     source: Any = handle
     cfg = current_app.config
@@ -158,8 +201,9 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
 
 @click.command("load")
 @click.argument("path")
-@click.option("--table", "table_name", type=click.Choice(sorted(TABLES)), default="users",
-              show_default=True, help="Target table (its declarative description).")
+@click.option("--table", "table_name", default="users", show_default=True,
+              help="users/requests (flaskstream's presets) or any [schema.]name the role may "
+                   "INSERT into (read from the catalog).")
 @click.option("--mode", type=click.Choice(MODES), default="insert", show_default=True,
               help="insert: plain COPY; upsert: merge on the table's key.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -179,15 +223,37 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
 @click.option("--resume", "resume_job", default=None, metavar="JOB",
               help="Continue a failed --commit-every job from its checkpoint (same file).")
 @click.option("--json", "as_json", is_flag=True, help="One-line JSON summary on stdout.")
+@click.option("--map", "map_", multiple=True, metavar="HEADER=COLUMN",
+              help="CSV header HEADER feeds column COLUMN (repeatable).")
+@click.option("--no-header", is_flag=True, help="The file has no header (give --columns).")
+@click.option("--columns", default=None, metavar="A,B,C", help="Field names of a headerless file.")
+@click.option("--ignore-extra", is_flag=True, help="Skip CSV fields no column matches.")
+@click.option("--delimiter", default=None, help="Field delimiter (default ,).")
+@click.option("--quote", default=None, help='Quote character (default ").')
+@click.option("--escape", default=None, help="Escape before a quote inside quotes (default: "
+              "the quote doubled).")
+@click.option("--null", default=None, help="Unquoted text read as NULL (default: empty).")
+@click.option("--skip-lines", type=click.IntRange(0), default=None,
+              help="Skip this many lines before the header.")
+@click.option("--no-trim", is_flag=True, help="Keep spaces around values.")
+@click.option("--lower", multiple=True, metavar="COLUMN", help="Lower-case COLUMN (repeatable).")
+@click.option("--key", default=None, metavar="A,B",
+              help="Upsert conflict target: a unique index's columns (default: primary key).")
 @with_appcontext
 @friendly
 def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
                  rejects: str | None, max_errors: int | None, max_error_ratio: float | None,
                  commit_every: int | None, dry_run: bool, encoding: str, job: str | None,
-                 resume_job: str | None, as_json: bool) -> None:
+                 resume_job: str | None, as_json: bool, map_: tuple[str, ...],
+                 **flags: Any) -> None:
     """Load a CSV file (or - for stdin; gzip detected) into a table."""
     cfg = current_app.config
-    resume = _resume_point(resume_job, table_name, path) if resume_job else None
+    try:
+        table = load_target(table_name, dialect_from({"map": map_, **flags}))
+    except (ApiError, InputError) as exc:
+        raise click.ClickException(exc.message if isinstance(exc, ApiError) else str(exc)) \
+            from None
+    resume = _resume_point(resume_job, table.name, path) if resume_job else None
     if resume is not None:
         mode = resume["mode"]
     if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
@@ -195,7 +261,7 @@ def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
     options = LoadOptions(mode=mode, batch_rows=batch_size or int(cfg["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, max_error_ratio=max_error_ratio,
                           commit_every=commit_every, dry_run=dry_run)
-    _load(path, table_name, options, rejects=rejects, encoding=encoding, as_json=as_json,
+    _load(path, table, options, rejects=rejects, encoding=encoding, as_json=as_json,
           job=job, resume=resume)
 
 
@@ -214,7 +280,7 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
     """Load a web server access log (Combined Log Format) into the requests table."""
     options = LoadOptions(batch_rows=int(current_app.config["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, dry_run=dry_run)
-    _load(path, REQUESTS.name, options, rejects=rejects, encoding=encoding, as_json=as_json,
+    _load(path, REQUESTS, options, rejects=rejects, encoding=encoding, as_json=as_json,
           job=None, parser=log_copy_blocks)
 
 

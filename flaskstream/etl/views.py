@@ -20,11 +20,11 @@ from flaskstream import auth, db
 from flaskstream.errors import ApiError
 from flaskstream.etl import cli, csvsafe
 from flaskstream.etl import export as exporting
+from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
-from flaskstream.etl.jobs import get_job, new_job_id, recent_jobs, run_load, valid_job_id
-from flaskstream.etl.pipeline import CopyBlock
+from flaskstream.etl.jobs import LoadJob, get_job, new_job_id, recent_jobs, valid_job_id
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import TABLES, csv_copy_blocks
+from flaskstream.etl.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,11 @@ for _command in cli.COMMANDS:
     bp.cli.add_command(_command)
 
 READ_CHUNK = 256 * 1024
+DIALECT_ARGS = ("columns", "delimiter", "quote", "escape", "null", "key")
 STATUS = {"BAD_HEADER": 422, "BAD_INPUT": 422, "TOO_MANY_ERRORS": 422, "JOB_EXISTS": 409,
           "CLIENT_DISCONNECTED": 400, "DATABASE_CONNECTION_LOST": 503, "DATABASE_ERROR": 500,
-          "LOAD_FAILED": 500, "PAYLOAD_TOO_LARGE": 413}
+          "LOAD_FAILED": 500, "PAYLOAD_TOO_LARGE": 413, "UNKNOWN_COLUMN": 422,
+          "MISSING_COLUMN": 422, "UNWRITABLE_COLUMN": 422, "BAD_KEY": 422}
 
 
 def _int_arg(name: str, minimum: int = 0) -> int | None:
@@ -110,24 +112,6 @@ class ClientDisconnected(InputError):
     status = 400
 
 
-def _coded_parser(failures: list[InputError]) -> Callable[..., Iterator[CopyBlock]]:
-    """``csv_copy_blocks`` that also hands the input error it raised to the view.
-
-    ``run_load``'s summary reduces every ``InputError`` to ``BAD_INPUT``; the
-    error's own ``code``/``status`` (413 for a bound, 400 for a disconnect)
-    come from the exception itself, never from its message.
-    """
-
-    def parser(*args: Any, **kwargs: Any) -> Iterator[CopyBlock]:
-        try:
-            yield from csv_copy_blocks(*args, **kwargs)
-        except InputError as exc:
-            failures.append(exc)
-            raise
-
-    return parser
-
-
 def _publisher(job_id: str) -> Any:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     channel = f"etl.{job_id}"
@@ -147,9 +131,7 @@ def _publisher(job_id: str) -> Any:
 def create_job() -> tuple[Response, int]:
     """Stream the body (CSV, gzip or one multipart file) into a table → summary."""
     cfg = current_app.config
-    table = TABLES.get(request.args.get("table", "users"))
-    if table is None:
-        raise ApiError(400, "UNKNOWN_TABLE", f"table must be one of {', '.join(sorted(TABLES))}")
+    table = _load_table(request.args.get("table", "users"))
     mode = request.args.get("mode", "insert")
     if mode not in MODES:
         raise ApiError(400, "BAD_REQUEST", f"mode must be one of {', '.join(MODES)}")
@@ -176,20 +158,34 @@ def create_job() -> tuple[Response, int]:
     limit = cfg["ETL_MAX_BODY"]
     if limit is not None and (request.content_length or 0) > int(limit):
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
-    failures: list[InputError] = []
-    result = run_load(
-        db.get_database(), _body_chunks(limit), table, options, job_id=job_id,
-        source_name=f"http:{request.remote_addr or '-'}", encoding=encoding,
-        field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
+    job = LoadJob(
+        db.get_database(), table, options, job_id=job_id,
+        source_name=f"http:{request.remote_addr or '-'}",
         store_rejects=int(cfg["ETL_STORE_REJECTS"]),
-        on_progress=None if options.dry_run else _publisher(job_id),
-        parser=_coded_parser(failures), parser_options={"bounds": bounds_from_config(cfg)})
+        on_progress=None if options.dry_run else _publisher(job_id))
+    result = job.execute(_body_chunks(limit), encoding=encoding,
+                         field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
+                         bounds=bounds_from_config(cfg))
     if result["status"] == "done":
         return jsonify(result), 200 if options.dry_run else 201
-    if failures and result["error"]["code"] == "BAD_INPUT":
-        result["error"]["code"] = failures[-1].code
-        return jsonify(result), failures[-1].status
-    return jsonify(result), STATUS.get(result["error"]["code"], 500)
+    return jsonify(result), job.status or STATUS.get(result["error"]["code"], 500)
+
+
+def _load_table(name: str) -> Table | TableCsv:
+    """The target of ``POST /etl/jobs``: only a table of ``ETL_TABLES`` (else 403);
+    dialect options as query arguments, named as the CLI's flags."""
+    if name not in exporting.allowed_tables(current_app.config["ETL_TABLES"]):
+        raise ApiError(403, "TABLE_NOT_ALLOWED", f"table {name!r} is not open for loading "
+                       "(FLASKSTREAM_ETL_TABLES)")
+    args = request.args
+    flags: dict[str, Any] = {k: args.get(k) for k in DIALECT_ARGS}
+    flags.update({k: _flag_arg(k) for k in ("no_header", "ignore_extra", "no_trim")})
+    flags.update(map=tuple(args.getlist("map")), lower=tuple(args.getlist("lower")),
+                 skip_lines=_int_arg("skip_lines"))
+    try:
+        return cli.load_target(name, cli.dialect_from(flags))
+    except InputError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
 
 
 # Job fields that name who sent a load and where it ran: shown only with the token.
