@@ -170,12 +170,12 @@ class TableCsv:
         self.plan: LoadPlan | None = None
         self._lower = frozenset(self.dialect.lower)
 
-    def copy_target(self) -> CopyTarget:
+    def copy_target(self, upsert: bool = False) -> CopyTarget:
         """The sink's target; call after the first block (the plan is known then)."""
         if self.plan is None:
             raise MappingError(f"no field of the CSV feeds a column of {self.name}")
         columns = tuple(c.name for c in self.plan.targets)
-        return CopyTarget(self.table.qualified, columns, self._key(columns),
+        return CopyTarget(self.table.qualified, columns, self._key(columns) if upsert else (),
                           tuple(c.type_name for c in self.plan.targets), self.name)
 
     def _key(self, columns: Sequence[str]) -> tuple[str, ...]:

@@ -183,8 +183,8 @@ class LoadJob:
             self.con = self.database.new_connection()
             if self.on_connect is not None:
                 self.on_connect(self.con)
-        target = self.table.copy_target() if isinstance(self.table, TableCsv) else \
-            preset_target(self.table)
+        target = self.table.copy_target(self.options.mode == "upsert") \
+            if isinstance(self.table, TableCsv) else preset_target(self.table)
         sink = CopySink(self.con, target, self.options, self.progress,
                         on_rejects=self.note_rejects, on_progress=self.throttled,
                         on_commit=self.checkpoint)
