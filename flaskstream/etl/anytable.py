@@ -17,10 +17,13 @@ fields replaces every *field* that is exactly two quotes by ``SENTINEL``
 (``\\x02\\x03``: two ASCII characters, so byte offsets for checkpoints stay
 exact in every encoding). After parsing, a field equal to ``SENTINEL`` is the
 empty string, an unquoted empty field (or the ``--null`` string) is NULL.
-Quote state across the decoder's pieces (which end on line breaks, but may end
-inside a quoted field) is carried over: by quote parity when a piece holds no
-doubled quote (the common case, one ``str.count`` in C), by the tokenizer
-otherwise. Input that holds ``\\x02\\x03`` itself is refused as a whole.
+A candidate (two quotes between delimiters or line breaks, found by one C-speed
+regex search) is a field exactly when the quotes before it are even in number:
+with the quote doubling itself, every quote opens, closes or half-escapes, so
+parity is the quote state (carried across the decoder's pieces, which end on
+line breaks but may end inside a quoted field). With another ``--escape``
+parity says nothing, and a slower tokenizer consumes whole quoted fields.
+Input that holds ``\\x02\\x03`` itself is refused as a whole.
 Limits: with ``--null X`` (not empty) a quoted ``"X"`` is NULL too; a quote
 inside an unquoted field (not CSV) is literal to ``csv`` and may end the
 marking's sync for the rest of that piece.
@@ -109,25 +112,53 @@ class CsvDialect:
 
 def mark_quoted_empty(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str]:
     """Replace each field written ``""`` by ``SENTINEL`` (see the module docstring)."""
+    if dialect.escape not in (None, dialect.quote):
+        yield from _mark_escaped(texts, dialect)
+        return
     d, q = re.escape(dialect.delimiter), re.escape(dialect.quote)
-    escape = dialect.escape if dialect.escape not in (None, dialect.quote) else None
-    body = f"(?:[^{q}{re.escape(escape)}]|{re.escape(escape)}.)*" if escape else f"(?:[^{q}]|{q}{q})*"
-    start, end = f"(?<![^{d}\\n\\r])", f"(?![^{d}\\r\\n])"
-    token = re.compile(f"(?P<empty>{start}{q}{q}{end})|{start}{q}{body}(?P<close>{q})?", re.S)
-    rest = re.compile(f"{body}(?P<close>{q})?", re.S)
-    quote, doubled = dialect.quote, dialect.quote * 2
+    # The literal first (the lookbehind after it) lets re skip ahead at C speed.
+    candidate = re.compile(f"{q}{q}(?<![^{d}\\n\\r]{q}{q})(?![^{d}\\r\\n])")
+    quote = dialect.quote
     inside = False
     for text in texts:
-        if SENTINEL in text:
-            raise InputError("the input holds the bytes 0x02 0x03, which the loader uses to "
-                             "tell quoted empty fields from NULLs")
+        _refuse_marker(text)
         if quote not in text:
             yield text
             continue
-        if doubled not in text and (escape is None or escape not in text):
-            inside ^= text.count(quote) % 2 == 1  # each quote opens or closes a field
+        out, last, counted = [], 0, 0
+        for match in candidate.finditer(text):  # C speed; few matches (real "" fields)
+            start = match.start()
+            inside ^= text.count(quote, counted, start) % 2 == 1  # each quote toggles
+            counted = start
+            if not inside:  # a field of its own, not an escaped quote inside one
+                out.append(text[last:start])
+                out.append(SENTINEL)
+                last = counted = match.end()
+        inside ^= text.count(quote, counted) % 2 == 1
+        if not out:
             yield text
             continue
+        out.append(text[last:])
+        yield "".join(out)
+
+
+def _refuse_marker(text: str) -> None:
+    if SENTINEL in text:
+        raise InputError("the input holds the bytes 0x02 0x03, which the loader uses to "
+                         "tell quoted empty fields from NULLs")
+
+
+def _mark_escaped(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str]:
+    """``mark_quoted_empty`` with an escape character other than the quote: quote
+    parity no longer tells the state, so a tokenizer consumes whole quoted fields."""
+    d, q, e = (re.escape(c) for c in (dialect.delimiter, dialect.quote, dialect.escape or ""))
+    body = f"(?:[^{q}{e}]|{e}.)*"
+    start, end = f"(?<![^{d}\\n\\r])", f"(?![^{d}\\r\\n])"
+    token = re.compile(f"(?P<empty>{start}{q}{q}{end})|{start}{q}{body}(?P<close>{q})?", re.S)
+    rest = re.compile(f"{body}(?P<close>{q})?", re.S)
+    inside = False
+    for text in texts:
+        _refuse_marker(text)
         pos = 0
         if inside:
             match = rest.match(text)

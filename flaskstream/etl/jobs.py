@@ -48,6 +48,7 @@ from flaskstream.etl.sink import CopySink, LoadError, LoadOptions, preset_target
 from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
 
 log = logging.getLogger(__name__)
+BATCH_BYTES = 16 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
 
 class Throttle:
     """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
@@ -176,6 +177,7 @@ class LoadJob:
         blocks = parser(chunks, self.table, progress=self.progress, **parser_options)
         first = next(blocks, None)  # header checked (and mapped) here: before any write
         if first is not None:
+            self._bound_batches(first)
             blocks = itertools.chain([first], prefetch(blocks, on_idle=self.throttled,
                                                        idle_interval=self.interval))
         if not self.options.dry_run:
@@ -190,6 +192,13 @@ class LoadJob:
                         on_commit=self.checkpoint)
         with relaxed_gc():
             sink.load(blocks)
+
+    def _bound_batches(self, first: CopyBlock) -> None:
+        """Fewer rows per batch for wide rows: a batch is kept in memory until it
+        commits (for the retry), so its size is bounded in bytes too (``BATCH_BYTES``)."""
+        if first.lines and first.text:
+            width = max(1, len(first.text) // len(first.lines))
+            self.options.batch_rows = max(1000, min(self.options.batch_rows, BATCH_BYTES // width))
 
     def checkpoint(self, batch: Batch) -> None:
         """A commit went through: what is loaded so far stays, and a resume starts here."""
