@@ -24,57 +24,15 @@ from flask.cli import with_appcontext
 
 from flaskstream import db
 from flaskstream.errors import ApiError
-from flaskstream.etl import csvsafe
+from flaskstream.etl import csvsafe, targets
 from flaskstream.etl import export as exporting
-from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
+from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, bounds_from_config, text_codec
-from flaskstream.etl.catalog import describe_table
 from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
 from flaskstream.etl.logs import log_copy_blocks
 from flaskstream.etl.pipeline import read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import REQUESTS, TABLES, Table
-
-
-def load_target(name: str, dialect: CsvDialect | None) -> Table | TableCsv:
-    """A preset (``users``, ``requests``: flaskstream's own, unqualified) or any
-    table the catalog describes and the connected role may INSERT into; its
-    shape is read once, here, for the whole load."""
-    if name in TABLES and dialect is None:
-        return TABLES[name]
-    con = db.get_database().new_connection()
-    try:
-        table = describe_table(con, name)
-    finally:
-        db.close_quietly(con)
-    if not table.can_insert:
-        raise ApiError(403, "TABLE_NOT_WRITABLE",
-                       f"the connected role may not INSERT into {table.schema}.{table.name}")
-    return TableCsv(table, dialect)
-
-
-def dialect_from(flags: dict[str, Any]) -> CsvDialect | None:
-    """The CSV dialect of ``flags`` (CLI option names), or None when all are defaults."""
-    given = {k: v for k, v in flags.items() if v not in (None, False, ())}
-    if not given:
-        return None
-    overrides: dict[str, str] = {}
-    for item in flags.get("map") or ():
-        header, sep, column = item.partition("=")
-        if not sep or not header or not column:
-            raise BadDialect(f"--map wants csv_header=column, not {item!r}")
-        overrides[header] = column
-
-    def names(value: str | None) -> tuple[str, ...]:
-        return tuple(n.strip() for n in (value or "").split(",") if n.strip())
-
-    return CsvDialect(
-        delimiter=flags.get("delimiter") or ",", quote=flags.get("quote") or '"',
-        escape=flags.get("escape"), null=flags.get("null") or "",
-        header=not flags.get("no_header"), columns=names(flags.get("columns")),
-        skip_lines=int(flags.get("skip_lines") or 0), trim=not flags.get("no_trim"),
-        lower=tuple(flags.get("lower") or ()), ignore_extra=bool(flags.get("ignore_extra")),
-        overrides=overrides, key=names(flags.get("key")))
+from flaskstream.etl.tables import REQUESTS, Table
 
 
 class ProgressBar:
@@ -161,23 +119,25 @@ def _resume_point(job_id: str, table_name: str, path: str) -> dict[str, Any]:
 
 def _load(path: str, table: Table | TableCsv, options: LoadOptions, *, rejects: str | None,
           encoding: str, as_json: bool, job: str | None, parser: Any = None,
-          resume: dict[str, Any] | None = None) -> None:
+          resume: dict[str, Any] | None = None,
+          source: tuple[IO[bytes], int, str] | None = None) -> None:
     if job is not None and not valid_job_id(job):
         raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
-    handle, size, name = _source(path)
-    source: Any = handle
+    handle, size, name = source or _source(path)
+    owned = source is not None or path != "-"
+    stream: Any = handle
     cfg = current_app.config
     extra: dict[str, Any] = {"parser": parser} if parser else {
         "parser_options": {"bounds": bounds_from_config(cfg)}}
     if resume is not None:
         offset = int(resume["checkpoint_offset"])
-        source = resume_chunks(read_chunks(handle), offset)
+        chunks = resume_chunks(read_chunks(handle), offset)
         try:
-            header = next(source)
+            header = next(chunks)
         except InputError as exc:
             handle.close()
             raise click.ClickException(str(exc)) from None
-        source = itertools.chain([header], source)
+        stream = itertools.chain([header], chunks)
         extra.setdefault("parser_options", {}).update(
             line_base=int(resume["checkpoint_line"]) - 1, base_offset=offset - len(header))
         name = f"{name} (resuming {resume['id']} at line {int(resume['checkpoint_line']) + 1})"
@@ -189,18 +149,20 @@ def _load(path: str, table: Table | TableCsv, options: LoadOptions, *, rejects: 
         raise click.ClickException(f"cannot write {rejects}: {exc.strerror}") from None
     try:
         result = run_load(
-            None if options.dry_run else db.get_database(), source, table, options,
+            None if options.dry_run else db.get_database(), stream, table, options,
             job_id=job, source_name=name, encoding=encoding, rejects=rejects_file,
             field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
             store_rejects=int(cfg["ETL_STORE_REJECTS"]), on_progress=bar, **extra)
     finally:
-        if path != "-":
+        if owned:
             handle.close()
     _report(result, as_json)
 
 
 @click.command("load")
-@click.argument("path")
+@click.argument("path", required=False)
+@click.option("--upload", default=None, metavar="ID",
+              help="Load a file stored by /uploads (or a finished tus upload) instead of PATH.")
 @click.option("--table", "table_name", default="users", show_default=True,
               help="users/requests (flaskstream's presets) or any [schema.]name the role may "
                    "INSERT into (read from the catalog).")
@@ -241,18 +203,22 @@ def _load(path: str, table: Table | TableCsv, options: LoadOptions, *, rejects: 
               help="Upsert conflict target: a unique index's columns (default: primary key).")
 @with_appcontext
 @friendly
-def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
+def load_command(path: str | None, upload: str | None, table_name: str, mode: str, batch_size: int | None,
                  rejects: str | None, max_errors: int | None, max_error_ratio: float | None,
                  commit_every: int | None, dry_run: bool, encoding: str, job: str | None,
                  resume_job: str | None, as_json: bool, map_: tuple[str, ...],
                  **flags: Any) -> None:
     """Load a CSV file (or - for stdin; gzip detected) into a table."""
     cfg = current_app.config
+    if (path is None) == (upload is None):
+        raise click.UsageError("give PATH (or - for stdin) or --upload ID, not both")
     try:
-        table = load_target(table_name, dialect_from({"map": map_, **flags}))
+        table = targets.load_target(table_name, targets.dialect_from({"map": map_, **flags}))
+        source = targets.upload_source(upload) if upload is not None else None
     except (ApiError, InputError) as exc:
         raise click.ClickException(exc.message if isinstance(exc, ApiError) else str(exc)) \
             from None
+    path = path or "-"
     resume = _resume_point(resume_job, table.name, path) if resume_job else None
     if resume is not None:
         mode = resume["mode"]
@@ -262,7 +228,7 @@ def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
                           max_errors=max_errors, max_error_ratio=max_error_ratio,
                           commit_every=commit_every, dry_run=dry_run)
     _load(path, table, options, rejects=rejects, encoding=encoding, as_json=as_json,
-          job=job, resume=resume)
+          job=job, resume=resume, source=source)
 
 
 @click.command("logs")

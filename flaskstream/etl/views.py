@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from flaskstream import auth, db
 from flaskstream.errors import ApiError
-from flaskstream.etl import cli, csvsafe
+from flaskstream.etl import cli, csvsafe, targets
 from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
@@ -129,15 +129,44 @@ def _publisher(job_id: str) -> Any:
 
 @bp.post("/etl/jobs")
 def create_job() -> tuple[Response, int]:
-    """Stream the body (CSV, gzip or one multipart file) into a table → summary."""
+    """Stream the body (CSV, gzip or one multipart file), or a stored upload
+    (``?upload=<id>``), into a table → summary."""
     cfg = current_app.config
     table = _load_table(request.args.get("table", "users"))
-    mode = request.args.get("mode", "insert")
-    if mode not in MODES:
-        raise ApiError(400, "BAD_REQUEST", f"mode must be one of {', '.join(MODES)}")
     job_id = request.args.get("job") or new_job_id()
     if not valid_job_id(job_id):
         raise ApiError(400, "BAD_JOB_ID", "job: letters, digits, '.', '_' or '-' (at most 64)")
+    options = _load_options(cfg)
+    try:
+        encoding = text_codec(request.args.get("encoding", "utf-8"))
+    except InputError as exc:
+        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
+    limit = cfg["ETL_MAX_BODY"]
+    upload_id = request.args.get("upload")
+    stored = targets.upload_source(upload_id) if upload_id is not None else None
+    if stored is None and limit is not None and (request.content_length or 0) > int(limit):
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
+    job = LoadJob(
+        db.get_database(), table, options, job_id=job_id,
+        source_name=stored[2] if stored else f"http:{request.remote_addr or '-'}",
+        store_rejects=int(cfg["ETL_STORE_REJECTS"]),
+        on_progress=None if options.dry_run else _publisher(job_id))
+    try:
+        result = job.execute(stored[0] if stored else _body_chunks(limit), encoding=encoding,
+                             field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
+                             bounds=bounds_from_config(cfg))
+    finally:
+        if stored is not None:
+            stored[0].close()
+    if result["status"] == "done":
+        return jsonify(result), 200 if options.dry_run else 201
+    return jsonify(result), job.status or STATUS.get(result["error"]["code"], 500)
+
+
+def _load_options(cfg: Any) -> LoadOptions:
+    mode = request.args.get("mode", "insert")
+    if mode not in MODES:
+        raise ApiError(400, "BAD_REQUEST", f"mode must be one of {', '.join(MODES)}")
     ratio = request.args.get("max_error_ratio")
     try:
         max_ratio = float(ratio) if ratio else None
@@ -146,29 +175,11 @@ def create_job() -> tuple[Response, int]:
     max_errors = _int_arg("max_errors")
     if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
         max_errors = int(cfg["ETL_MAX_ERRORS"])
-    options = LoadOptions(
+    return LoadOptions(
         mode=mode, batch_rows=_int_arg("batch_size", 1) or int(cfg["ETL_BATCH_SIZE"]),
         max_errors=max_errors, max_error_ratio=max_ratio,
         commit_every=_int_arg("commit_every", 1),
         dry_run=request.args.get("dry_run", "").lower() in ("1", "true", "yes"))
-    try:
-        encoding = text_codec(request.args.get("encoding", "utf-8"))
-    except InputError as exc:
-        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
-    limit = cfg["ETL_MAX_BODY"]
-    if limit is not None and (request.content_length or 0) > int(limit):
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
-    job = LoadJob(
-        db.get_database(), table, options, job_id=job_id,
-        source_name=f"http:{request.remote_addr or '-'}",
-        store_rejects=int(cfg["ETL_STORE_REJECTS"]),
-        on_progress=None if options.dry_run else _publisher(job_id))
-    result = job.execute(_body_chunks(limit), encoding=encoding,
-                         field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
-                         bounds=bounds_from_config(cfg))
-    if result["status"] == "done":
-        return jsonify(result), 200 if options.dry_run else 201
-    return jsonify(result), job.status or STATUS.get(result["error"]["code"], 500)
 
 
 def _load_table(name: str) -> Table | TableCsv:
@@ -183,7 +194,7 @@ def _load_table(name: str) -> Table | TableCsv:
     flags.update(map=tuple(args.getlist("map")), lower=tuple(args.getlist("lower")),
                  skip_lines=_int_arg("skip_lines"))
     try:
-        return cli.load_target(name, cli.dialect_from(flags))
+        return targets.load_target(name, targets.dialect_from(flags))
     except InputError as exc:
         raise ApiError(exc.status, exc.code, str(exc)) from None
 
