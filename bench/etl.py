@@ -81,10 +81,14 @@ def big_input(total_bytes: int, invalid: float):
         yield data
 
 
+LAST_CPU: list[float] = [0.0]  # CPU seconds (user + system) of the last loader waited for
+
+
 def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
-    """Wait for ``proc``; return (exit status, peak RSS in MiB)."""
+    """Wait for ``proc``; return (exit status, peak RSS in MiB); its CPU time goes to LAST_CPU."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return proc.returncode, usage.ru_maxrss / 1024
 
 
@@ -148,9 +152,10 @@ def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
         for kind in ("psql", "typed"):
             r = run_psql(url, clean_path, valid, typed=True) if kind == "psql" \
                 else run_loader("typed", url, str(csv_path))
+            r["cpu_s"] = round(LAST_CPU[0], 2)
             runs.setdefault(kind, []).append(r)
             print(f"round {round_ + 1} typed {kind}: {r['seconds']} s, {r['rows_per_s']:,} "
-                  f"rows/s, {r['peak_rss_mib']} MiB", flush=True)
+                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s", flush=True)
     best = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
     print(f"\n{etl_typed.TABLE} (16 columns, 14 types), best of {args.repeat}")
     print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")

@@ -48,7 +48,7 @@ from flaskstream.etl.sink import CopySink, LoadError, LoadOptions, preset_target
 from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
 
 log = logging.getLogger(__name__)
-BATCH_BYTES = 16 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
+BATCH_BYTES = 8 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
 
 class Throttle:
     """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
