@@ -256,9 +256,10 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
 @click.option("--output", default="-", show_default=True, help="File path, or - for stdout.")
 @click.option("--excel-safe", is_flag=True,
               help="Prefix ' to cells starting with = + - @ tab or CR (spreadsheet formulas).")
+@click.option("--columns", default=None, metavar="A,B", help="Only these columns, in this order.")
 @with_appcontext
 @friendly
-def export_command(name: str, output: str, excel_safe: bool) -> None:
+def export_command(name: str, output: str, excel_safe: bool, columns: str | None) -> None:
     """Stream a whole table or view out as CSV (with a header)."""
     database = db.get_database()
     con = database.new_connection()
@@ -267,15 +268,19 @@ def export_command(name: str, output: str, excel_safe: bool) -> None:
         if not exporting.exportable(con, name):
             where = "" if "." in name else " in schema public"
             raise click.ClickException(f"no table or view named {name!r}{where}")
+        try:
+            sql = exporting.export_sql(name, columns=targets.export_columns(con, name, columns))
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
         if output == "-":
             out = sys.stdout.buffer
-            exporting.copy_out(con, exporting.export_sql(name), out.write, transform)
+            exporting.copy_out(con, sql, out.write, transform)
             out.flush()
             return
         tmp = f"{output}.part"
         try:
             with open(tmp, "wb") as out_file:
-                exporting.copy_out(con, exporting.export_sql(name), out_file.write, transform)
+                exporting.copy_out(con, sql, out_file.write, transform)
             os.replace(tmp, output)
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None

@@ -16,6 +16,7 @@ from flask import current_app
 
 from flaskstream import db
 from flaskstream.errors import ApiError
+from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
 from flaskstream.etl.catalog import describe_table
 from flaskstream.etl.tables import TABLES, Table
@@ -76,3 +77,25 @@ def upload_source(upload_id: str) -> tuple[IO[bytes], int, str]:
     except FileNotFoundError:
         raise ApiError(404, "NO_SUCH_UPLOAD", f"upload {upload.id} has no stored file") from None
     return handle, os.fstat(handle.fileno()).st_size, f"upload:{upload.id} ({upload.filename})"
+
+
+_COLUMNS_SQL = ("SELECT a.attname FROM pg_catalog.pg_attribute a "
+                "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relname = :n AND a.attnum > 0 AND NOT a.attisdropped")
+
+
+def export_columns(con: Any, name: str, text: str | None) -> tuple[str, ...]:
+    """``--columns a,b`` / ``?columns=a,b`` of an export, each a column of ``name``
+    (``[schema.]name`` as ``export.exportable`` reads it); () for all of them."""
+    wanted = tuple(c.strip() for c in (text or "").split(",") if c.strip())
+    if not wanted:
+        return ()
+    schema, _, relation = name.rpartition(".")
+    have = {row[0] for row in con.run(_COLUMNS_SQL, s=schema or exporting.DEFAULT_SCHEMA,
+                                      n=relation)}
+    unknown = [c for c in wanted if c not in have]
+    if unknown:
+        raise ApiError(400, "UNKNOWN_COLUMN", f"{name} has no column(s) "
+                       f"{', '.join(map(repr, unknown))}")
+    return wanted

@@ -283,7 +283,8 @@ def job_rejects(job_id: str) -> Response:
 def export_csv() -> Response:
     """A table or view of ``ETL_TABLES`` streamed out as CSV (constant memory, first byte at once).
 
-    ``?excel_safe=1`` neutralises cells a spreadsheet would run as formulas (``csvsafe.py``).
+    ``?excel_safe=1`` neutralises cells a spreadsheet would run as formulas (``csvsafe.py``);
+    ``?columns=a,b`` exports those columns only, in that order.
     """
     name = request.args.get("table", "users")
     excel_safe = _flag_arg("excel_safe")
@@ -296,7 +297,9 @@ def export_csv() -> Response:
     if not exporting.exportable(db.get_db(), name):
         raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named '{name}'")
     transform = csvsafe.FormulaGuard().feed if excel_safe else None
-    return _csv_response(_export_body(exporting.export_sql(name), transform), f"{name}.csv")
+    columns = targets.export_columns(db.get_db(), name, request.args.get("columns"))
+    return _csv_response(_export_body(exporting.export_sql(name, columns=columns), transform),
+                         f"{name}.csv")
 
 
 @bp.record_once

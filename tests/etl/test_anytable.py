@@ -255,3 +255,31 @@ def test_http_loads_a_listed_table_with_dialect_arguments(app, client, customers
     assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "UNKNOWN_COLUMN"
     resp = post(client, b"email\n", "table=public.customers&delimiter=ab")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_DIALECT"
+
+
+# --- export: any readable table from the CLI, listed ones over HTTP, ?columns= ---------
+
+
+def test_export_any_table_from_the_cli_with_columns(runner, customers, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"email,age\nb@x.io,2\na@x.io,1\n")
+    assert load(runner, src, "--table", "public.customers")[0].exit_code == 0
+    result = runner.invoke(args=["etl", "export", "--table", "public.customers",
+                                 "--columns", "age,email"])
+    assert result.exit_code == 0, result.output
+    assert sorted(result.output.splitlines()) == ["1,a@x.io", "2,b@x.io", "age,email"]
+    result = runner.invoke(args=["etl", "export", "--table", "public.customers",
+                                 "--columns", "email,shoe"])
+    assert result.exit_code == 1 and "no column(s) 'shoe'" in result.output
+
+
+def test_export_over_http_only_listed_tables_with_columns(app, client, customers):
+    query(customers, "INSERT INTO public.customers (email, age) VALUES ('a@x.io', 1)")
+    resp = client.get("/etl/export.csv?table=public.customers")
+    assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "TABLE_NOT_ALLOWED"
+    app.config["ETL_TABLES"] = ["users", "public.customers"]
+    resp = client.get("/etl/export.csv?table=public.customers&columns=email,age,email_lc")
+    assert resp.status_code == 200
+    assert resp.get_data(as_text=True).splitlines() == ["email,age,email_lc", "a@x.io,1,a@x.io"]
+    resp = client.get("/etl/export.csv?table=public.customers&columns=password")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "UNKNOWN_COLUMN"
