@@ -27,7 +27,10 @@ def load_target(name: str, dialect: CsvDialect | None) -> Table | TableCsv:
     """A preset (``users``, ``requests``: flaskstream's own, unqualified) or any
     table the catalog describes and the connected role may INSERT into; its
     shape is read once, here, for the whole load."""
-    if name in TABLES and dialect is None:
+    if name in TABLES:
+        if dialect is not None:  # else the preset's own rules (email, age range) would be lost
+            raise BadDialect(f"the preset table {name} reads the default CSV dialect; the CSV "
+                             "options are for tables read from the catalog ([schema.]name)")
         return TABLES[name]
     con = db.get_database().new_connection()
     try:

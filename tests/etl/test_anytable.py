@@ -283,3 +283,13 @@ def test_export_over_http_only_listed_tables_with_columns(app, client, customers
     assert resp.get_data(as_text=True).splitlines() == ["email,age,email_lc", "a@x.io,1,a@x.io"]
     resp = client.get("/etl/export.csv?table=public.customers&columns=password")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "UNKNOWN_COLUMN"
+
+
+def test_csv_options_are_refused_for_the_presets(runner, client, clean_db, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"email;age\na@x.io;1\n")
+    result, _ = load(runner, src, "--delimiter", ";")
+    assert result.exit_code == 1 and "preset table users" in result.output
+    resp = post(client, src.read_bytes(), "table=users&delimiter=;")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_DIALECT"
+    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
