@@ -23,7 +23,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from flaskstream import db
-from flaskstream.errors import ApiError
+from flaskstream.errorbase import FlaskstreamError
 from flaskstream.etl import csvsafe, targets
 from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import TableCsv
@@ -215,9 +215,8 @@ def load_command(path: str | None, upload: str | None, table_name: str, mode: st
     try:
         table = targets.load_target(table_name, targets.dialect_from({"map": map_, **flags}))
         source = targets.upload_source(upload) if upload is not None else None
-    except (ApiError, InputError) as exc:
-        raise click.ClickException(exc.message if isinstance(exc, ApiError) else str(exc)) \
-            from None
+    except FlaskstreamError as exc:
+        raise click.ClickException(exc.message) from None
     path = path or "-"
     resume = _resume_point(resume_job, table.name, path) if resume_job else None
     if resume is not None:
@@ -270,7 +269,7 @@ def export_command(name: str, output: str, excel_safe: bool, columns: str | None
             raise click.ClickException(f"no table or view named {name!r}{where}")
         try:
             sql = exporting.export_sql(name, columns=targets.export_columns(con, name, columns))
-        except ApiError as exc:
+        except FlaskstreamError as exc:
             raise click.ClickException(exc.message) from None
         if output == "-":
             out = sys.stdout.buffer

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from flaskstream.errorbase import FixedError
 from flaskstream.leases import SECONDS, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,10 @@ EXPIRED_CODE = "LEASE_EXPIRED"
 FAILED_EVENT = "failed"
 
 
-class LeaseLost(Exception):
+class LeaseLost(FixedError):
     """This process no longer holds the job (a janitor failed it while we were frozen)."""
 
-    code = "LEASE_LOST"
+    code, status = "LEASE_LOST", 500
 
 
 def renew(con: Any, job_id: str, lease: float) -> bool:

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from flaskstream import logs
 from flaskstream.db import DatabaseError, close_quietly
+from flaskstream.errorbase import FixedError
 from flaskstream.etl.pipeline import Progress, Reject
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -27,8 +28,10 @@ REJECT_HEADER = ("line", "reason", "text")
 DEFAULT_LEASE = 30.0  # ETL_JOB_LEASE when no app is around
 
 
-class JobExists(Exception):
-    pass
+class JobExists(FixedError):
+    """The job id is taken (``--job`` / ``?job=`` names an existing job)."""
+
+    code, status = "JOB_EXISTS", 409
 
 
 def new_job_id() -> str:

@@ -20,9 +20,9 @@ from typing import IO, Any
 
 from flaskstream import metrics
 from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
-from flaskstream.errors import ApiError
+from flaskstream.errorbase import FlaskstreamError
 from flaskstream.etl.anytable import TableCsv
-from flaskstream.etl.joblease import JobLease, LeaseLost
+from flaskstream.etl.joblease import JobLease
 from flaskstream.etl.jobrows import (  # noqa: F401 - re-exported: the CLI and views read jobs here
     DEFAULT_LEASE,
     JobExists,
@@ -33,19 +33,17 @@ from flaskstream.etl.jobrows import (  # noqa: F401 - re-exported: the CLI and v
     recent_jobs,
     valid_job_id,
 )
-from flaskstream.etl.mapping import MappingError
 from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, relaxed_gc  # noqa: F401 - re-exported
 from flaskstream.etl.pipeline import (
     Batch,
     CopyBlock,
-    InputError,
     Progress,
     Reject,
     read_chunks,
 )
 from flaskstream.etl.prefetch import prefetch
-from flaskstream.etl.sink import CopySink, LoadError, LoadOptions, preset_target
-from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
+from flaskstream.etl.sink import CopySink, LoadOptions, preset_target
+from flaskstream.etl.tables import Table, csv_copy_blocks
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 8 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
@@ -91,12 +89,9 @@ def encodable(text: str) -> str:
 
 
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, (LoadError, InputError, MappingError, ApiError, LeaseLost)):
-        return str(exc.code)
-    if isinstance(exc, HeaderError):
-        return "BAD_HEADER"
-    if isinstance(exc, JobExists):
-        return "JOB_EXISTS"
+    """The error's own code (every flaskstream error carries one), else the database's kind."""
+    if isinstance(exc, FlaskstreamError):
+        return exc.code
     if is_connection_lost(exc):
         return "DATABASE_CONNECTION_LOST"
     if isinstance(exc, DatabaseError):
@@ -108,7 +103,7 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, DatabaseError) and exc.args and isinstance(exc.args[0], dict):
         fields = exc.args[0]
         return f"database: {fields.get('M', exc)}"
-    if isinstance(exc, ApiError):
+    if isinstance(exc, FlaskstreamError):
         return exc.message
     text = str(exc).strip() or type(exc).__name__
     if is_connection_lost(exc) and not isinstance(exc, DatabaseError):
@@ -301,8 +296,7 @@ class LoadJob:
             self.recorder.add_rejects(batch_rejects)
 
 
-EXPECTED = (InputError, HeaderError, MappingError, ApiError, LoadError, JobExists,
-            DatabaseError, LeaseLost)
+EXPECTED = (FlaskstreamError, DatabaseError)  # failures with a clear message: no traceback logged
 
 
 def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes],
@@ -318,8 +312,8 @@ def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes],
 
 
 def http_status(exc: BaseException) -> int | None:
-    """The status an error carries itself (input errors, API errors), if any."""
-    return int(exc.status) if isinstance(exc, (InputError, ApiError)) else None
+    """The status an error carries itself (every flaskstream error), if any."""
+    return exc.status if isinstance(exc, FlaskstreamError) else None
 
 
 def configured_lease() -> float:

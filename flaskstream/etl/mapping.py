@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from flaskstream.errorbase import FixedError
 from flaskstream.etl.pgtypes import ColumnCodec, PgType
 from flaskstream.etl.tables import _escape
 
@@ -78,10 +79,10 @@ class CopyTarget:
     label: str = ""
 
 
-class MappingError(ValueError):
+class MappingError(FixedError, ValueError):
     """The CSV's fields cannot feed the table; raised before any row is read."""
 
-    code = "BAD_HEADER"
+    code, status = "BAD_HEADER", 422
 
     def __init__(self, message: str, columns: Sequence[str] = ()) -> None:
         super().__init__(message)
