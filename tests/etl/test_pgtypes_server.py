@@ -201,9 +201,13 @@ def core_verdict(type_text: str, value: str) -> str | None:
     base = type_text.replace("mood", "enum")
     c = ColumnCodec("c", parse_type(base, MOOD))
     try:
-        return c.check(value)
+        verdict: str | None = c.check(value)
     except Invalid:
-        return None
+        verdict = None
+    errors: dict[int, list[str]] = {}
+    c.encode([value], errors)  # the block path (fast regexes) must judge the same
+    assert (0 in errors) == (verdict is None), (value, errors)
+    return verdict
 
 
 def check_against_server(con: pg8000.native.Connection, type_text: str, value: str,
