@@ -41,6 +41,7 @@ PURE_CORES = {
     "flaskstream.etl.pgtypes", "flaskstream.etl.pgcheck", "flaskstream.etl.pgtime", "flaskstream.etl.mapping",
     "flaskstream.etl.anytable",
     "flaskstream.tus.protocol", "flaskstream.errorbase",
+    "flaskstream.access.claims", "flaskstream.access.signing", "flaskstream.access.jwts",
 }
 NOT_IN_PURE_CORES = {"flask", "pg8000", "pgserver", "gunicorn", "gevent", "psycopg", "psycopg2"}
 APP = "flaskstream"

@@ -78,3 +78,5 @@ CREATE INDEX IF NOT EXISTS etl_rejects_job_line ON etl_rejects (job_id, line);
 -- NULL for finished jobs and for rows written before this column existed.
 ALTER TABLE etl_jobs ADD COLUMN IF NOT EXISTS lease_expires timestamptz;
 CREATE INDEX IF NOT EXISTS etl_jobs_running_lease ON etl_jobs (lease_expires) WHERE status = 'running';
+-- Access control (issue 15): the `sub` of the token that ran the job.
+ALTER TABLE etl_jobs ADD COLUMN IF NOT EXISTS owner text;

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from flaskstream import auth, db
+from flaskstream.access import policy
 from flaskstream.errors import ApiError
 from flaskstream.etl import cli, csvsafe, targets
 from flaskstream.etl import export as exporting
@@ -142,6 +143,8 @@ def create_job() -> tuple[Response, int]:
         raise ApiError(400, "BAD_ENCODING", str(exc)) from None
     limit = cfg["ETL_MAX_BODY"]
     upload_id = request.args.get("upload")
+    if upload_id is not None:
+        _check_may_read_upload(upload_id)
     stored = targets.upload_source(upload_id) if upload_id is not None else None
     if stored is None and limit is not None and (request.content_length or 0) > int(limit):
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
@@ -160,6 +163,16 @@ def create_job() -> tuple[Response, int]:
     if result["status"] == "done":
         return jsonify(result), 200 if options.dry_run else 201
     return jsonify(result), job.status or STATUS.get(result["error"]["code"], 500)
+
+
+def _check_may_read_upload(upload_id: str) -> None:
+    """Loading a stored upload reads it: the caller needs what ``GET /uploads/<id>/content``
+    needs (read access, or owning it), else one client could load another's file."""
+    found = auth.require_claims("READ") if auth.token_mode("READ") else None
+    if found is None or found.can_read(f"/uploads/{upload_id}/content") or \
+            found.owns(policy.owner_of("upload", upload_id)):
+        return
+    raise auth.forbidden(f"the token's read claim does not cover /uploads/{upload_id}")
 
 
 def _load_options(cfg: Any) -> LoadOptions:
@@ -209,7 +222,8 @@ def _public_job(job: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/etl/jobs")
 def list_jobs() -> Response:
     limit = min(_int_arg("limit", 1) or 20, 1000)
-    return jsonify({"jobs": [_public_job(job) for job in recent_jobs(db.get_db(), limit)]})
+    return jsonify({"jobs": [_public_job(job) for job in recent_jobs(
+        db.get_db(), limit, owner=auth.listing_owner("/etl/jobs"))]})
 
 
 @bp.get("/etl/jobs/<job_id>")

@@ -23,3 +23,5 @@ CREATE TABLE IF NOT EXISTS tus_uploads (
 );
 CREATE INDEX IF NOT EXISTS tus_uploads_active_expires_idx ON tus_uploads (expires) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS tus_uploads_updated_idx ON tus_uploads (updated) WHERE state <> 'active';
+-- Access control (issue 15): the `sub` of the token that created the upload.
+ALTER TABLE tus_uploads ADD COLUMN IF NOT EXISTS owner text;

@@ -10,3 +10,6 @@ CREATE TABLE IF NOT EXISTS uploads (
     created      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS uploads_created_id_idx ON uploads (created DESC, id DESC);
+-- Access control (issue 15): the `sub` of the token that created the upload.
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS owner text;
+CREATE INDEX IF NOT EXISTS uploads_owner_created_idx ON uploads (owner, created DESC, id DESC);
