@@ -177,12 +177,17 @@ def test_upsert_on_the_primary_key_or_a_named_unique_index(runner, customers, tm
     src = tmp_path / "in.csv"
     src.write_bytes(b"email,age\na@x.io,1\nb@x.io,2\n")
     assert load(runner, src, "--table", "public.customers")[0].exit_code == 0
-    src.write_bytes(b"email,age\na@x.io,10\nc@x.io,3\n")
+    src.write_bytes(b'email,age,tier,balance,tags\na@x.io,10,pro,1.5,"{x,y}"\nc@x.io,3,,,\n')
     result, summary = load(runner, src, "--table", "public.customers", "--mode", "upsert",
-                           "--key", "email")
+                           "--key", "email")  # the stage has the target's types (enum, array)
     assert result.exit_code == 0, result.output
-    assert query(customers, "SELECT email, age FROM public.customers ORDER BY 1") == \
-        [["a@x.io", 10], ["b@x.io", 2], ["c@x.io", 3]]
+    # c's empty balance is NULL for a NOT NULL column: a reject, as COPY would refuse it
+    # (a default fills a column the CSV lacks, not an empty field)
+    assert summary is not None and summary["rows_rejected"] == 1
+    assert query(customers, "SELECT reason FROM etl_rejects") == [["balance: required (NOT NULL)"]]
+    assert query(customers, "SELECT email, age, tier::text, balance::text, tags "
+                            "FROM public.customers ORDER BY 1") == \
+        [["a@x.io", 10, "pro", "1.50", ["x", "y"]], ["b@x.io", 2, None, "0.00", None]]
     result, summary = load(runner, src, "--table", "public.customers", "--mode", "upsert",
                            "--key", "age")
     assert result.exit_code == 1 and summary is not None
