@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from flaskstream.db import Database, close_quietly
@@ -92,11 +92,13 @@ def exportable(con: Any, name: str) -> bool:
     return bool(rows)
 
 
-def export_sql(name: str, header: bool = True) -> str:
-    """The COPY of ``[schema.]name``, schema-qualified as ``exportable`` checked it."""
+def export_sql(name: str, header: bool = True, columns: Sequence[str] = ()) -> str:
+    """The COPY of ``[schema.]name``, schema-qualified as ``exportable`` checked it;
+    ``columns`` (names checked by the caller, e.g. ``targets.export_columns``) or all."""
     schema, _, relation = name.rpartition(".")
     qualified = f"{quote_ident(schema or DEFAULT_SCHEMA)}.{quote_ident(relation)}"
-    return (f"COPY (SELECT * FROM {qualified}) TO STDOUT "
+    selected = ", ".join(map(quote_ident, columns)) if columns else "*"
+    return (f"COPY (SELECT {selected} FROM {qualified}) TO STDOUT "
             f"WITH (FORMAT csv{', HEADER' if header else ''})")
 
 
