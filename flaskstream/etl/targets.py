@@ -9,10 +9,7 @@ HTTP view so that both accept the same things and fail the same way.
 
 from __future__ import annotations
 
-import os
 from typing import IO, Any
-
-from flask import current_app
 
 from flaskstream import db
 from flaskstream.errors import ApiError
@@ -20,6 +17,8 @@ from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
 from flaskstream.etl.catalog import describe_table
 from flaskstream.etl.tables import TABLES, Table
+from flaskstream.storage import get_storage
+from flaskstream.storage.reader import open_stored
 from flaskstream.uploads import records
 
 
@@ -68,18 +67,17 @@ def dialect_from(flags: dict[str, Any]) -> CsvDialect | None:
 
 
 def upload_source(upload_id: str) -> tuple[IO[bytes], int, str]:
-    """The stored bytes of upload ``upload_id`` (its ``uploads`` row, then ``UPLOAD_DIR/<id>``):
+    """The stored bytes of upload ``upload_id`` (its ``uploads`` row, then the stored object):
     (open file, size, source name for the job row). 404 ``NO_SUCH_UPLOAD`` if either is gone."""
     with db.connection() as con:
         upload = records.get_upload(con, upload_id)
     if upload is None:
         raise ApiError(404, "NO_SUCH_UPLOAD", f"no stored upload {upload_id!r}")
-    path = records.final_path(current_app.config["UPLOAD_DIR"], upload.id)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    except FileNotFoundError:
-        raise ApiError(404, "NO_SUCH_UPLOAD", f"upload {upload.id} has no stored file") from None
-    return handle, os.fstat(handle.fileno()).st_size, f"upload:{upload.id} ({upload.filename})"
+    opened = open_stored(get_storage(), upload.id)  # UPLOAD_DIR or the bucket (STORAGE_URL)
+    if opened is None:
+        raise ApiError(404, "NO_SUCH_UPLOAD", f"upload {upload.id} has no stored file")
+    handle, size = opened
+    return handle, size, f"upload:{upload.id} ({upload.filename})"
 
 
 _COLUMNS_SQL = ("SELECT a.attname FROM pg_catalog.pg_attribute a "
