@@ -39,10 +39,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # pgserver logs every pg_ctl command line and its output at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
-    from flaskstream import adapters, auth, cors, db, errors
+    from flaskstream import adapters, auth, cors, db, dbcli, errors
 
     adapters.init_app(app)
     db.init_app(app)
+    dbcli.init_app(app)  # flask db upgrade / status
     errors.init_app(app)
     auth.init_app(app)
     cors.init_app(app)

@@ -150,6 +150,12 @@ DEFAULTS: dict[str, Any] = {
     # their public fallback, as when a start-up check finds the installed version changed.
     "ADAPTERS_DISABLE": "",
     # --- end adapters ---------------------------------------------------------
+    # --- schema and migrations (issue 14, w-schema) ------------------------------
+    # The PostgreSQL schema holding every object flaskstream creates (created if
+    # missing; 1-48 of a-z 0-9 _, not public or pg_*). Two installs in one database
+    # use two schemas: their events, leases and locks never meet.
+    "DB_SCHEMA": "flaskstream",
+    # --- end schema and migrations -------------------------------------------------
 }
 
 ENV_PREFIX = "FLASKSTREAM"

@@ -220,13 +220,13 @@ def export_command(name: str, output: str) -> None:
             raise click.ClickException(f"no table or view named {name!r} in schema public")
         if output == "-":
             out = sys.stdout.buffer
-            exporting.copy_out(con, exporting.export_sql(name), out.write)
+            exporting.copy_out(con, exporting.export_sql(con, name), out.write)
             out.flush()
             return
         tmp = f"{output}.part"
         try:
             with open(tmp, "wb") as out_file:
-                exporting.copy_out(con, exporting.export_sql(name), out_file.write)
+                exporting.copy_out(con, exporting.export_sql(con, name), out_file.write)
             os.replace(tmp, output)
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None

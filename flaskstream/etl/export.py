@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flaskstream import schema
 from flaskstream.db import Database, close_quietly
 from flaskstream.etl.sink import quote_ident
 
@@ -37,13 +38,14 @@ class Cancelled(Exception):
 
 def exportable(con, name: str) -> bool:
     rows = con.run("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                   "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = :n "
-                   "AND c.relkind IN ('r', 'v', 'm', 'p')", n=name)
+                   "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :n "
+                   "AND c.relkind IN ('r', 'v', 'm', 'p')", n=name, s=schema.of(con).schema)
     return bool(rows)
 
 
-def export_sql(name: str, header: bool = True) -> str:
-    return (f"COPY (SELECT * FROM {quote_ident(name)}) TO STDOUT "
+def export_sql(con: Any, name: str, header: bool = True) -> str:
+    """COPY of a table in ``con``'s schema (``exportable`` said it is there)."""
+    return (f"COPY (SELECT * FROM {schema.of(con).quoted}.{quote_ident(name)}) TO STDOUT "
             f"WITH (FORMAT csv{', HEADER' if header else ''})")
 
 

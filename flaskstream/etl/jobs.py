@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from flaskstream import logs, metrics
-from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
+from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost, qualified_in
 from flaskstream.etl.joblease import JobLease, LeaseLost
 from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, relaxed_gc  # noqa: F401 - re-exported
 from flaskstream.etl.pipeline import (
@@ -74,12 +74,13 @@ def _row(values: list[Any]) -> dict[str, Any]:
 
 
 def get_job(con, job_id: str) -> dict[str, Any] | None:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM etl_jobs WHERE id = :id", id=job_id)
+    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {qualified_in(con, 'etl_jobs')} WHERE id = :id",
+                   id=job_id)
     return _row(rows[0]) if rows else None
 
 
 def recent_jobs(con, limit: int = 20) -> list[dict[str, Any]]:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM etl_jobs "
+    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {qualified_in(con, 'etl_jobs')} "
                    "ORDER BY created_at DESC LIMIT :n", n=limit)
     return [_row(r) for r in rows]
 
@@ -112,8 +113,9 @@ class JobRecorder:
         try:
             with self.lock:
                 self.con.run(
-                    "INSERT INTO etl_jobs (id, table_name, mode, source, worker, request_id, lease_expires) "
-                    "VALUES (:id, :t, :m, :s, :w, :rid, clock_timestamp() + :lease * interval '1 second')",
+                    f"INSERT INTO {qualified_in(self.con, 'etl_jobs')} (id, table_name, mode, source, "
+                    "worker, request_id, lease_expires) VALUES (:id, :t, :m, :s, :w, :rid, "
+                    "clock_timestamp() + :lease * interval '1 second')",
                     id=self.job_id, t=table, m=mode, s=source[:500],
                     w=f"{socket.gethostname()}:{os.getpid()}", rid=logs.request_id(), lease=self.lease)
         except DatabaseError as exc:
@@ -130,9 +132,9 @@ class JobRecorder:
     def _update(self, progress: Progress, status: str | None, error: str | None,
                 committed: int | None, line: int | None, offset: int | None) -> None:
         self.con.run(
-            "UPDATE etl_jobs SET bytes_read = :b, rows_read = :r, rows_loaded = :l, "
-            "rows_rejected = :j, status = COALESCE(:st, status), error = COALESCE(:e, error), "
-            "rows_committed = COALESCE(:c, rows_committed), "
+            f"UPDATE {qualified_in(self.con, 'etl_jobs')} SET bytes_read = :b, rows_read = :r, "
+            "rows_loaded = :l, rows_rejected = :j, status = COALESCE(:st, status), "
+            "error = COALESCE(:e, error), rows_committed = COALESCE(:c, rows_committed), "
             "checkpoint_line = COALESCE(:cl, checkpoint_line), "
             "checkpoint_offset = COALESCE(:co, checkpoint_offset), updated_at = now(), "
             "finished_at = CASE WHEN :st IN ('done', 'failed') THEN now() END, "
@@ -166,8 +168,8 @@ class JobRecorder:
         text = "".join(f"{self.job_id}\t{r.line}\t{copy_text_field(r.reason)}\t"
                        f"{copy_text_field(r.text)}\n" for r in rejects)
         with self.lock:
-            self.con.run("COPY etl_rejects (job_id, line, reason, text) FROM STDIN",
-                         stream=[text.encode("utf-8")])
+            self.con.run(f"COPY {qualified_in(self.con, 'etl_rejects')} (job_id, line, reason, text) "
+                         "FROM STDIN", stream=[text.encode("utf-8")])
 
 
 class RejectsFile:

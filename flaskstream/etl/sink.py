@@ -26,6 +26,7 @@ import select
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from flaskstream import schema
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.db import DatabaseError, is_connection_lost
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
@@ -106,7 +107,7 @@ class CopySink:
         self.on_progress = on_progress or (lambda: None)
         self.on_commit = on_commit or (lambda batch: None)
         columns = ", ".join(map(quote_ident, table.column_names))
-        target = quote_ident(table.name)
+        target = schema.qualified(con, table.name)  # a preset table: flaskstream's own
         if options.mode == "upsert":
             if not table.key:
                 raise ValueError(f"table {table.name} has no key to upsert on")
@@ -286,7 +287,7 @@ class CopySink:
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         cols = ", ".join(names)
         self.con.run(
-            f"INSERT INTO {quote_ident(self.table.name)} ({cols}) "
+            f"INSERT INTO {schema.qualified(self.con, self.table.name)} ({cols}) "
             f"SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, etl_row DESC "
             f"ON CONFLICT ({key}) {action}")
         self.con.run("TRUNCATE etl_stage")

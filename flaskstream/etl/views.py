@@ -193,7 +193,7 @@ def job_rejects(job_id: str) -> Response:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id}")
     database = db.get_database()
     con = database.new_connection()
-    sql = ("COPY (SELECT line, reason, text FROM etl_rejects WHERE job_id = "
+    sql = (f"COPY (SELECT line, reason, text FROM {database.names.qualified('etl_rejects')} WHERE job_id = "
            f"'{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
     return _csv_response(exporting.stream_copy_out(database, sql, con), f"{job_id}-rejects.csv")
 
@@ -212,5 +212,5 @@ def export_csv() -> Response:
     if not ok:
         db.close_quietly(con)
         raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named {name!r}")
-    return _csv_response(exporting.stream_copy_out(database, exporting.export_sql(name), con),
+    return _csv_response(exporting.stream_copy_out(database, exporting.export_sql(con, name), con),
                          f"{name}.csv")

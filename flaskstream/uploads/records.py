@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flaskstream import schema
+
 
 def final_path(upload_dir: str | os.PathLike[str], upload_id: str) -> Path:
     """Where an upload's bytes live: ``UPLOAD_DIR/<id>`` (ids are server-generated hex)."""
@@ -66,13 +68,18 @@ class Upload:
         return body
 
 
+def _uploads(con: Any) -> str:
+    """The uploads table of ``con``'s install, schema-qualified."""
+    return schema.qualified(con, "uploads")
+
+
 def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
     """Insert every row in one transaction: all or none (``con`` is a pg8000.native connection)."""
     con.run("BEGIN")
     try:
         for u in uploads:
             con.run(
-                f"INSERT INTO uploads ({COLUMNS}) VALUES "
+                f"INSERT INTO {_uploads(con)} ({COLUMNS}) VALUES "
                 "(:id, :filename, :size, :sha256, :content_type, :field, :created)",
                 id=u.id, filename=u.filename, size=u.size, sha256=u.sha256,
                 content_type=u.content_type, field=u.field, created=u.created,
@@ -87,7 +94,7 @@ def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
 def get_upload(con: Any, upload_id: str) -> Upload | None:
     if not is_upload_id(upload_id):
         return None
-    rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE id = :id", id=upload_id)
+    rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} WHERE id = :id", id=upload_id)
     return Upload.from_row(rows[0]) if rows else None
 
 
@@ -95,10 +102,10 @@ def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = 
                  ) -> list[Upload]:
     """Newest first, keyset-paginated: ``before`` is the (created, id) of the last row seen."""
     if before is None:
-        rows = con.run(f"SELECT {COLUMNS} FROM uploads ORDER BY created DESC, id DESC "
+        rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} ORDER BY created DESC, id DESC "
                        "LIMIT :limit", limit=limit)
     else:
-        rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE (created, id) < (:c, :i) "
+        rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} WHERE (created, id) < (:c, :i) "
                        "ORDER BY created DESC, id DESC LIMIT :limit",
                        c=before[0], i=before[1], limit=limit)
     return [Upload.from_row(r) for r in rows]
@@ -108,7 +115,7 @@ def delete_upload(con: Any, upload_dir: str | os.PathLike[str], upload_id: str) 
     """Delete the row, then the file. False if there was no such upload."""
     if not is_upload_id(upload_id):
         return False
-    rows = con.run("DELETE FROM uploads WHERE id = :id RETURNING id", id=upload_id)
+    rows = con.run(f"DELETE FROM {_uploads(con)} WHERE id = :id RETURNING id", id=upload_id)
     if not rows:
         return False
     with contextlib.suppress(FileNotFoundError):
