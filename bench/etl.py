@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import pg8000.native  # noqa: E402
 
-from flaskstream import db, embedded  # noqa: E402
+from flaskstream import db, embedded, schema  # noqa: E402
 
 PSQL = ROOT / ".venv/lib/python3.11/site-packages/pgserver/pginstall/bin/psql"
 LOADER = [sys.executable, str(ROOT / "bench/etl_loader.py")]
@@ -87,9 +87,9 @@ def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
 
 
 def truncate(url: str) -> None:
-    con = pg8000.native.Connection(**db.connect_kwargs(url))
+    con = schema.attach(pg8000.native.Connection(**db.connect_kwargs(url)), schema.SchemaNames("flaskstream"))
     db.apply_schema(con)
-    con.run("TRUNCATE users, etl_jobs, etl_rejects")
+    con.run("TRUNCATE flaskstream.users, flaskstream.etl_jobs, etl_rejects")
     con.run("CHECKPOINT")
     con.close()
 
@@ -117,7 +117,7 @@ def run_psql(url: str, clean: Path, rows: int) -> dict:
     truncate(url)
     started = time.monotonic()
     proc = subprocess.Popen([str(PSQL), url, "-q", "-c",
-                             f"\\copy users (email, age, name) FROM '{clean}'"])
+                             f"\\copy flaskstream.users (email, age, name) FROM '{clean}'"])
     code, rss = wait_rusage(proc)
     seconds = time.monotonic() - started
     if code != 0:
@@ -157,7 +157,7 @@ def main() -> None:
         if args.plain_table:
             truncate(url)
             con = pg8000.native.Connection(**db.connect_kwargs(url))
-            con.run("ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_key, "
+            con.run("ALTER TABLE flaskstream.users DROP CONSTRAINT IF EXISTS users_email_key, "
                     "DROP CONSTRAINT IF EXISTS users_pkey, DROP CONSTRAINT IF EXISTS users_age_check")
             con.close()
         csv_path, clean_path, valid = write_inputs(work, args.rows, args.invalid)

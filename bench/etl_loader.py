@@ -66,7 +66,7 @@ def naive(url: str, source, columnar: bool) -> dict:
     def statement(rows: int) -> str:
         tuples = ",".join(
             "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(rows))
-        return f"INSERT INTO users ({', '.join(names)}) VALUES {tuples}"
+        return f"INSERT INTO flaskstream.users ({', '.join(names)}) VALUES {tuples}"
 
     full = statement(NAIVE_BATCH)
     pending: list = []
