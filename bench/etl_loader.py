@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pg8000.native  # noqa: E402
 
-from flaskstream import db  # noqa: E402
+from flaskstream import db, schema  # noqa: E402
 from flaskstream.etl.pipeline import Progress, read_chunks  # noqa: E402
 from flaskstream.etl.tables import USERS, Invalid, convert_value, csv_copy_blocks  # noqa: E402
 
@@ -40,7 +40,7 @@ class UrlDatabase:
         self.kwargs = db.connect_kwargs(url)
 
     def new_connection(self) -> pg8000.native.Connection:
-        return pg8000.native.Connection(**self.kwargs)
+        return schema.attach(pg8000.native.Connection(**self.kwargs), schema.SchemaNames("flaskstream"))
 
 
 def naive_rows(source, progress: Progress):
