@@ -77,10 +77,10 @@ class Migration:
         return split_sql(text)
 
 
-def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def available(directory: Path | None = None) -> list[Migration]:
     """The migration files in order; numbering must run 1, 2, 3... without gaps."""
     found = []
-    for path in directory.glob("*.sql"):
+    for path in (directory or MIGRATIONS_DIR).glob("*.sql"):
         match = _FILE.match(path.name)
         if not match:
             raise MigrationError(f"migration file name must be NNNN_name.sql: {path.name}")
@@ -214,8 +214,9 @@ def adopt_0_1(con: Any, names: SchemaNames) -> list[str]:
             continue
         con.run(f'ALTER TABLE public."{table}" SET SCHEMA {names.quoted}')
         moved.append(table)
-    log.warning("moved the 0.1 install's tables from public into schema %s: %s",
-                names.schema, ", ".join(moved))
+    if moved:
+        log.warning("moved the 0.1 install's tables from public into schema %s: %s",
+                    names.schema, ", ".join(moved))
     return moved
 
 

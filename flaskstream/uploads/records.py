@@ -1,4 +1,4 @@
-"""Stored uploads as rows: the ``uploads`` table (schema.sql) and where each file lives.
+"""Stored uploads as rows: the ``uploads`` table (migrations/) and where each file lives.
 
 Split from ``storage`` (which re-exports every name here) so that the staging
 and durability code and the SQL stay small modules each. The client's filename
@@ -35,7 +35,7 @@ def is_upload_id(value: str) -> bool:
     return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
-# --- metadata rows (schema in uploads/schema.sql) -------------------------------
+# --- metadata rows (table in flaskstream/migrations/) ----------------------------
 
 COLUMNS = "id, filename, size, sha256, content_type, field, created"
 
