@@ -215,3 +215,23 @@ def test_a_connection_flaskstream_did_not_open_has_no_schema(database_url: str) 
             schema.of(con)
     finally:
         con.close()
+
+
+def test_publishes_notify_only_their_own_schema_s_channel(
+        database_url: str, fresh_schema: Callable[[], str]) -> None:
+    from flaskstream.events import store
+
+    name_a, name_b = fresh_schema(), fresh_schema()
+    publisher, listener = connect(database_url, name_a), connect(database_url, name_b)
+    try:
+        for con, name in ((publisher, name_a), (listener, name_b)):
+            migrate.upgrade(con, schema.SchemaNames(name))
+        listener.run(f'LISTEN "{store.notify_channel(listener)}"')
+        listener.run(f'LISTEN "{store.notify_channel(publisher)}"')
+        store.insert_event(publisher, "news", "hello", None, None)
+        listener.run("SELECT 1")  # pg8000 reads notifications while a query runs
+        channels = {n[1] for n in listener.notifications}
+        assert channels == {f"{name_a}_events"}
+    finally:
+        publisher.close()
+        listener.close()
