@@ -9,11 +9,18 @@ ratios, not absolutes):
      on a 16 MiB and a 256 MiB file of random bytes; plus "flaskstream-via-flask"
      (the same requests through the blueprint, fast path bypassed), "flask-ceiling", a route
      answering 64 KiB from memory in the same gunicorn (Flask + gunicorn alone), and
-     "wsgi-ceiling", the same from a bare WSGI callable (gunicorn alone);
+     "wsgi-ceiling", the same from a bare WSGI callable (gunicorn alone), and
+     "wsgi-pread", a bare callable doing one ``pread`` with a media answer's headers;
   2. MB/s for whole-file transfers of the 256 MiB file (2 concurrent clients);
   3. latency of ``bytes=-65536`` on a 1 GiB (sparse) file: median and p95.
 The Node column (``video-server.js`` copied outside the repo) serves one file at
 ``/video`` and knows no suffix ranges: it gets the equivalent ``bytes=a-b``.
+With ``--nginx`` (where /usr/sbin/nginx exists) a second gunicorn runs with
+``FLASKSTREAM_MEDIA_ACCEL=/_accel/`` behind nginx rendered from
+conf/nginx.conf.template (tests/ops/nginx.py): "accel-via-nginx" is Python's
+check plus nginx's ``X-Accel-Redirect`` send, "nginx-proxy" the plain fast
+path behind the same nginx. The summary line gives the two ratios issue 17
+asks for: fast path / wsgi-ceiling and accel-via-nginx / node.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+
 from tests.live import free_port  # noqa: E402
+from tests.ops import nginx  # noqa: E402
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 RANGE = 64 * KiB
@@ -134,8 +145,8 @@ def _client_proc(port: int, path: str, size: int, expect: int, seconds: float,
 
 def load(port: int, path: str, size: int, expect: int, seconds: float, mode: str,
          procs: int = 2, conns: int = 4, extra: dict[str, str] | None = None,
-         ) -> tuple[float, float, int]:
-    """(requests/s, MB/s, errors) over ``seconds`` of closed-loop load."""
+         ) -> tuple[float, float, int, int]:
+    """(requests/s, MB/s, errors, requests) over ``seconds`` of closed-loop load."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     started = time.monotonic()
     workers = [multiprocessing.Process(target=_client_proc, args=(
@@ -147,7 +158,23 @@ def load(port: int, path: str, size: int, expect: int, seconds: float, mode: str
         w.join()
     elapsed = time.monotonic() - started
     requests_ = sum(r[0] for r in results)
-    return requests_ / elapsed, sum(r[1] for r in results) / elapsed / 1e6, sum(r[2] for r in results)
+    return (requests_ / elapsed, sum(r[1] for r in results) / elapsed / 1e6,
+            sum(r[2] for r in results), requests_)
+
+
+def serving_pids(proc: subprocess.Popen[bytes] | int) -> list[int]:
+    """The processes doing the serving: a master's workers, or the process itself."""
+    master = psutil.Process(proc if isinstance(proc, int) else proc.pid)
+    return [child.pid for child in master.children()] or [master.pid]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by ``pids`` (a machine-load-proof measure)."""
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def latency(port: int, path: str, headers: dict[str, str], count: int) -> tuple[float, float]:
@@ -178,12 +205,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--node", help="path to a copy of the lesson's video-server.js")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per range row")
+    parser.add_argument("--nginx", action="store_true",
+                        help="add accel-via-nginx and nginx-proxy (needs /usr/sbin/nginx)")
+    parser.add_argument("--ranges-only", action="store_true",
+                        help="only the random-range rows (skip whole-file and suffix latency)")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="fs-bench-media-"))
     folder = base / "media"
     folder.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
+    stoppers: list[Any] = []
     try:
         write_random(folder / "m16.bin", 16 * MiB)
         write_random(folder / "m256.bin", 256 * MiB)
@@ -197,9 +229,11 @@ def main() -> None:
         procs.append(gunicorn)
         servers = {"flaskstream": (gport, "/media/{}"), "send_file": (gport, "/bench/send_file/{}")}
         node_ports: dict[str, int] = {}
+        node_pids: dict[str, list[int]] = {}
         if args.node:  # the seed serves one file per process
             for name in ("m16.bin", "m256.bin", "g1.bin"):
                 proc, node_ports[name] = start_node(args.node, folder / name)
+                node_pids[name] = [proc.pid]
                 procs.append(proc)
         print(f"# media bench {time.strftime('%Y-%m-%d %H:%M')} - 1 gunicorn gevent worker, "
               f"{args.seconds:.0f} s per figure, 2 procs x 4 keep-alive connections, "
@@ -207,6 +241,27 @@ def main() -> None:
 
         def node_for(name: str) -> int | None:
             return node_ports.get(name)
+
+        proxies: dict[str, int] = {}
+        # Whose CPU serves each target: the µs of server CPU per request are the
+        # figure a loaded, shared machine cannot distort (req/s it can).
+        pids: dict[str, list[int]] = {label: serving_pids(gunicorn) for label in (
+            "flaskstream", "send_file", "flaskstream-via-flask", "flask-ceiling", "wsgi-pread",
+            "wsgi-ceiling")}
+        if args.nginx:
+            accel, aport = start_gunicorn(folder, base / "instance-accel",
+                                          {"FLASKSTREAM_MEDIA_ACCEL": "/_accel/"})
+            procs.append(accel)
+            for label, port in (("accel-via-nginx", aport), ("nginx-proxy", gport)):
+                front = nginx.Nginx(base / label, f"127.0.0.1:{port}", folder,
+                                    base / "instance-accel" / "uploads").start()
+                stoppers.append(front.stop)
+                proxies[label] = front.port
+                assert front.process is not None
+                pids[label] = serving_pids(accel if port == aport else gunicorn) \
+                    + serving_pids(front.process)
+        summary: dict[str, float] = {}
+        cpu_per_request: dict[str, float] = {}
 
         origin = {"Origin": "http://bench.invalid"}
         for name, size in (("m16.bin", 16 * MiB), ("m256.bin", 256 * MiB)):
@@ -216,30 +271,60 @@ def main() -> None:
                        for label, (port, pattern) in servers.items()]
             if node_for(name):
                 targets.append(("node", node_ports[name], "/video", None))
-            if size == 16 * MiB:
+            targets += [(label, port, f"/media/{name}", None) for label, port in proxies.items()]
+            if size == 16 * MiB:  # the ceilings next to the fast path they bound
+                targets[1:1] = [("wsgi-ceiling", gport, "/bench/raw", None),
+                                ("wsgi-pread", gport, "/bench/raw-pread", None)]
                 targets += [("flaskstream-via-flask", gport, f"/media/{name}", origin),
-                            ("flask-ceiling", gport, "/bench/ceiling", None),
-                            ("wsgi-ceiling", gport, "/bench/raw", None)]
+                            ("flask-ceiling", gport, "/bench/ceiling", None)]
             results: dict[str, list[float]] = {t[0]: [] for t in targets}
             errors: dict[str, int] = {t[0]: 0 for t in targets}
-            for _ in range(args.rounds):
-                for label, port, path, extra in targets:
-                    rps, _, errs = load(port, path, size, 206, args.seconds, "range", extra=extra)
+            cpu: dict[str, list[float]] = {t[0]: [] for t in targets}
+            for round_ in range(args.rounds):
+                # Every other round backwards: no target always follows the same one.
+                for label, port, path, extra in targets[::-1] if round_ % 2 else targets:
+                    serving = pids.get(label) or node_pids[name]
+                    before = cpu_seconds(serving)
+                    rps, _, errs, count = load(port, path, size, 206, args.seconds, "range",
+                                               extra=extra)
+                    cpu[label].append((cpu_seconds(serving) - before) / max(count, 1) * 1e6)
                     results[label].append(rps)
                     errors[label] += errs
             row = [f"{label} {statistics.median(v):6.0f} req/s"
                    + (f" ({errors[label]} errors)" if errors[label] else "")
                    for label, v in results.items()]
-            print(f"random 64 KiB ranges, {size // MiB} MiB file: " + " | ".join(row))
+            print(f"random 64 KiB ranges, {size // MiB} MiB file: " + " | ".join(row), flush=True)
+            print(f"  server CPU per request, {size // MiB} MiB file: " + " | ".join(
+                f"{label} {statistics.median(v):5.0f} us" for label, v in cpu.items()), flush=True)
+            if size == 16 * MiB:
+                summary = {label: statistics.median(v) for label, v in results.items()}
+                cpu_per_request = {label: statistics.median(v) for label, v in cpu.items()}
+        ratios = [f"fast path / wsgi-ceiling {summary['flaskstream'] / summary['wsgi-ceiling']:.2f}",
+                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}"]
+        if "node" in summary and "accel-via-nginx" in summary:
+            ratios.append(f"accel-via-nginx / node {summary['accel-via-nginx'] / summary['node']:.2f}")
+        if "node" in summary:
+            ratios.append(f"fast path / node {summary['flaskstream'] / summary['node']:.2f}")
+        print("16 MiB ratios (req/s): " + " | ".join(ratios), flush=True)
+        c = cpu_per_request
+        ratios = [f"fast path / wsgi-ceiling {c['wsgi-ceiling'] / c['flaskstream']:.2f}",
+                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}"]
+        if "node" in c and "accel-via-nginx" in c:
+            ratios.append(f"accel-via-nginx / node {c['node'] / c['accel-via-nginx']:.2f}")
+        if "node" in c:
+            ratios.append(f"fast path / node {c['node'] / c['flaskstream']:.2f}")
+        print("16 MiB ratios (requests per server CPU-second): " + " | ".join(ratios), flush=True)
+        if args.ranges_only:
+            return
 
         row = []
         for label, (port, pattern) in servers.items():
-            _, mbs, errors = load(port, pattern.format("m256.bin"), 256 * MiB, 200,
+            _, mbs, errors, _ = load(port, pattern.format("m256.bin"), 256 * MiB, 200,
                                   args.seconds, "whole", procs=2, conns=1)
             row.append(f"{label} {mbs:7.0f} MB/s" + (f" ({errors} errors)" if errors else ""))
         nport = node_for("m256.bin")
         if nport:
-            _, mbs, errors = load(nport, "/video", 256 * MiB, 200, args.seconds, "whole",
+            _, mbs, errors, _ = load(nport, "/video", 256 * MiB, 200, args.seconds, "whole",
                                   procs=2, conns=1)
             row.append(f"node {mbs:7.0f} MB/s" + (f" ({errors} errors)" if errors else ""))
         print("whole-file 256 MiB, 2 clients: " + " | ".join(row))
@@ -256,6 +341,8 @@ def main() -> None:
             row.append(f"node median {med:7.2f} ms p95 {p95:7.2f} ms")
         print("bytes=-65536 of a 1 GiB file: " + " | ".join(row))
     finally:
+        for stop in stoppers:
+            stop()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

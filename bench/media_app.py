@@ -7,6 +7,8 @@ benchmark names ``bench.media_app:app`` as its target.
 
 from __future__ import annotations
 
+import os
+
 from flask import Response, send_file
 
 from flaskstream import create_app
@@ -29,13 +31,36 @@ def _raw_wsgi(flask_wsgi_app):  # noqa: ANN001, ANN202 - WSGI callables
     Flask — gunicorn's own ceiling, to separate its cost from Flask's."""
 
     def wsgi(environ, start_response):  # noqa: ANN001, ANN202
-        if environ.get("PATH_INFO") != "/bench/raw":
+        path = environ.get("PATH_INFO")
+        if path == "/bench/raw-pread":
+            return _raw_pread(environ, start_response)
+        if path != "/bench/raw":
             return flask_wsgi_app(environ, start_response)
         start_response("206 Partial Content", [("Content-Type", "application/octet-stream"),
                                                ("Content-Length", str(len(CEILING_BODY)))])
         return [CEILING_BODY]
 
     return wsgi
+
+
+_PREAD_FD: list[int] = []
+
+
+def _raw_pread(environ, start_response):  # noqa: ANN001, ANN202
+    """``/bench/raw-pread``: the requested 64 KiB of MEDIA_DIR/m16.bin by one
+    ``pread`` on a descriptor held open, with the eight headers a media answer
+    carries, no check of anything: the floor of any Python file server here."""
+    if not _PREAD_FD:
+        _PREAD_FD.append(os.open(os.path.join(app.config["MEDIA_DIR"], "m16.bin"), os.O_RDONLY))
+    first, _, last = environ["HTTP_RANGE"][6:].partition("-")
+    start, stop = int(first), int(last) + 1
+    start_response("206 Partial Content", [
+        ("ETag", '"1-2-3"'), ("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ("Cache-Control", "public, max-age=3600"), ("Accept-Ranges", "bytes"),
+        ("X-Content-Type-Options", "nosniff"), ("Content-Type", "application/octet-stream"),
+        ("Content-Range", f"bytes {start}-{stop - 1}/{16 << 20}"),
+        ("Content-Length", str(stop - start))])
+    return [os.pread(_PREAD_FD[0], stop - start, start)]
 
 
 app.wsgi_app = _raw_wsgi(app.wsgi_app)  # type: ignore[method-assign]

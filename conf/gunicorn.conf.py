@@ -38,6 +38,11 @@ errorlog = "-"
 loglevel = _env("GUNICORN_LOGLEVEL", "info")
 # Uploads and streams are long; never let a proxy-less client hold a header forever.
 limit_request_field_size = 16384
+# Peers whose X-Forwarded-Proto gunicorn believes (wsgi.url_scheme). nginx on the
+# same host by default; "*" behind a private network's proxy. Unix-socket peers
+# are always trusted. Host and client address come from FLASKSTREAM_PROXY_FIX.
+forwarded_allow_ips = (_env("GUNICORN_FORWARDED_ALLOW_IPS") or _env("FORWARDED_ALLOW_IPS")
+                       or "127.0.0.1,::1")
 proc_name = "flaskstream"
 # gunicorn's control socket (gunicornc) is off unless a path is given: the
 # default path is shared by every gunicorn of the user, so two would collide.

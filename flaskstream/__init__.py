@@ -63,7 +63,30 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(etl_views.bp)
 
     from flaskstream import janitors, ops
+    from flaskstream.media import fastpath
 
+    fastpath.install(app)  # in front of Flask, behind ProxyFix (it reads no forwarded header)
     janitors.init_app(app)  # in a gunicorn worker: leases and staging of dead workers
-    ops.init_app(app)  # last: its WSGI layer wraps every other one
+    ops.init_app(app)  # its WSGI layer (request ids, durations) wraps the app and the fast path
+    _trust_proxies(app)  # outermost: everything behind it sees the client-facing request
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """``PROXY_FIX`` hops: werkzeug's ProxyFix rewrites the environ from the
+    X-Forwarded-* headers of that many proxies (the rightmost values; anything a
+    client put before them is ignored), and Location headers become absolute on
+    the client-facing scheme and host (werkzeug's ``autocorrect_location_header``)."""
+    hops = int(app.config["PROXY_FIX"] or 0)
+    if hops <= 0:
+        return
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.wrappers import Response
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,  # type: ignore[method-assign]
+                            x_port=hops, x_prefix=hops)
+
+    @app.after_request
+    def _absolute_location(response: Response) -> Response:
+        response.autocorrect_location_header = True
+        return response

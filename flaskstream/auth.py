@@ -4,6 +4,10 @@ When ``API_TOKEN`` is set, every POST/PUT/PATCH/DELETE must carry
 ``Authorization: Bearer <token>``; the comparison is constant-time. Reads stay
 open (browsers cannot add headers to ``EventSource`` or ``<video>``). CORS
 preflights (OPTIONS) never carry credentials, so they pass.
+
+``has_api_token()`` is the one test of "this request carries the token" for
+reads that do more for a caller who has it: a tus ``HEAD`` that may take an
+upload over from its writer, job details that name client addresses and hosts.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def require_token_for_writes() -> None:
+def has_api_token() -> bool:
+    """True when this request carries ``API_TOKEN`` (or none is configured: all are trusted)."""
     expected = current_app.config["API_TOKEN"]
-    if not expected or request.method not in WRITE_METHODS:
-        return
+    if not expected:
+        return True
     given = bearer_token()
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_token_for_writes() -> None:
+    if request.method in WRITE_METHODS and not has_api_token():
         raise ApiError(
             401, "UNAUTHORIZED", "this write needs Authorization: Bearer <token>",
             headers={"WWW-Authenticate": 'Bearer realm="flaskstream"'},

@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_STATS_LOG_SECONDS": 60,
     # Delay between words of /stream/tokens (the stand-in for an upstream model).
     "TOKENS_DELAY": 0.05,
+    # --- events, database and edges: hostile-input limits (issue 12, h-db) ---
+    # Largest POST /events/<channel> body (bytes, as nginx's client_max_body_size);
+    # a larger declared Content-Length is 413 before reading, a chunked one at the limit.
+    "EVENTS_MAX_BODY": 1 * MiB,
+    # --- end of events, database and edges limits -------------------------
     # --- uploads ----------------------------------------------------------
     # Largest read from an upload body; reads shrink (down to 64 KiB) so that all
     # uploads in flight in one worker share UPLOAD_BUFFER_BUDGET of read buffers.
@@ -97,6 +102,17 @@ DEFAULTS: dict[str, Any] = {
     "TUS_TOMBSTONE_SECONDS": 7 * 86400,
     # Seconds between `progress` events on uploads.<id> during a PATCH (0 = only `done`).
     "TUS_PROGRESS_INTERVAL": 0,
+    # --- hostile input: multipart, CSV and gzip bounds (issue 12, h-parse) ------
+    # Every part of a multipart body (files, fields, skipped empty-filename parts) → 413.
+    "LIMIT_PART_COUNT": 200,
+    # One CSV record: fields (over: the row is a reject; a field's size is ETL_FIELD_SIZE_LIMIT)
+    # and characters of one physical line (over: 413 LIMIT_LINE_BYTES for the whole load).
+    "ETL_MAX_FIELDS": 1600,  # PostgreSQL's own column limit
+    "ETL_MAX_LINE_BYTES": 4 * MiB,
+    # A gzip body may inflate to at most this many bytes, and at most this ratio → 413.
+    "ETL_MAX_INFLATED_BYTES": 64 * GiB,
+    "ETL_MAX_GZIP_RATIO": 200,
+    # --- end of hostile input bounds -----------------------------------------------
     # --- media ------------------------------------------------------------
     # Bytes per os.pread and per write: 256 KiB–1 MiB is the sweet spot (an open
     # stream holds at most one chunk in memory).
@@ -111,6 +127,17 @@ DEFAULTS: dict[str, Any] = {
     # Answer successful GET/HEAD /media/<path> in a WSGI layer in front of Flask
     # (same responses, ~2x the requests/s); everything else still goes through Flask.
     "MEDIA_FAST_PATH": True,
+    # --- deployment behind nginx (issue 17: proxy, media offload) -----------
+    # Descriptors the media fast path keeps open per worker (0 = open every time);
+    # each request still stats the path and reopens anything replaced or changed.
+    "MEDIA_OPEN_FILE_CACHE": 256,
+    # Trusted proxy hops in front of the app (werkzeug ProxyFix for X-Forwarded-
+    # For/Proto/Host/Port/Prefix); 0 = off. With it, Location headers are absolute.
+    "PROXY_FIX": 0,
+    # X-Accel-Redirect prefix (e.g. "/_accel/"): /media/<path> and /uploads/<id>/content
+    # check in Python and let nginx send the bytes. None = off (needs nginx in front).
+    "MEDIA_ACCEL": None,
+    # --- end of deployment behind nginx ---------------------------------------
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).
     "ETL_BATCH_SIZE": 250000,
@@ -150,6 +177,16 @@ DEFAULTS: dict[str, Any] = {
     # their public fallback, as when a start-up check finds the installed version changed.
     "ADAPTERS_DISABLE": "",
     # --- end adapters ---------------------------------------------------------
+    # --- etl: exports and the table allow-list (issue 12, h-export) -------------
+    # Tables/views ([schema.]name) that GET /etl/export.csv may stream; any other is 403.
+    "ETL_TABLES": ["users", "requests"],
+    # HTTP exports (and rejects reports) streaming at once per worker, each on a
+    # connection of its own; one more is answered 503 + Retry-After.
+    "ETL_MAX_EXPORTS": 4,
+    # Seconds an export waits for a client that stopped reading before it gives
+    # up the COPY and its connection (the response is cut).
+    "ETL_EXPORT_STALL_TIMEOUT": 60,
+    # --- end of etl exports ---------------------------------------------------
     # --- schema and migrations (issue 14, w-schema) ------------------------------
     # The PostgreSQL schema holding every object flaskstream creates (created if
     # missing; 1-48 of a-z 0-9 _, not public or pg_*). Two installs in one database

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,7 +29,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pg8000.native
 from flask import Flask, current_app, g
 from pg8000.exceptions import DatabaseError, InterfaceError
-from pg8000.native import Connection
 
 from flaskstream import embedded, metrics, migrate
 from flaskstream import schema as schema_names
@@ -36,8 +36,89 @@ from flaskstream.adapters import pg8000 as pg8000_adapter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "DatabaseError", "InterfaceError", "connection", "get_db", "qualified",
-           "qualified_in"]
+__all__ = ["Connection", "DatabaseError", "InterfaceError", "UnencodableText", "connection",
+           "get_db", "qualified", "qualified_in", "reusable"]
+
+
+class Connection(pg8000.native.Connection):
+    """pg8000's native connection that knows whether it is in step with the server.
+
+    pg8000 can fail after part of a query went out (a lone surrogate that UTF-8
+    cannot encode, a killed greenlet, a gevent timeout, a socket timeout): the
+    server's reply is then unread, and the next query on the connection would
+    read it as its own (one client's upload record handed to another). Text
+    that cannot be encoded is refused before anything is sent
+    (``check_encodable``); for everything else there is the flag. Only a
+    ``DatabaseError`` built from the server's ErrorResponse is raised after
+    pg8000 has read up to ReadyForQuery, so only then is the connection still
+    usable. ``in_step`` is cleared when a query starts and set again only when
+    it returns or fails with such an error; a connection out of step refuses
+    every further query, so even code that swallowed the error cannot reuse it.
+    Prepared statements (``prepare``) are not tracked: flaskstream uses ``run``.
+    """
+
+    in_step = True
+
+    def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
+        if not self.in_step:
+            raise InterfaceError("connection is out of step with the server and was discarded")
+        check_encodable(sql, params.values())  # before a byte goes out: the connection stays in step
+        self.in_step = False
+        try:
+            rows = super().run(sql, stream=stream, types=types, **params)
+        except DatabaseError as exc:
+            self.in_step = is_server_error(exc)
+            raise
+        self.in_step = True
+        return rows
+
+    def close(self) -> None:
+        self.in_step = False
+        super().close()
+
+
+class UnencodableText(ValueError):
+    """A query's text or parameter holds a code point UTF-8 cannot encode (a lone
+    surrogate): refused before anything is sent. A ``ValueError``, so callers that
+    validate input (``publish``) answer it as bad input."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(sql: str, values: Iterable[Any]) -> None:
+    """Raise ``UnencodableText`` if ``sql`` or a str (or list of str) value holds a lone
+    surrogate. pg8000 would find out while encoding BIND, after PARSE went out."""
+    pending: list[Any] = [sql, *values]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise UnencodableText("text with a lone surrogate cannot be stored")
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+
+
+def is_server_error(exc: BaseException) -> bool:
+    """A pg8000 ``DatabaseError`` made from the server's ErrorResponse (read to the end),
+    and not one after which the server drops the session (08xxx, 57Pxx)."""
+    code = sqlstate(exc)
+    return type(exc) is DatabaseError and code is not None and not code.startswith(("08", "57P"))
+
+
+def reusable(con: Any, exc: BaseException | None = None) -> bool:
+    """May ``con`` serve another query after ``exc`` (None: after normal use)?
+
+    The narrow, explicit case: the connection is in step (see ``Connection``)
+    and nothing but an ordinary ``Exception`` was raised (a server error read to
+    the end, or an application error between queries). A killed greenlet or a
+    gevent timeout may have interrupted code that holds protocol state, so
+    those discard the connection whatever the flag says. A connection of any
+    other class (plain pg8000) is never trusted.
+    """
+    if not isinstance(con, Connection) or not con.in_step:
+        return False
+    return exc is None or isinstance(exc, Exception)
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -121,7 +202,7 @@ class Database:
         # pg_stat_activity.
         kwargs["application_name"] = f"flaskstream:{os.getpid()}"
         kwargs.update(extra)
-        return pg8000.native.Connection(**kwargs)
+        return Connection(**kwargs)
 
     def ensure_schema(self, con: Connection | None = None) -> None:
         """Apply pending migrations once per process (on ``con``, or a connection of its own)."""
@@ -141,19 +222,21 @@ class Database:
         if not self._slots.acquire(timeout=30):
             raise TimeoutError("no database connection free within 30 s")
         try:
-            while True:
+            while True:  # skip idle connections that fell out of step (never handed out)
                 try:
                     con = self._idle.get_nowait()
                 except queue.Empty:
                     return self.new_connection()
-                return con
+                if reusable(con):
+                    return con
+                close_quietly(con)
         except BaseException:
             self._slots.release()
             raise
 
     def release(self, con: Connection, *, broken: bool = False) -> None:
-        """Return ``con`` to the idle list, or drop it if it is broken."""
-        if not broken:
+        """Return ``con`` to the idle list, or close it if broken or out of step."""
+        if not broken and reusable(con):
             try:
                 if pg8000_adapter.in_transaction(con):
                     con.run("ROLLBACK")
@@ -172,7 +255,7 @@ class Database:
         try:
             yield con
         except BaseException as exc:
-            broken = is_connection_lost(exc)
+            broken = not reusable(con, exc)
             raise
         finally:
             try:
@@ -196,7 +279,11 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def is_connection_lost(exc: BaseException) -> bool:
-    """Errors after which the connection must not go back to the pool."""
+    """Does ``exc`` say the connection itself failed (for error codes and messages)?
+
+    Not the test for reuse: that is ``reusable(con, exc)``, which also discards a
+    connection after an encoding error that left it out of step.
+    """
     if isinstance(exc, (InterfaceError, OSError, TimeoutError, GeneratorExit)):
         return True
     if not isinstance(exc, Exception):

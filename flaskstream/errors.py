@@ -9,9 +9,10 @@ first byte is out: they report errors in-band (an SSE ``error`` event).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,95 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "INTERNAL_ERROR", "internal server error")
 
 
+# --- malformed request bodies ---------------------------------------------------
+
+BODY_ERROR_KEY = "flaskstream.body_error"
+BODY_ERROR_MESSAGE = "the request body is malformed or ended early"
+
+
+class _BodyReader:
+    """A chunked request's ``wsgi.input`` that remembers when the server could not read it.
+
+    gunicorn raises from its chunked reader while the app reads (``InvalidChunkSize``
+    for a chunk size of ``zz``, ``NoMoreData``, ``ChunkMissingTerminator``); each route
+    then fails in its own way, some with the server's text in the message. The
+    error is re-raised unchanged (the route cleans up as for any broken body) and
+    the fact is kept in the environ, so ``_body_error_response`` can answer the one
+    400 whatever the route made of it. Only chunked bodies are wrapped: a
+    fixed-length body stays gunicorn's own object (the uploads fast path needs it).
+    Attributes other than the read methods are the server's (``failed``, ``reader``).
+    """
+
+    __slots__ = ("_raw", "_environ")
+
+    def __init__(self, raw: Any, environ: dict[str, Any]) -> None:
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_environ", environ)
+
+    def _guard(self, read: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return read(*args)
+        except Exception:
+            # Exception only: a gevent.Timeout thrown in by an idle timer is not the body's fault.
+            self._environ[BODY_ERROR_KEY] = True
+            raise
+
+    def read(self, *args: Any) -> bytes:
+        return self._guard(self._raw.read, *args)  # type: ignore[no-any-return]
+
+    def readline(self, *args: Any) -> bytes:
+        return self._guard(self._raw.readline, *args)  # type: ignore[no-any-return]
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return self._guard(self._raw.readlines, *args)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._raw, name, value)
+
+
+def _guard_chunked_bodies(wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() \
+                and environ.get("wsgi.input") is not None:
+            environ["wsgi.input"] = _BodyReader(environ["wsgi.input"], environ)
+        return wsgi_app(environ, start_response)
+    return app
+
+
+def _body_error_response(response: Response) -> Response:
+    """A route that failed because the server could not read the body answers a 400
+    with our message: its own code if it gave one in a 400 (``CLIENT_DISCONNECTED``),
+    else ``BAD_REQUEST_BODY`` (it answered 5xx, or not in the JSON shape)."""
+    if not request.environ.get(BODY_ERROR_KEY) or not (
+            response.status_code == 400 or response.status_code >= 500):
+        return response
+    code = "BAD_REQUEST_BODY"
+    if response.status_code == 400 and response.is_json and not response.is_streamed:
+        error = (response.get_json(silent=True) or {}).get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            code = error["code"]
+    replacement = error_response(400, code, BODY_ERROR_MESSAGE)
+    for name, value in response.headers.items():  # e.g. tus Location + Upload-Offset
+        if name.lower() not in ("content-type", "content-length"):
+            replacement.headers[name] = value
+    return replacement
+
+
 def init_app(app: Flask) -> None:
+    app.wsgi_app = _guard_chunked_bodies(app.wsgi_app)  # type: ignore[method-assign]
+    app.after_request(_body_error_response)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -20,12 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "flaskstream"
 DEPENDENCIES = ("gunicorn", "pg8000", "pgserver", "werkzeug")
 
-# Being removed in another branch (issue 13, werkzeug part: decoder.py + multipart.py are
-# rewritten without werkzeug's private names). The lead removes this at merge.
-PENDING_WERKZEUG = {"flaskstream/uploads/decoder.py", "flaskstream/uploads/multipart.py"}
-# media/fastpath.py imports media/views.py (plan_response) while views.py installs the
-# fast path: being fixed in another branch (media/files.py). The lead removes this at merge.
-PENDING_CYCLES = {("flaskstream.media.fastpath", "flaskstream.media.views")}
 # uploads/views.py serves upload content through media.views.serve_file (a blueprint
 # reaching into another pattern's blueprint); moves with plan_response to media/files.py.
 PENDING_LAYERING = {("flaskstream.uploads.views", "flaskstream.media.views")}
@@ -42,6 +36,8 @@ PURE_CORES = {
     "flaskstream.media.ranges",
     "flaskstream.uploads.names", "flaskstream.uploads.multipart", "flaskstream.uploads.decoder",
     "flaskstream.etl.pipeline", "flaskstream.etl.tables", "flaskstream.etl.logs",
+    "flaskstream.etl.bounds", "flaskstream.etl.source", "flaskstream.etl.csvsafe",
+    "flaskstream.etl.pgtypes", "flaskstream.etl.pgcheck", "flaskstream.etl.pgtime", "flaskstream.etl.mapping",
     "flaskstream.tus.protocol",
 }
 NOT_IN_PURE_CORES = {"flask", "pg8000", "pgserver", "gunicorn", "gevent", "psycopg", "psycopg2"}
@@ -102,7 +98,7 @@ def internal_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules()}
     for name, path in modules().items():
         for target, _ in imports(path):
-            if target in modules() and target != name and (name, target) not in PENDING_CYCLES:
+            if target in modules() and target != name:
                 graph[name].add(target)
     return graph
 
@@ -221,16 +217,11 @@ def test_no_private_name_of_a_dependency_outside_the_adapters() -> None:
     offenders = {}
     for name, path in modules().items():
         relative = str(path.relative_to(ROOT))
-        if name.startswith("flaskstream.adapters") or relative in PENDING_WERKZEUG:
+        if name.startswith("flaskstream.adapters"):
             continue
         if uses := private_uses(path):
             offenders[relative] = uses
     assert offenders == {}, "move these into flaskstream/adapters/ behind a capability"
-
-
-def test_the_pending_werkzeug_exemption_is_still_needed() -> None:
-    """Fails once the werkzeug rewrite lands: then delete PENDING_WERKZEUG."""
-    assert all(private_uses(ROOT / path) for path in PENDING_WERKZEUG)
 
 
 # --- (b) cycles ---------------------------------------------------------------------
@@ -279,12 +270,6 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> Non
 
 def test_no_import_cycle_in_the_package() -> None:
     assert cycles(internal_graph()) == []
-
-
-def test_the_pending_cycle_exemption_is_still_needed() -> None:
-    """Fails once media/fastpath.py stops importing media/views.py: delete PENDING_CYCLES."""
-    for source, target in PENDING_CYCLES:
-        assert target in {t for t, _ in imports(modules()[source])}
 
 
 # --- (c) layers ---------------------------------------------------------------------

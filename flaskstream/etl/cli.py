@@ -23,10 +23,12 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from flaskstream import db
+from flaskstream.etl import csvsafe
 from flaskstream.etl import export as exporting
+from flaskstream.etl.bounds import InputError, bounds_from_config, text_codec
 from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
 from flaskstream.etl.logs import log_copy_blocks
-from flaskstream.etl.pipeline import InputError, read_chunks, resume_chunks
+from flaskstream.etl.pipeline import read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
 from flaskstream.etl.tables import REQUESTS, TABLES
 
@@ -78,6 +80,14 @@ def _source(path: str) -> tuple[IO[bytes], int | None, str]:
     return handle, size or None, os.path.abspath(path)
 
 
+def _text_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--encoding`` must name a codec that decodes bytes to text (bounds.text_codec)."""
+    try:
+        return text_codec(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _report(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, separators=(",", ":")))
@@ -113,7 +123,9 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
     table = TABLES[table_name]
     handle, size, name = _source(path)
     source: Any = handle
-    extra: dict[str, Any] = {"parser": parser} if parser else {}
+    cfg = current_app.config
+    extra: dict[str, Any] = {"parser": parser} if parser else {
+        "parser_options": {"bounds": bounds_from_config(cfg)}}
     if resume is not None:
         offset = int(resume["checkpoint_offset"])
         source = resume_chunks(read_chunks(handle), offset)
@@ -123,8 +135,8 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
             handle.close()
             raise click.ClickException(str(exc)) from None
         source = itertools.chain([header], source)
-        extra["parser_options"] = {"line_base": int(resume["checkpoint_line"]) - 1,
-                                   "base_offset": offset - len(header)}
+        extra.setdefault("parser_options", {}).update(
+            line_base=int(resume["checkpoint_line"]) - 1, base_offset=offset - len(header))
         name = f"{name} (resuming {resume['id']} at line {int(resume['checkpoint_line']) + 1})"
     err = sys.stderr
     bar = ProgressBar(size, err) if err.isatty() else None
@@ -132,7 +144,6 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
         rejects_file = RejectsFile(rejects) if rejects else None
     except OSError as exc:
         raise click.ClickException(f"cannot write {rejects}: {exc.strerror}") from None
-    cfg = current_app.config
     try:
         result = run_load(
             None if options.dry_run else db.get_database(), source, table, options,
@@ -162,7 +173,8 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
 @click.option("--commit-every", type=click.IntRange(1), default=None,
               help="Commit every N rows and record a checkpoint (not all-or-nothing).")
 @click.option("--dry-run", is_flag=True, help="Validate only; write nothing.")
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=_text_encoding,
+              help="A text encoding (utf-8, latin-1, cp1252, ...; not rot13/hex/base64).")
 @click.option("--job", default=None, help="Job id (default: random).")
 @click.option("--resume", "resume_job", default=None, metavar="JOB",
               help="Continue a failed --commit-every job from its checkpoint (same file).")
@@ -191,7 +203,8 @@ def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
 @click.argument("path")
 @click.option("--rejects", type=click.Path(dir_okay=False), default=None)
 @click.option("--max-errors", type=click.IntRange(0), default=None)
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=_text_encoding,
+              help="A text encoding (utf-8, latin-1, cp1252, ...; not rot13/hex/base64).")
 @click.option("--dry-run", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
@@ -207,26 +220,30 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
 
 @click.command("export")
 @click.option("--table", "name", default="users", show_default=True,
-              help="A table or view of the public schema.")
+              help="A table or view: name (schema public) or schema.name.")
 @click.option("--output", default="-", show_default=True, help="File path, or - for stdout.")
+@click.option("--excel-safe", is_flag=True,
+              help="Prefix ' to cells starting with = + - @ tab or CR (spreadsheet formulas).")
 @with_appcontext
 @friendly
-def export_command(name: str, output: str) -> None:
+def export_command(name: str, output: str, excel_safe: bool) -> None:
     """Stream a whole table or view out as CSV (with a header)."""
     database = db.get_database()
     con = database.new_connection()
+    transform = csvsafe.FormulaGuard().feed if excel_safe else None
     try:
         if not exporting.exportable(con, name):
-            raise click.ClickException(f"no table or view named {name!r} in schema public")
+            where = "" if "." in name else f" in schema {database.names.schema}"
+            raise click.ClickException(f"no table or view named {name!r}{where}")
         if output == "-":
             out = sys.stdout.buffer
-            exporting.copy_out(con, exporting.export_sql(con, name), out.write)
+            exporting.copy_out(con, exporting.export_sql(con, name), out.write, transform)
             out.flush()
             return
         tmp = f"{output}.part"
         try:
             with open(tmp, "wb") as out_file:
-                exporting.copy_out(con, exporting.export_sql(con, name), out_file.write)
+                exporting.copy_out(con, exporting.export_sql(con, name), out_file.write, transform)
             os.replace(tmp, output)
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None

@@ -23,30 +23,43 @@ import codecs
 import csv
 import io
 import itertools
-import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import Any
 
-CHUNK_SIZE = 1 << 20  # source read size
+from flaskstream.etl.bounds import (
+    NARROW,
+    Bounds,
+    InputError,
+    InputTooLarge,
+    WideRecord,
+    check_line,
+    line_count,
+    text_codec,
+    wide_record,
+)
+from flaskstream.etl.source import (
+    CHUNK_SIZE,
+    GZIP_MAGIC,
+    Progress,
+    gunzip_if_needed,
+    read_chunks,
+    resume_chunks,
+)
+
+__all__ = [  # the bytes stages live in source.py; importers find every stage here
+    "CHUNK_SIZE", "GZIP_MAGIC", "Batch", "Bounds", "CopyBlock", "InputError", "InputTooLarge",
+    "Position", "Progress", "Reject", "RecordBlock", "codec_name", "csv_text", "decode",
+    "fill_batch", "gunzip_if_needed", "read_chunks", "read_records", "resume_chunks",
+    "take_header",
+]
+
 COPY_CHUNK_SIZE = 256 << 10  # target COPY message size
 BLOCK_ROWS = 4096  # records per block between stages
-GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_FIELD_SIZE_LIMIT = 1 << 20  # csv's own default is 128 KiB
 
 
-@dataclass
-class Progress:
-    """Counters the stages update as they go; read by progress bars and events."""
-
-    bytes_read: int = 0  # raw bytes taken from the source (compressed, if gzip)
-    bytes_decoded: int = 0  # bytes handed to the text decoder (after gunzip)
-    rows_read: int = 0  # data records seen (header and blank lines excluded)
-    rows_loaded: int = 0
-    rows_rejected: int = 0
-    dirty: bool = False  # an undecodable byte or a NUL has been seen: check rows
-    bom_bytes: int = 0  # length of the byte order mark the decoder dropped
 
 
 @dataclass(frozen=True)
@@ -67,34 +80,6 @@ class RecordBlock:
     position: Position | None = None
 
 
-def resume_chunks(chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
-    """The header line, then the (decompressed) input from byte ``offset`` on.
-
-    Resuming a load from a checkpoint: the header still maps the columns and
-    everything before ``offset`` (already committed) is skipped. The header
-    must fit on one physical line.
-    """
-    it = iter(gunzip_if_needed(chunks))
-    buf = b""
-    for chunk in it:
-        buf += chunk
-        if b"\n" in buf:
-            break
-    header_end = buf.find(b"\n") + 1
-    if header_end == 0 or offset < header_end:
-        raise InputError("cannot resume: no header line before the checkpoint")
-    yield buf[:header_end]
-    if offset < len(buf):
-        yield buf[offset:]
-    pos = len(buf)
-    for chunk in it:
-        if pos + len(chunk) > offset:
-            yield chunk[max(0, offset - pos):]
-        pos += len(chunk)
-    if pos < offset:
-        raise InputError(f"cannot resume: input is shorter than the checkpoint ({offset} bytes)")
-
-
 @dataclass
 class Batch:
     """One bounded COPY: the ``chunks`` of COPY text sent (one row per line), the
@@ -110,70 +95,6 @@ class Batch:
     @property
     def rows(self) -> int:
         return len(self.lines)
-
-
-class InputError(Exception):
-    """Bad input as a whole (not one row): reported as a clear message, no traceback."""
-
-
-# --- bytes --------------------------------------------------------------------
-
-
-def read_chunks(source: IO[bytes], progress: Progress | None = None,
-                chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """Read a binary file object (file, stdin, request stream) in large chunks."""
-    while True:
-        chunk = source.read(chunk_size)
-        if not chunk:
-            return
-        if progress is not None:
-            progress.bytes_read += len(chunk)
-        yield chunk
-
-
-def gunzip_if_needed(chunks: Iterable[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """Pass bytes through, or decompress them when they start with the gzip magic.
-
-    Concatenated gzip members (``cat a.gz b.gz``) are decoded one after the
-    other; output is produced ``chunk_size`` at a time so a gzip bomb cannot
-    inflate in memory.
-    """
-    it = iter(chunks)
-    head = b""
-    for chunk in it:
-        head += chunk
-        if len(head) >= 2:
-            break
-    if not head:
-        return
-    if not head.startswith(GZIP_MAGIC):
-        yield head
-        yield from it
-        return
-    decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    started = False  # the current member has been fed bytes
-    try:
-        for data in itertools.chain((head,), it):
-            while data:
-                started = True
-                out = decomp.decompress(data, chunk_size)
-                if out:
-                    yield out
-                if decomp.eof:
-                    data = decomp.unused_data
-                    decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    started = False
-                    if data and not GZIP_MAGIC.startswith(data[:2]):
-                        raise InputError("trailing garbage after gzip data")
-                else:
-                    data = decomp.unconsumed_tail
-        tail = decomp.flush()
-    except zlib.error as exc:
-        raise InputError(f"corrupt gzip input: {exc}") from None
-    if tail:
-        yield tail
-    if started and not decomp.eof:
-        raise InputError("truncated gzip input")
 
 
 # --- text ---------------------------------------------------------------------
@@ -192,15 +113,12 @@ def _has_undecodable(text: str) -> bool:
 
 
 def codec_name(encoding: str) -> str:
-    """Python's canonical name for ``encoding``; ``InputError`` if unknown."""
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise InputError(f"unknown encoding: {encoding}") from None
+    """Python's canonical name for a text ``encoding``; ``InputError`` if unknown or not text."""
+    return text_codec(encoding)
 
 
 def decode(chunks: Iterable[bytes], encoding: str = "utf-8", progress: Progress | None = None,
-           max_line: int = 64 * CHUNK_SIZE) -> Iterator[str]:
+           max_line: int | None = 64 * CHUNK_SIZE) -> Iterator[str]:
     """Decode bytes to text pieces that end on a line boundary.
 
     UTF-8 input has its byte order mark stripped. Undecodable bytes become
@@ -236,8 +154,9 @@ def decode(chunks: Iterable[bytes], encoding: str = "utf-8", progress: Progress 
             # Old-Mac files end lines with a lone CR; never cut between CR and LF.
             cut = text.rfind("\r", 0, len(text) - 1) + 1
         if cut == 0:
-            if len(text) > max_line:
-                raise InputError(f"no line break within {max_line} characters")
+            if max_line is not None and len(text) > max_line:
+                raise InputTooLarge("LIMIT_LINE_BYTES",
+                                    f"a line is longer than {max_line} characters")
             carry = text
             continue
         carry = text[cut:]
@@ -247,8 +166,10 @@ def decode(chunks: Iterable[bytes], encoding: str = "utf-8", progress: Progress 
 # --- records ------------------------------------------------------------------
 
 
-def _record_lines(record: list[str]) -> int:
+def _record_lines(record: list[str] | WideRecord) -> int:
     """Physical lines a parsed record spans (1 + line breaks inside quoted fields)."""
+    if isinstance(record, WideRecord):
+        return record.lines
     n = 1
     for value in record:
         if "\n" in value or "\r" in value:
@@ -287,7 +208,8 @@ _ASCII_COMPATIBLE = {"utf-8", "latin-1", "iso8859-1", "cp1252", "ascii", "iso885
 def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                  field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT,
                  dialect: str | type[csv.Dialect] = "excel", encoding: str = "utf-8",
-                 base_offset: int = 0, line_base: int = 0) -> Iterator[RecordBlock]:
+                 base_offset: int = 0, line_base: int = 0,
+                 bounds: Bounds | None = None) -> Iterator[RecordBlock]:
     """Parse text into blocks of records with the line each record starts on.
 
     ``csv.reader`` runs over ``StringIO(newline='')`` pieces, so quoted CR/LF
@@ -299,23 +221,16 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
     if csv.field_size_limit() != field_size_limit:
         csv.field_size_limit(field_size_limit)  # process-wide in the csv module
     encoding = codec_name(encoding)
-    state: list = [base_offset, "", None]  # bytes done, current text, its StringIO
-
-    def sources() -> Iterator[io.StringIO]:
-        for text in texts:
-            if state[2] is not None:
-                state[0] = Position(state[0], state[1], len(state[1]), encoding).offset
-            state[1], state[2] = text, io.StringIO(text, newline="")
-            yield state[2]
-
-    reader = csv.reader(itertools.chain.from_iterable(sources()), dialect)
+    bounds = bounds or Bounds()
+    feed = _TextFeed(texts, base_offset, encoding, bounds)
+    reader = csv.reader(itertools.chain.from_iterable(feed.sources()), dialect)
     end = 0  # reader line on which the previous block ended (file line = + line_base)
     while True:
-        records: list[list[str]] = []
+        records: list = []
         rejects: list[Reject] = []
         error: csv.Error | None = None
         try:
-            records.extend(itertools.islice(reader, block_rows))
+            _fill_block(reader, feed, records, block_rows, bounds)
         except csv.Error as exc:  # records read before the error stay in the list
             error = exc
         if not records and error is None:
@@ -330,9 +245,97 @@ def read_records(texts: Iterable[str], *, block_rows: int = BLOCK_ROWS,
                 pos += _record_lines(record)
             if error is not None:
                 rejects.append(Reject(pos, f"malformed CSV: {error}", ""))
+        if swap_wide(records, bounds.max_fields) or feed.wide:
+            _reject_wide(records, lines, rejects, bounds)
         end = reader.line_num
-        where = Position(state[0], state[1], state[2].tell() if state[2] else 0, encoding)
+        sio = feed.sio
+        where = Position(feed.done, feed.text, sio.tell() if sio else 0, encoding)
         yield RecordBlock(records, lines, rejects, line_base + end, where)
+
+
+class _TextFeed:
+    """The decoded pieces as ``StringIO``s for ``csv.reader``, and where it is in them.
+
+    Knows the piece being read, the reader line at which it ends and whether it
+    holds a line over ``bounds.NARROW`` (then records are read one at a time).
+    """
+
+    def __init__(self, texts: Iterable[str], base_offset: int, encoding: str,
+                 bounds: Bounds) -> None:
+        self.texts, self.encoding, self.bounds = texts, encoding, bounds
+        self.done = base_offset  # bytes of the pieces before ``text``
+        self.text = ""
+        self.sio: io.StringIO | None = None
+        self.chars = 0  # characters of the pieces before ``text``
+        self.end_line = 0  # reader line_num once ``text`` is read
+        self.has_wide_line = False
+        self.wide = False  # _fill_block swapped a record of a wide piece in this block
+
+    def sources(self) -> Iterator[io.StringIO]:
+        for text in self.texts:
+            if self.sio is not None:
+                self.done = Position(self.done, self.text, len(self.text), self.encoding).offset
+                self.chars += len(self.text)
+            self.has_wide_line = check_line(text, self.bounds)
+            self.end_line += line_count(text)
+            self.text, self.sio = text, io.StringIO(text, newline="")
+            yield self.sio
+
+    def position(self) -> int:
+        return self.chars + (self.sio.tell() if self.sio else 0)
+
+
+def _fill_block(reader: Any, feed: _TextFeed, records: list,
+                block_rows: int, bounds: Bounds) -> None:
+    """Read up to ``block_rows`` records or about ``bounds.block_chars`` characters.
+
+    Records come in steps (``list.extend(islice(...))``: the parsing stays in C,
+    and the records read before a ``csv.Error`` stay in the list) sized so that
+    a step cannot leave the current piece of text on single-line records nor
+    read more than the block's character budget. With a line over ``NARROW``
+    in the piece, one record per step, swapped for a ``WideRecord`` at once if
+    it is over ``max_fields``; narrow records are at most ``NARROW`` characters,
+    so checking them once per block (``swap_wide``) is enough.
+    """
+    feed.wide = False
+    start = feed.position()
+    max_fields = bounds.max_fields
+    while len(records) < block_rows:
+        used = feed.position() - start
+        if used >= bounds.block_chars:
+            return
+        before = len(records)
+        wide_piece = feed.has_wide_line
+        step = 1 if wide_piece else max(1, min(
+            block_rows - before, feed.end_line - reader.line_num,
+            (bounds.block_chars - used) // NARROW))
+        records.extend(itertools.islice(reader, step))
+        got = len(records) - before
+        if wide_piece and got and max_fields is not None and len(records[-1]) > max_fields:
+            records[-1] = wide_record(records[-1])
+            feed.wide = True
+        if got < step:
+            return
+
+
+def swap_wide(records: list, max_fields: int | None) -> bool:
+    """Replace records over ``max_fields`` by ``WideRecord``s; were there any?"""
+    if max_fields is None or not records or max(map(len, records)) <= max_fields:
+        return False
+    records[:] = [wide_record(r) if len(r) > max_fields else r for r in records]
+    return True
+
+
+def _reject_wide(records: list, lines: list[int], rejects: list[Reject],
+                 bounds: Bounds) -> None:
+    """Move the ``WideRecord`` stand-ins of a block to its rejects."""
+    keep = [i for i, r in enumerate(records) if not isinstance(r, WideRecord)]
+    for i, record in enumerate(records):
+        if isinstance(record, WideRecord):
+            rejects.append(Reject(lines[i], f"{record.fields} fields, more than "
+                                  f"{bounds.max_fields} (ETL_MAX_FIELDS)", record.text))
+    records[:] = [records[i] for i in keep]
+    lines[:] = [lines[i] for i in keep]
 
 
 def take_header(blocks: Iterable[RecordBlock]) -> tuple[list[str] | None, Iterator[RecordBlock]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from flaskstream import schema
 from flaskstream.adapters import pg8000 as pg8000_adapter
-from flaskstream.db import DatabaseError, is_connection_lost
+from flaskstream.db import DatabaseError, reusable
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
 
@@ -107,7 +107,8 @@ class CopySink:
         self.on_progress = on_progress or (lambda: None)
         self.on_commit = on_commit or (lambda batch: None)
         columns = ", ".join(map(quote_ident, table.column_names))
-        target = schema.qualified(con, table.name)  # a preset table: flaskstream's own
+        # A preset table, flaskstream's own (no connection: a dry run that sends nothing).
+        target = quote_ident(table.name) if con is None else schema.qualified(con, table.name)
         if options.mode == "upsert":
             if not table.key:
                 raise ValueError(f"table {table.name} has no key to upsert on")
@@ -147,7 +148,7 @@ class CopySink:
                 con.run("DROP TABLE IF EXISTS pg_temp.etl_stage")
             con.run("COMMIT")
         except BaseException as exc:
-            if not is_connection_lost(exc):
+            if reusable(con, exc):  # else the reply is unread: the caller closes it
                 try:
                     con.run("ROLLBACK")
                 except Exception:  # noqa: BLE001 - the original error matters more
@@ -206,7 +207,7 @@ class CopySink:
         try:
             con.run(self.copy_sql, stream=self._stream(blocks, batch, failure))
         except DatabaseError as exc:
-            if is_connection_lost(exc):
+            if not reusable(con, exc):
                 raise
             error = exc
         if failure:
@@ -222,7 +223,7 @@ class CopySink:
         try:
             con.run(self.copy_sql, stream=[b"\n".join(rows) + b"\n"])
         except DatabaseError as exc:
-            if is_connection_lost(exc):
+            if not reusable(con, exc):
                 raise
             con.run("ROLLBACK TO SAVEPOINT etl_piece")
             return exc

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flaskstream.etl.bounds import Bounds
 from flaskstream.etl.pipeline import (
     DEFAULT_FIELD_SIZE_LIMIT,
     CopyBlock,
@@ -318,17 +319,21 @@ def validate(blocks: Iterable[RecordBlock], mapping: Mapping,
 def csv_copy_blocks(chunks: Iterable[bytes], table: Table, *, encoding: str = "utf-8",
                     progress: Progress | None = None,
                     field_size_limit: int = DEFAULT_FIELD_SIZE_LIMIT,
-                    line_base: int = 0, base_offset: int = 0) -> Iterator[CopyBlock]:
+                    line_base: int = 0, base_offset: int = 0,
+                    bounds: Bounds | None = None) -> Iterator[CopyBlock]:
     """The whole CSV pipeline, top to bottom: bytes → validated COPY text blocks.
 
     The header is read and mapped (``HeaderError`` for a missing required
     column) when the first block is asked for, before the sink writes anything.
     ``line_base``/``base_offset`` shift line numbers and byte offsets (resuming).
+    ``bounds`` caps gzip inflation, line length and fields per record (bounds.py).
     """
     progress = progress if progress is not None else Progress()
-    texts = decode(gunzip_if_needed(chunks), encoding, progress)
+    bounds = bounds or Bounds()
+    texts = decode(gunzip_if_needed(chunks, bounds=bounds), encoding, progress,
+                   max_line=bounds.max_line)
     records = read_records(texts, field_size_limit=field_size_limit, encoding=encoding,
-                           line_base=line_base, base_offset=base_offset)
+                           line_base=line_base, base_offset=base_offset, bounds=bounds)
     header, blocks = take_header(records)
     if header is None:
         return

@@ -11,19 +11,20 @@ Exports and rejects are streamed with COPY TO STDOUT (``export.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from flaskstream import db
+from flaskstream import auth, db
 from flaskstream.errors import ApiError
-from flaskstream.etl import cli
+from flaskstream.etl import cli, csvsafe
 from flaskstream.etl import export as exporting
+from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
 from flaskstream.etl.jobs import get_job, new_job_id, recent_jobs, run_load, valid_job_id
-from flaskstream.etl.pipeline import InputError
+from flaskstream.etl.pipeline import CopyBlock
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import TABLES
+from flaskstream.etl.tables import TABLES, csv_copy_blocks
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ def _body_chunks(limit: int | None) -> Iterator[bytes]:
                 # input: a client gone mid-body looks like a short body. Never
                 # load a truncated body.
                 if declared is not None and received < declared:
-                    raise InputError(f"client disconnected after {received} of "
-                                     f"{declared} bytes")
+                    raise ClientDisconnected(f"client disconnected after {received} of "
+                                             f"{declared} bytes")
                 return
             received += len(chunk)
             if limit is not None and received > limit:
-                raise InputError(f"body larger than {limit} bytes")
+                raise InputTooLarge("PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
             yield chunk
 
     if not content_type.lower().startswith("multipart/form-data"):
@@ -96,10 +97,35 @@ def _file_part(chunks: Iterator[bytes], reader: Any) -> Iterator[bytes]:
                 if isinstance(event, multipart.FileData):
                     yield bytes(event.data)
         reader.feed(None)
-    except multipart.MultipartError as exc:
-        raise InputError(f"multipart: {exc}") from None
+    except multipart.LimitExceeded as exc:
+        raise InputTooLarge(exc.code, f"multipart: {exc.message}") from None
+    except multipart.MultipartError as exc:  # the same reader as POST /uploads: same answer
+        raise InputError(f"multipart: {exc.message}", code=exc.code, status=exc.status) from None
     if reader.file_count == 0:
         raise InputError("multipart body has no file part")
+
+
+class ClientDisconnected(InputError):
+    code = "CLIENT_DISCONNECTED"
+    status = 400
+
+
+def _coded_parser(failures: list[InputError]) -> Callable[..., Iterator[CopyBlock]]:
+    """``csv_copy_blocks`` that also hands the input error it raised to the view.
+
+    ``run_load``'s summary reduces every ``InputError`` to ``BAD_INPUT``; the
+    error's own ``code``/``status`` (413 for a bound, 400 for a disconnect)
+    come from the exception itself, never from its message.
+    """
+
+    def parser(*args: Any, **kwargs: Any) -> Iterator[CopyBlock]:
+        try:
+            yield from csv_copy_blocks(*args, **kwargs)
+        except InputError as exc:
+            failures.append(exc)
+            raise
+
+    return parser
 
 
 def _publisher(job_id: str) -> Any:
@@ -143,31 +169,44 @@ def create_job() -> tuple[Response, int]:
         max_errors=max_errors, max_error_ratio=max_ratio,
         commit_every=_int_arg("commit_every", 1),
         dry_run=request.args.get("dry_run", "").lower() in ("1", "true", "yes"))
+    try:
+        encoding = text_codec(request.args.get("encoding", "utf-8"))
+    except InputError as exc:
+        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
     limit = cfg["ETL_MAX_BODY"]
     if limit is not None and (request.content_length or 0) > int(limit):
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
+    failures: list[InputError] = []
     result = run_load(
         db.get_database(), _body_chunks(limit), table, options, job_id=job_id,
-        source_name=f"http:{request.remote_addr or '-'}",
-        encoding=request.args.get("encoding", "utf-8"),
+        source_name=f"http:{request.remote_addr or '-'}", encoding=encoding,
         field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
         store_rejects=int(cfg["ETL_STORE_REJECTS"]),
-        on_progress=None if options.dry_run else _publisher(job_id))
+        on_progress=None if options.dry_run else _publisher(job_id),
+        parser=_coded_parser(failures), parser_options={"bounds": bounds_from_config(cfg)})
     if result["status"] == "done":
         return jsonify(result), 200 if options.dry_run else 201
-    code = result["error"]["code"]
-    message = result["error"]["message"].lower()
-    if "disconnect" in message:
-        code = result["error"]["code"] = "CLIENT_DISCONNECTED"
-    elif message.startswith("body larger than"):  # a chunked body past ETL_MAX_BODY
-        code = result["error"]["code"] = "PAYLOAD_TOO_LARGE"
-    return jsonify(result), STATUS.get(code, 500)
+    if failures and result["error"]["code"] == "BAD_INPUT":
+        result["error"]["code"] = failures[-1].code
+        return jsonify(result), failures[-1].status
+    return jsonify(result), STATUS.get(result["error"]["code"], 500)
+
+
+# Job fields that name who sent a load and where it ran: shown only with the token.
+PRIVATE_JOB_FIELDS = ("source", "worker")
+
+
+def _public_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as this caller may see it: counts and status for all, addresses for the token."""
+    if auth.has_api_token():
+        return job
+    return {key: value for key, value in job.items() if key not in PRIVATE_JOB_FIELDS}
 
 
 @bp.get("/etl/jobs")
 def list_jobs() -> Response:
     limit = min(_int_arg("limit", 1) or 20, 1000)
-    return jsonify({"jobs": recent_jobs(db.get_db(), limit)})
+    return jsonify({"jobs": [_public_job(job) for job in recent_jobs(db.get_db(), limit)]})
 
 
 @bp.get("/etl/jobs/<job_id>")
@@ -175,15 +214,52 @@ def show_job(job_id: str) -> Response:
     job = get_job(db.get_db(), job_id) if valid_job_id(job_id) else None
     if job is None:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id}")
-    return jsonify(job)
+    return jsonify(_public_job(job))
 
 
-def _csv_response(chunks: Iterator[bytes], filename: str) -> Response:
-    response = Response(chunks, mimetype="text/csv", direct_passthrough=True)
+def _csv_response(body: Iterable[bytes], filename: str) -> Response:
+    response = Response(body, mimetype="text/csv", direct_passthrough=True)
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _export_body(sql: str, transform: Callable[[bytes], bytes] | None = None
+                 ) -> Iterable[bytes]:
+    """The body of a COPY OUT response, holding one of this worker's export slots (else 503).
+
+    A HEAD gets the same headers and an empty body: it will never be read, so it
+    takes no slot and opens nothing.
+    """
+    if request.method == "HEAD":
+        return ()
+    retry = {"Retry-After": str(exporting.RETRY_AFTER_SECONDS)}
+    slot = current_app.extensions["flaskstream.etl.exports"].take()
+    if slot is None:
+        raise ApiError(503, "EXPORTS_BUSY", "too many exports in progress; retry shortly",
+                       headers=retry)
+    database = db.get_database()
+    try:
+        con = database.new_connection()
+    except (db.DatabaseError, db.InterfaceError, OSError):
+        slot.release()
+        raise ApiError(503, "DATABASE_UNAVAILABLE", "the database refused a connection for "
+                       "this export; retry shortly", headers=retry) from None
+    except BaseException:
+        slot.release()
+        raise
+    return exporting.ExportBody(database, sql, slot, con, transform=transform,
+                                stall_timeout=float(current_app.config["ETL_EXPORT_STALL_TIMEOUT"]))
+
+
+def _flag_arg(name: str) -> bool:
+    raw = request.args.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ApiError(400, "BAD_REQUEST", f"{name} must be 1 or 0")
 
 
 @bp.get("/etl/jobs/<job_id>/rejects")
@@ -191,26 +267,33 @@ def job_rejects(job_id: str) -> Response:
     """The stored rejects of a job as CSV (line, reason, text), streamed."""
     if not valid_job_id(job_id) or get_job(db.get_db(), job_id) is None:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id}")
-    database = db.get_database()
-    con = database.new_connection()
-    sql = (f"COPY (SELECT line, reason, text FROM {database.names.qualified('etl_rejects')} WHERE job_id = "
-           f"'{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
-    return _csv_response(exporting.stream_copy_out(database, sql, con), f"{job_id}-rejects.csv")
+    sql = (f"COPY (SELECT line, reason, text FROM {db.qualified('etl_rejects')} "
+           f"WHERE job_id = '{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
+    return _csv_response(_export_body(sql), f"{job_id}-rejects.csv")
 
 
 @bp.get("/etl/export.csv")
 def export_csv() -> Response:
-    """A whole table or view streamed out as CSV (constant memory, first byte at once)."""
+    """A table or view of ``ETL_TABLES`` streamed out as CSV (constant memory, first byte at once).
+
+    ``?excel_safe=1`` neutralises cells a spreadsheet would run as formulas (``csvsafe.py``).
+    """
     name = request.args.get("table", "users")
-    database = db.get_database()
-    con = database.new_connection()
-    try:
-        ok = exporting.exportable(con, name)
-    except BaseException:
-        db.close_quietly(con)
-        raise
-    if not ok:
-        db.close_quietly(con)
-        raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named {name!r}")
-    return _csv_response(exporting.stream_copy_out(database, exporting.export_sql(con, name), con),
-                         f"{name}.csv")
+    excel_safe = _flag_arg("excel_safe")
+    if not exporting.valid_relation_name(name):
+        raise ApiError(400, "BAD_TABLE_NAME",
+                       "table must be a name or schema.name (letters, digits, '_', '$')")
+    if name not in exporting.allowed_tables(current_app.config["ETL_TABLES"]):
+        raise ApiError(403, "TABLE_NOT_ALLOWED", f"table '{name}' is not open for export "
+                       "(FLASKSTREAM_ETL_TABLES)")
+    if not exporting.exportable(db.get_db(), name):
+        raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named '{name}'")
+    transform = csvsafe.FormulaGuard().feed if excel_safe else None
+    sql = exporting.export_sql(db.get_db(), name)
+    return _csv_response(_export_body(sql, transform), f"{name}.csv")
+
+
+@bp.record_once
+def _export_slots(state: Any) -> None:
+    state.app.extensions["flaskstream.etl.exports"] = exporting.ExportSlots(
+        int(state.app.config["ETL_MAX_EXPORTS"]))

@@ -48,18 +48,22 @@ def publish(
     *,
     key: str | int | None = None,
     app: Flask | None = None,
+    strict: bool = False,
 ) -> int:
     """Store an event on ``channel`` and fan it out to every worker and host; return its id.
 
     ``data`` that is not a ``str`` is sent as compact JSON. ``key`` makes the call
     idempotent per channel (a retry returns the first call's id). Needs an app
     context or ``app=``. Raises ``ValueError`` for a bad channel, event name or data.
+
+    Any ``str`` is safe: text UTF-8 cannot encode (a lone surrogate, e.g. an ETL
+    error event's CSV header) becomes U+FFFD, or ``ValueError`` when ``strict`` (HTTP/CLI edges).
     """
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     channel = store.check_channel(channel)
-    text = store.data_text(data)
-    event = store.check_event_name(event)
-    key = store.check_key(key)
+    text = store.data_text(data, strict=strict)
+    event = store.check_event_name(event, strict=strict)
+    key = store.check_key(key, strict=strict)
     broker = get_broker(app)
     with db.get_database(app).connection() as con:
         event_id, created = store.insert_event(con, channel, text, event, key,
@@ -124,6 +128,7 @@ class Broker:
             "max_streams": self.max_streams,
             "streams_by_kind": kinds,
             "subscribers": sum(channels.values()),
+            "channel_count": len(channels),  # all of them; the map shows the top 100
             "channels": dict(sorted(channels.items(), key=lambda kv: -kv[1])[:100]),
             "counters": dict(self.counters),
             "listener": {"running": self._listener is not None and self._listener.is_alive(),
@@ -278,8 +283,8 @@ class Broker:
                 if selector is not None:
                     selector.close()
                     selector = None
-                if con is not None:
-                    db.close_quietly(con)
+                if con is not None:  # never reused after any error: it may be out of
+                    db.close_quietly(con)  # step (db.Connection); the next one re-reads
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 

@@ -28,9 +28,18 @@ def register(group: click.Group) -> None:
 def publish_command(channel: str, data: str, event: str | None, as_json: bool,
                     key: str | None) -> None:
     """Publish DATA on CHANNEL to every subscriber on every worker; print its id."""
-    value = json.loads(data) if as_json else data
+    value: object = data
+    if as_json:
+        try:
+            value = json.loads(data)
+        except RecursionError:
+            raise click.BadParameter("nested too deeply", param_hint="DATA") from None
+        except ValueError as exc:  # JSONDecodeError: its position is useful, its class is not
+            where = f" (line {exc.lineno}, column {exc.colno})" \
+                if isinstance(exc, json.JSONDecodeError) else ""
+            raise click.BadParameter(f"not valid JSON{where}", param_hint="DATA") from None
     try:
-        event_id = publish(channel, value, event, key=key)
+        event_id = publish(channel, value, event, key=key, strict=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(event_id)

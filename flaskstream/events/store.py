@@ -56,36 +56,62 @@ def check_channel(name: str) -> str:
     return name
 
 
-def data_text(data: Any) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str, what: str, *, strict: bool) -> str:
+    """``text`` made encodable as UTF-8: lone surrogates (JSON ``"\\ud800"``, or
+    ``surrogateescape``d bytes of a bad CSV) refused when ``strict``, else replaced
+    by U+FFFD.
+
+    pg8000 encodes parameters while it sends a query: a code point UTF-8
+    cannot encode fails halfway through and leaves the connection out of step
+    (see ``db.Connection``), so nothing unencodable may reach ``insert_event``.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    if strict:
+        raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate)")
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def data_text(data: Any, *, strict: bool = False) -> str:
     """What goes on the wire: ``str`` as is, anything else as compact JSON."""
     if isinstance(data, str):
         text = data
     elif isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError("event data must be str or JSON-serialisable, not bytes")
     else:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except RecursionError:
+            raise ValueError("event data is nested too deeply") from None
+        except (TypeError, ValueError):  # their text is Python's (class names): not shown
+            raise ValueError("event data must be JSON-serialisable (no NaN or Infinity)") from None
     if "\x00" in text:
         raise ValueError("event data must not contain NUL")
-    return text
+    return unicode_text(text, "event data", strict=strict)
 
 
-def check_event_name(event: str | None) -> str | None:
+def check_event_name(event: str | None, *, strict: bool = False) -> str | None:
     if event is None:
         return None
     if not isinstance(event, str) or re.search(r"[\r\n\x00]", event) or len(event) > 200:
         raise ValueError("event name must be a str of at most 200 characters without CR, LF, NUL")
-    return event
+    return unicode_text(event, "event name", strict=strict)
 
 
-def check_key(key: Any) -> str | None:
+def check_key(key: Any, *, strict: bool = False) -> str | None:
     if key is None:
         return None
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise ValueError("idempotency key must be a string or an integer")
+    if isinstance(key, int) and not -(10 ** _KEY_MAX) < key < 10 ** _KEY_MAX:
+        raise ValueError(f"idempotency key must be 1-{_KEY_MAX} characters without NUL")
     key = str(key)
     if not key or len(key) > _KEY_MAX or "\x00" in key:
         raise ValueError(f"idempotency key must be 1-{_KEY_MAX} characters without NUL")
-    return key
+    return unicode_text(key, "idempotency key", strict=strict)
 
 
 def notify_channel(con: Any) -> str:
@@ -168,6 +194,22 @@ def replay(con: Any, channels: list[str], after_id: int, limit: int) -> list[Sto
         chs=channels, after=after_id, limit=limit,
     )
     return [StoredEvent(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+MAX_EVENT_ID = 2**63 - 1  # ids are bigint
+
+
+def parse_event_id(raw: str | None) -> int | None:
+    """A ``Last-Event-ID`` as an event id, or None when it cannot be one.
+
+    Only ASCII digits of a value that fits a bigint: anything else (a
+    5,000-digit number, which ``int()`` refuses past 4,300 digits, or text) is
+    "an id this server never gave out", answered like an unknown id.
+    """
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_EVENT_ID else None
 
 
 def max_id(con: Any) -> int:

@@ -13,6 +13,7 @@ a jittered ``retry:`` that ends at once.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import random
 import time
@@ -21,7 +22,8 @@ from contextlib import contextmanager
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from flaskstream import db
+from flaskstream import db, jsonbody
+from flaskstream.auth import bearer_token
 from flaskstream.errors import ApiError
 from flaskstream.events import cli, store
 from flaskstream.events.broker import Broker, get_broker, publish
@@ -37,6 +39,7 @@ bp = Blueprint("events", __name__)
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 REPLAY_PAGE = 500
 LISTENER_READY_TIMEOUT = 5.0
+LAST_ID_ECHO = 256  # characters of an unknown Last-Event-ID echoed in the reset event
 
 
 class _StreamBody:
@@ -182,18 +185,15 @@ def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
     with db.get_database(app).connection() as con:
         top = store.max_id(con)
         reason = None
-        if not (raw_last.isascii() and raw_last.isdigit()):
-            reason = "unknown-id"
-        else:
-            last = int(raw_last)
-            if last > top:
-                reason = "unknown-id"  # from the future: the store was reset
-            elif last < store.pruned_through(con, list(sub.channels)):
-                reason = "retention"
-        if reason is None:
-            return int(raw_last), None, True
+        last = store.parse_event_id(raw_last)  # unusable (text, 5,000 digits) = unknown
+        if last is None or last > top:
+            reason = "unknown-id"  # never given out, or from the future: the store was reset
+        elif last < store.pruned_through(con, list(sub.channels)):
+            reason = "retention"
+        if reason is None and last is not None:
+            return last, None, True
     broker.count("resets")
-    body = json_data({"reason": reason, "lastEventId": raw_last, "id": top})
+    body = json_data({"reason": reason, "lastEventId": raw_last[:LAST_ID_ECHO], "id": top})
     return top, encode_event(body, event="reset", id=top), False
 
 
@@ -256,14 +256,15 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
 
 @bp.post("/events/<channel>")
 def publish_route(channel: str) -> tuple[Response, int]:
-    body = request.get_json(silent=True)
+    limit = int(current_app.config["EVENTS_MAX_BODY"])
+    body = jsonbody.read_json(limit) if request.is_json else None
     if not isinstance(body, dict) or "data" not in body:
         raise ApiError(400, "INVALID_EVENT", 'send JSON {"event": "...", "data": any, "id"?: key}')
     event = body.get("event")
     if event is not None and not isinstance(event, str):
         raise ApiError(400, "INVALID_EVENT", "event must be a string")
     try:
-        event_id = publish(channel, body["data"], event, key=body.get("id"))
+        event_id = publish(channel, body["data"], event, key=body.get("id"), strict=True)
     except ValueError as exc:
         raise ApiError(400, "INVALID_EVENT", str(exc)) from None
     except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
@@ -294,7 +295,7 @@ def tick() -> Response:
     """The classic demo: per-connection ``tick`` events ``{"ts", "id"}`` every ``interval`` s."""
     interval = _float_arg("interval", 1.0, 0.01, 3600.0)
     raw_last = _last_event_id()
-    start = int(raw_last) if raw_last and raw_last.isascii() and raw_last.isdigit() else 0
+    start = store.parse_event_id(raw_last) or 0  # an unusable id starts the count afresh
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     broker = get_broker(app)
     stream = Stream("tick")
@@ -363,10 +364,27 @@ def tokens() -> Response:
                             release=lambda: _release(broker, stream, watch))
 
 
+def _has_admin_token() -> bool:
+    """True when no ``API_TOKEN`` is set, or this request carries it (constant-time)."""
+    expected = current_app.config["API_TOKEN"]
+    if not expected:
+        return True
+    given = bearer_token()
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
 @bp.get("/events/stats")
 def stats() -> Response:
-    """This worker's counters (each worker answers for itself)."""
-    response = jsonify(get_broker().snapshot())
+    """This worker's counters (each worker answers for itself).
+
+    Channel names say who is listening to what (``uploads.<id>``, ``etl.<id>``,
+    a customer's channel): with ``API_TOKEN`` set they are shown only to a
+    request carrying it; anyone else gets the aggregate counts.
+    """
+    snapshot = get_broker().snapshot()
+    if not _has_admin_token():
+        del snapshot["channels"]
+    response = jsonify(snapshot)
     response.headers["Cache-Control"] = "no-store"
     return response
 

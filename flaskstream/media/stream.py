@@ -47,6 +47,27 @@ def gevent_offload() -> Offload | None:
 _PROBE = bytearray(1)  # the probe's byte is discarded; sharing it is harmless
 
 
+def read_chunk(fd: int, offset: int, length: int, offload: Offload | None) -> bytes:
+    """Up to ``length`` bytes at ``offset``; b"" only at end of file.
+
+    With ``offload``, a one-byte ``RWF_NOWAIT`` probe of the chunk's last
+    byte asks the page cache first: cached → ``pread`` here (readahead fills
+    files forwards, so a cached last byte means a cached chunk in practice);
+    not cached → the ``pread`` runs in the pool. Reading the whole chunk
+    with ``RWF_NOWAIT`` instead would cost a second copy of every chunk. A
+    filesystem without ``RWF_NOWAIT`` gets plain reads.
+    """
+    if offload is not None:
+        try:
+            os.preadv(fd, [_PROBE], offset + length - 1, os.RWF_NOWAIT)
+        except BlockingIOError:  # would wait for the disk: do it off the loop
+            return offload(os.pread, (fd, length, offset))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    return os.pread(fd, length, offset)
+
+
 class PreadStream:
     """A WSGI body that streams byte ranges of an open descriptor.
 
@@ -56,12 +77,15 @@ class PreadStream:
     and even when iteration never started (a plain generator's ``finally``
     would not run then, and ``direct_passthrough`` bypasses ``call_on_close``).
     With ``offload`` (see ``gevent_offload``), reads that would wait for the
-    disk run there instead of blocking the caller.
+    disk run there instead of blocking the caller. ``release`` replaces the
+    ``os.close`` when the descriptor is shared (the open-file cache's).
     """
 
     def __init__(self, fd: int, pieces: list[bytes | ByteRange], chunk_size: int,
-                 offload: Offload | None = None) -> None:
+                 offload: Offload | None = None,
+                 release: Callable[[], None] | None = None) -> None:
         self.fd = fd
+        self.release = release
         self.pieces = pieces
         self.chunk_size = max(MIN_CHUNK, chunk_size)
         self.offload = offload
@@ -86,26 +110,13 @@ class PreadStream:
             self.close()
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``offset``; b"" only at end of file.
-
-        With ``offload``, a one-byte ``RWF_NOWAIT`` probe of the chunk's last
-        byte asks the page cache first: cached → ``pread`` here (readahead fills
-        files forwards, so a cached last byte means a cached chunk in practice);
-        not cached → the ``pread`` runs in the pool. Reading the whole chunk
-        with ``RWF_NOWAIT`` instead would cost a second copy of every chunk.
-        """
-        if self.offload is not None:
-            try:
-                os.preadv(self.fd, [_PROBE], offset + length - 1, os.RWF_NOWAIT)
-            except BlockingIOError:  # would wait for the disk: do it off the loop
-                return self.offload(os.pread, (self.fd, length, offset))
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self.offload = None  # this filesystem has no RWF_NOWAIT: plain reads
-        return os.pread(self.fd, length, offset)
+        """Up to ``length`` bytes at ``offset``; b"" only at end of file (``read_chunk``)."""
+        return read_chunk(self.fd, offset, length, self.offload)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            os.close(fd)
+            if self.release is None:
+                os.close(fd)
+            else:
+                self.release()

@@ -258,11 +258,20 @@ def encode_metadata(metadata: Mapping[str, bytes | str | None]) -> str:
 
 
 def metadata_text(metadata: Mapping[str, bytes | None], *keys: str) -> str | None:
-    """The first present, non-empty value among ``keys``, decoded as UTF-8 (bad bytes replaced)."""
+    """The first present, non-empty value among ``keys``, decoded as UTF-8, or 400.
+
+    Values are opaque bytes to tus (and kept so); the ones read as text (file
+    name and type) must be UTF-8: a client that sends anything else gets a clear
+    refusal at the edge rather than a name guessed with replacement characters.
+    """
     for key in keys:
         value = metadata.get(key)
         if value:
-            return value.decode("utf-8", errors="replace")
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TusError(400, "TUS_METADATA_INVALID",
+                               f"Upload-Metadata value of {key!r} is not UTF-8 text") from None
     return None
 
 

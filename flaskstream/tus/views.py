@@ -4,7 +4,9 @@ termination, checksum and expiration.
 Each request that touches an upload's bytes or offset first takes the
 upload's lease (``store.acquire``) — ``HEAD`` and ``DELETE`` included, so that
 a client that resumes first stops the request its lost connection left
-behind, then reads the offset that request committed. Protocol rules live in
+behind, then reads the offset that request committed. Taking over stops a
+writer, so a ``HEAD`` without the API token (when one is set) only reads the
+committed offset and never asks for the lease. Protocol rules live in
 ``protocol.py``; state and files in ``store.py``; request bodies in
 ``transfer.py`` (with the streaming loop in ``receive.py``). A finished upload
 becomes an ordinary upload (``/uploads/<id>``) and a ``done`` event is published
@@ -13,7 +15,6 @@ on ``uploads.<id>``.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from typing import Any
@@ -23,7 +24,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flaskstream import auth
 from flaskstream.errors import ApiError, error_response
 from flaskstream.tus import janitor, protocol, store, transfer
-from flaskstream.uploads import multipart, storage
+from flaskstream.uploads import multipart, names, storage
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ def _check_request() -> None:
 
 
 def _require_token() -> None:
-    expected = current_app.config["API_TOKEN"]
-    given = auth.bearer_token()
-    if expected and (given is None or not hmac.compare_digest(given.encode(), expected.encode())):
+    if not auth.has_api_token():
         raise ApiError(401, "UNAUTHORIZED", "this write needs Authorization: Bearer <token>")
 
 
@@ -127,8 +126,10 @@ def create_upload() -> Response:
     raw_metadata = request.headers.get("Upload-Metadata")
     metadata = protocol.parse_metadata(raw_metadata)
     name, ctype = protocol.file_info(metadata)
-    filename = multipart.sanitize_filename(name or multipart.FALLBACK_FILENAME,
-                                           int(_cfg("LIMIT_FILENAME_LENGTH")))
+    try:  # the same name rules as PUT /uploads/<name>: stored names are <= 255 bytes
+        filename = names.client_filename(name or "", int(_cfg("LIMIT_FILENAME_LENGTH")))
+    except names.FilenameTooLong as exc:
+        raise ApiError(413, "LIMIT_FILENAME_LENGTH", str(exc)) from None
     content_type = multipart.clean_content_type(ctype)
     if not multipart.type_allowed(filename, content_type, _cfg("UPLOAD_ALLOWED_TYPES") or []):
         raise ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", f"{content_type} uploads are not allowed")
@@ -183,7 +184,12 @@ def _creation_failed(upload_id: str, exc: Exception, location: str) -> None:
 
 
 def head_upload(upload_id: str) -> Response:
-    row = _take(upload_id)
+    """The offset to resume from; only a caller with the token may take the upload over.
+
+    An anonymous ``HEAD`` (reads are public) must not interrupt the ``PATCH`` in
+    flight: it reads the committed offset and writes nothing (``_peek``).
+    """
+    row = _take(upload_id) if auth.has_api_token() else _peek(upload_id)
     return Response(status=200, headers=protocol.upload_headers(
         offset=row.offset, length=row.length, metadata=row.metadata,
         expires=row.expires if row.state == "active" else None))
@@ -267,6 +273,22 @@ def _take(upload_id: str, *, token: str | None = None, keep: bool = False) -> st
         raise
     if not keep:
         _release(upload_id, token)
+    return row
+
+
+def _peek(upload_id: str) -> store.TusUpload:
+    """The upload as ``_take`` would answer it, read without its lease and without writing:
+    404/410 alike, the committed (durable) offset; reconciling is left to the next holder."""
+    with _connect() as con:
+        row = store.get(con, upload_id)
+        lapsed = row is not None and row.state == "active" and \
+            protocol.expired(row.expires, store.db_now(con))
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "no such upload")
+    if lapsed or row.state in ("terminated", "expired"):
+        raise ApiError(410, "GONE", f"this upload was {'expired' if lapsed else row.state}")
+    if row.state == "done" and not _final_exists(row):
+        raise ApiError(410, "GONE", "this upload was completed and then deleted")
     return row
 
 

@@ -7,12 +7,12 @@ the loop that reads ``request.stream`` and routes ``FileData`` to disk.
 Three things here exist because the parsers we build on get them wrong or leave
 them out:
 
-- ``decoder.ExactMultipartDecoder`` (used here) fixes werkzeug 3.1.9's
-  partial-delimiter look-back (pallets/werkzeug#3285), which leaks a stray
-  ``\\r`` into a file when a read ends inside a closing delimiter.
-  ``tests/uploads/test_multipart.py`` splits bodies at every position to prove it.
+- ``decoder.PartDecoder`` (used here, our own) replaces werkzeug 3.1.9's decoder,
+  which leaks a stray ``\\r`` into a file when a read ends inside a closing
+  delimiter (pallets/werkzeug#3285) and rescans transport padding per chunk.
+  ``tests/uploads/test_multipart*.py`` split bodies at every position to prove it.
 - Limits as complete as busboy/multer's (body, file, file count, field count,
-  field size, part headers size and count, filename length), each with its own
+  part count, field size, part headers size and count, filename length), each with its own
   error code, checked as bytes arrive so an over-limit request stops early.
 - Filenames are metadata: UTF-8, NFC, basename on ``/`` and ``\\``, control and
   bidi-override characters removed, at most 255 bytes (OWASP's upload rules).
@@ -25,16 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import (
-    NEED_DATA,
-    Data,
-    Epilogue,
-    Field,
-    File,
-    State,
-)
 
-from flaskstream.uploads.decoder import ExactMultipartDecoder
+from flaskstream.uploads.decoder import Data, DecodeError, Part, PartDecoder, State
 from flaskstream.uploads.names import (
     DEFAULT_CONTENT_TYPE,
     FALLBACK_FILENAME,
@@ -45,7 +37,7 @@ from flaskstream.uploads.names import (
 )
 
 __all__ = [
-    "DEFAULT_CONTENT_TYPE", "FALLBACK_FILENAME", "FILENAME_MAX_BYTES", "ExactMultipartDecoder",
+    "DEFAULT_CONTENT_TYPE", "FALLBACK_FILENAME", "FILENAME_MAX_BYTES", "PartDecoder",
     "FieldValue", "FileData", "FileEnd", "FileStart", "FormReader", "LimitExceeded", "Limits",
     "MultipartError", "clean_content_type", "collect_fields", "parse_boundary",
     "sanitize_filename", "type_allowed",
@@ -90,6 +82,7 @@ class Limits:
     part_headers: int | None = 8 << 10
     part_header_count: int | None = 32
     filename_length: int | None = 1024
+    part_count: int | None = 200  # every part: files, fields and skipped empty files
 
     def check_body(self, received: int) -> None:
         if self.body_size is not None and received > self.body_size:
@@ -99,10 +92,6 @@ class Limits:
     def check_file(self, size: int) -> None:
         if self.file_size is not None and size > self.file_size:
             raise LimitExceeded("LIMIT_FILE_SIZE", f"a file exceeds {self.file_size} bytes")
-
-
-# Chunks at least this big skip the decoder's buffer while inside a part's data.
-FAST_PATH_MIN = 4096
 
 
 def parse_boundary(content_type: str | None) -> bytes:
@@ -153,12 +142,13 @@ class FormReader:
     ``feed(None)`` marks the end of the body: a body that ends before its
     closing delimiter raises ``MultipartError`` (never an empty success).
     File parts with an empty filename (a browser's unused ``<input type=file>``)
-    are skipped, as Django and werkzeug do.
+    are skipped, as Django and werkzeug do, but still count towards
+    ``part_count`` so that no kind of part is unbounded.
     """
 
     def __init__(self, boundary: bytes, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self.decoder = ExactMultipartDecoder(boundary)
+        self.decoder = PartDecoder(boundary)
         self.received = 0
         self.file_count = 0
         self.field_count = 0
@@ -174,88 +164,49 @@ class FormReader:
             return self._finish()
         self.received += len(chunk)
         self.limits.check_body(self.received)
-        if self.decoder.state in (State.EPILOGUE, State.COMPLETE):
-            return []  # epilogue bytes are counted (body limit) and dropped
-        if self.decoder.state is State.DATA and len(chunk) >= FAST_PATH_MIN:
-            return self._feed_part_data(chunk)
-        self.decoder.receive_data(chunk)
-        return self._drain()
-
-    def _feed_part_data(self, chunk: bytes) -> list[ReaderEvent]:
-        """Inside a part's data: hand out slices of ``chunk`` itself, not copies.
-
-        Emits exactly what the decoder would (no delimiter in the chunk, so data
-        up to the corrected look-back index; the possible delimiter start is
-        held back in the decoder's buffer) without copying every byte into its
-        buffer and out again. A chunk that holds the dash-boundary, or a held-back
-        tail that the chunk's head may complete, goes the decoder's own way.
-        """
-        decoder = self.decoder
+        try:
+            events = self.decoder.feed(chunk)
+        except DecodeError as exc:
+            raise MultipartError(f"malformed multipart body: {exc}") from None
         out: list[ReaderEvent] = []
-        offset = 0
-        if decoder.buffer:
-            offset = len(decoder._dash_boundary) + 8
-            decoder.receive_data(chunk[:offset])
-            out = self._drain()
-            if decoder.state is not State.DATA or decoder.buffer:
-                decoder.receive_data(chunk[offset:])
-                return out + self._drain()
-        view = memoryview(chunk)[offset:]
-        if chunk.find(decoder._dash_boundary, offset) != -1:
-            decoder.receive_data(view)  # type: ignore[arg-type]  # extends a bytearray
-            return out + self._drain()
-        safe = decoder._last_partial_boundary_index(view)
-        if safe:
-            self._part_data(Data(data=view[:safe], more_data=True), out)  # type: ignore[arg-type]
-        if safe < len(view):
-            decoder.receive_data(view[safe:])  # type: ignore[arg-type]
+        for event in events:
+            if isinstance(event, Part):
+                self._check_header_bytes(event.header_bytes)
+                self._start_part(event, out)
+            else:
+                self._part_data(event, out)
+        self._check_buffered()
         return out
 
+    def _check_buffered(self) -> None:
+        """Headers (or a preamble) still incomplete must stay within their limit."""
+        state, limit = self.decoder.state, self.limits.part_headers
+        if state is State.HEADERS:
+            self._check_header_bytes(self.decoder.buffered)
+        elif state is State.PREAMBLE and limit is not None and self.decoder.buffered > limit:
+            raise MultipartError("no multipart boundary at the start of the body")
+
     def _finish(self) -> list[ReaderEvent]:
-        if self.decoder.state not in (State.EPILOGUE, State.COMPLETE):
+        if self.decoder.state is not State.EPILOGUE:
             raise MultipartError("multipart body ended before its closing boundary")
-        self.decoder.buffer.clear()  # epilogue content is never used
-        self.decoder.receive_data(None)
-        self.decoder.next_event()  # the Epilogue event: state becomes COMPLETE
         self.complete = True
         return []
-
-    def _drain(self) -> list[ReaderEvent]:
-        out: list[ReaderEvent] = []
-        while True:
-            before = len(self.decoder.buffer)
-            try:
-                event = self.decoder.next_event()
-            except ValueError as exc:  # also UnicodeDecodeError from part headers
-                raise MultipartError(f"malformed multipart body: {exc}") from exc
-            if event is NEED_DATA:
-                if self.decoder.state is State.PART:
-                    self._check_header_bytes(len(self.decoder.buffer))
-                elif self.decoder.state is State.PREAMBLE and self.limits.part_headers \
-                        is not None and len(self.decoder.buffer) > self.limits.part_headers:
-                    raise MultipartError("no multipart boundary at the start of the body")
-                return out
-            if isinstance(event, (File, Field)):
-                self._check_header_bytes(before - len(self.decoder.buffer))
-                self._start_part(event, out)
-            elif isinstance(event, Data):
-                self._part_data(event, out)
-            elif isinstance(event, Epilogue):
-                return out
 
     def _check_header_bytes(self, size: int) -> None:
         limit = self.limits.part_headers
         if limit is not None and size > limit:
             raise LimitExceeded("LIMIT_PART_HEADERS", f"part headers exceed {limit} bytes")
 
-    def _start_part(self, event: File | Field, out: list[ReaderEvent]) -> None:
+    def _start_part(self, event: Part, out: list[ReaderEvent]) -> None:
         limits = self.limits
+        if limits.part_count is not None and self.decoder.parts > limits.part_count:
+            raise LimitExceeded("LIMIT_PART_COUNT", f"more than {limits.part_count} parts")
         if limits.part_header_count is not None and len(event.headers) > limits.part_header_count:
             raise LimitExceeded("LIMIT_PART_HEADERS",
                                 f"a part has more than {limits.part_header_count} headers")
         if not event.name:
             raise MultipartError("a part's Content-Disposition has no name")
-        if isinstance(event, File):
+        if event.filename is not None:
             raw = event.filename
             if limits.filename_length is not None \
                     and len(raw.encode("utf-8", "surrogateescape")) > limits.filename_length:

@@ -44,6 +44,22 @@ def sanitize_filename(raw: str, max_bytes: int = FILENAME_MAX_BYTES) -> str:
     return unicodedata.normalize("NFC", cut.rstrip()) + suffix
 
 
+class FilenameTooLong(ValueError):
+    """The client's raw filename is over its byte limit (413 ``LIMIT_FILENAME_LENGTH``)."""
+
+
+def client_filename(raw: str, raw_limit: int | None) -> str:
+    """The stored name for a client's filename, however it came (PUT path, tus metadata).
+
+    A raw name over ``raw_limit`` bytes of UTF-8 is refused (``FilenameTooLong``),
+    as ``LIMIT_FILENAME_LENGTH`` does for multipart and PUT; anything else is
+    sanitised and cut to ``FILENAME_MAX_BYTES`` (255), the stored-name cap.
+    """
+    if raw_limit is not None and len(raw.encode("utf-8", "surrogatepass")) > raw_limit:
+        raise FilenameTooLong(f"the filename exceeds {raw_limit} bytes")
+    return sanitize_filename(raw or FALLBACK_FILENAME)
+
+
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE_RE = re.compile(rf"{_TOKEN}/{_TOKEN}")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

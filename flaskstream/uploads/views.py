@@ -52,7 +52,7 @@ def limits_from_config() -> multipart.Limits:
         file_count=c["LIMIT_FILE_COUNT"], field_count=c["LIMIT_FIELD_COUNT"],
         field_size=c["LIMIT_FIELD_SIZE"], part_headers=c["LIMIT_PART_HEADERS"],
         part_header_count=c["LIMIT_PART_HEADER_COUNT"],
-        filename_length=c["LIMIT_FILENAME_LENGTH"],
+        filename_length=c["LIMIT_FILENAME_LENGTH"], part_count=c["LIMIT_PART_COUNT"],
     )
 
 
@@ -250,9 +250,13 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, upload_id = raw.partition("|")
-        return dt.datetime.fromisoformat(created), upload_id
+        when = dt.datetime.fromisoformat(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out") from exc
+    if not storage.is_upload_id(upload_id) or when.tzinfo is None:
+        # Checked here, before any query: a NUL or garbage id would reach PostgreSQL.
+        raise ApiError(400, "BAD_CURSOR", "cursor is not one this server gave out")
+    return when, upload_id
 
 
 @bp.get("/uploads")
@@ -287,15 +291,22 @@ def get_one(upload_id: str) -> Response:
 
 @bp.get("/uploads/<upload_id>/content")
 def content(upload_id: str) -> Response:
-    """The bytes, with Range/conditional support (media's ``serve_file``) and RFC 6266 names."""
+    """The bytes, with Range/conditional support (media's ``serve_file``) and RFC 6266 names.
+
+    With ``MEDIA_ACCEL`` the record and the file are checked here and nginx sends
+    ``UPLOAD_DIR/<id>`` from its internal location (``X-Accel-Redirect``).
+    """
+    from flaskstream.media.files import accel_location
     from flaskstream.media.views import serve_file
 
     upload = _get_or_404(upload_id)
     inline = request.args.get("inline") == "1" \
         and upload.content_type.startswith(INLINE_SAFE_PREFIXES)
+    prefix = current_app.config.get("MEDIA_ACCEL")
+    accel = accel_location(str(prefix), "uploads", upload.id) if prefix else None
     return serve_file(storage.final_path(current_app.config["UPLOAD_DIR"], upload.id),
                       download_name=upload.filename, content_type=upload.content_type,
-                      as_attachment=not inline, cache_control="private, no-cache")
+                      as_attachment=not inline, cache_control="private, no-cache", accel=accel)
 
 
 @bp.delete("/uploads/<upload_id>")

@@ -105,3 +105,17 @@ def test_right_token_passes_auth_and_reads_are_open(token_app: Flask) -> None:
 def test_open_writes_are_logged(app_config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     create_app(app_config)
     assert "FLASKSTREAM_API_TOKEN is not set" in caplog.text
+
+
+def test_dashboard_sends_its_csp_as_a_header_with_frame_ancestors(client: FlaskClient) -> None:
+    response = client.get("/")
+    header = response.headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in header.split(";"))
+    assert directives["frame-ancestors"] == "'self'"  # no other site may frame the page
+    assert directives["script-src"] == "'self'" and directives["default-src"] == "'self'"
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    # The <meta> copy is the same policy minus frame-ancestors (ignored, with an error, there).
+    html = response.get_data(as_text=True)
+    meta = html.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0]
+    assert meta + "; frame-ancestors 'self'" == header
+    assert "Content-Security-Policy" not in client.get("/healthz").headers

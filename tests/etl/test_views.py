@@ -67,7 +67,7 @@ def test_errors_have_the_error_shape(client, clean_db):
     assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
     assert client.get("/etl/jobs/none").status_code == 404
     assert client.get("/etl/jobs/none/rejects").status_code == 404
-    assert client.get("/etl/export.csv?table=etl_nope").status_code == 404
+    assert client.get("/etl/export.csv?table=etl_nope").status_code == 403  # not in ETL_TABLES
     resp = post(client, users_csv(3), "dry_run=1")
     assert resp.status_code == 200 and resp.get_json()["dry_run"] is True
     assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -335,3 +336,32 @@ def test_multipart_length_is_exact_and_parses_back(pairs: list[tuple[int, int]],
         head, _, payload = chunk.partition(b"\r\n\r\n")
         assert f"Content-Range: bytes {a}-{b - 1}/1000".encode() in head
         assert payload == data[a:b]
+
+
+# --- single_range: the fast path's shortcut agrees with evaluate ------------------------
+
+@pytest.mark.parametrize("header,expected", [
+    ("bytes=0-0", (0, 1)), ("bytes=0-", (0, 100)), ("bytes=5-9", (5, 10)),
+    ("bytes=007-010", (7, 11)), ("bytes=99-", (99, 100)), ("bytes=0-999999999999999999", (0, 100)),
+    ("bytes=9-5", None), ("bytes=100-", None), ("bytes=-5", None), ("bytes= 0-5", None),
+    ("bytes=0-5,7-9", None), ("Bytes=0-5", None), ("bytes=\u0663-\u0665", None),
+    ("bytes=0-5 ", None), ("bytes=1234567890123456789-", None),
+])
+def test_single_range(header: str, expected: tuple[int, int] | None) -> None:
+    assert r.single_range(header, 100) == expected
+    if expected is not None:
+        assert evaluate("GET", {"Range": header}, 100, '"e"', 0) == Decision(206, (expected,))
+
+
+def test_single_range_fuzz_agrees_with_evaluate() -> None:
+    rng = random.Random(3)
+    for _ in range(3000):
+        size = rng.randrange(0, 50)
+        first = rng.choice(["", str(rng.randrange(0, 60)), "0" + str(rng.randrange(0, 9))])
+        last = rng.choice(["", str(rng.randrange(0, 60))])
+        header = f"bytes={first}-{last}"
+        got = r.single_range(header, size)
+        if got is not None:
+            assert evaluate("GET", {"Range": header}, size, '"e"', 0) == Decision(206, (got,))
+        elif first and int(first) < size and (not last or int(last) >= int(first)):
+            raise AssertionError(f"declined a simple satisfiable range: {header} of {size}")

@@ -1,0 +1,291 @@
+"""Type-aware validation for loading CSV into any PostgreSQL table (pure).
+
+A ``PgType`` describes a column's type as the catalog has it (base type,
+typmod-derived length/precision/scale, enum labels, array element); a
+``ColumnCodec`` turns the column's CSV strings into COPY text values, raising
+``Invalid(reason)`` for a value the server's input function would refuse, so a
+bad value becomes a reject naming line, column and reason before COPY sees it.
+
+Speed comes the way ``tables.py`` gets it: a block's column is checked with
+one regex over the joined values (or a C-level ``map`` of a dict lookup) that
+proves the common, canonical spellings valid, and only the values that test
+does not settle go through the exact per-value check. Valid values are passed
+through as written (escaped for COPY; surrounding whitespace dropped where the
+server ignores it) - the server parses exactly the text we judged - except
+booleans, written ``t``/``f``.
+
+Accepted spellings, and where they differ from PostgreSQL 16's input functions
+(stricter only: what is accepted here always loads, the property test in
+tests/etl/test_pgtypes.py checks both directions against the real server):
+
+* smallint/integer/bigint: decimal, ``0x``/``0o``/``0b`` and ``_`` separators
+  as PostgreSQL 16 reads them; range checked. Exact.
+* numeric(p,s): decimal with optional exponent, ``NaN``, ``[+-]inf[inity]``
+  (not under a typmod), rounded half away from zero to ``s`` then checked
+  against ``p``; numeric_in's exponent, scale and weight limits. Not accepted:
+  ``_`` separators, ``0x`` forms, mantissas longer than 1000 characters.
+* real/double precision: decimal with exponent, ``NaN``, ``[+-]inf[inity]``;
+  overflow and underflow to zero rejected as the server does. Not accepted:
+  hex floats and ``nan(...)`` (glibc's strtod reads them). real is rounded via
+  double, so a value within half an ulp of real's limits may be judged wrongly.
+* boolean: PostgreSQL's spellings (prefixes of true/false/yes/no, on/off, 1/0).
+* text, varchar(n), char(n): any text without NUL or undecodable bytes;
+  length in characters, trailing spaces beyond ``n`` allowed (the server cuts
+  them). Exact.
+* date, time, timestamp, timestamptz, interval: see ``pgtime``.
+* uuid: 32 hex digits, ``-`` after any group of four, optional braces. Exact.
+* json/jsonb: RFC 8259 (no NaN); jsonb also refuses ``\\u0000`` and lone
+  surrogate escapes. Not judged: nesting deeper than Python's recursion limit
+  (rejected here), jsonb numbers beyond numeric's range.
+* bytea: ``\\x`` hex only (whitespace between pairs allowed); the legacy escape
+  format is rejected.
+* enum: one of the labels, exactly (case and spaces matter). Exact.
+* inet/cidr: dotted-quad IPv4 (decimal octets) or IPv6, optional ``/bits``;
+  cidr refuses host bits. Not accepted: abbreviated cidr (``10/8``), octets
+  written in more than 3 digits or in hex, IPv6 zone ids.
+* arrays: ``{...}`` literals, nested and rectangular up to 6 dimensions,
+  quoted elements with backslash escapes, unquoted NULL; each element checked
+  with the element type. Not accepted: ``[1:2]=`` bounds decorations.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from flaskstream.etl import pgcheck
+from flaskstream.etl.pgtime import (
+    FAST_DATE,
+    FAST_TIMESTAMP,
+    FAST_TIMESTAMPTZ,
+    check_date,
+    check_interval,
+    check_time,
+    check_timestamp,
+)
+from flaskstream.etl.tables import Invalid, _escape, _positions
+
+Check = Callable[[str], str]
+NULL = "\\N"
+_SPECIALS = ("\\", "\t", "\n", "\r")
+# SQL spellings → the catalog's typname
+ALIASES = {
+    "smallint": "int2", "integer": "int4", "int": "int4", "bigint": "int8",
+    "real": "float4", "double precision": "float8", "float": "float8",
+    "boolean": "bool", "character varying": "varchar", "character": "bpchar", "char": "bpchar",
+    "decimal": "numeric", "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz", "time without time zone": "time",
+}
+BASE_TYPES = frozenset({
+    "int2", "int4", "int8", "numeric", "float4", "float8", "bool", "text", "varchar",
+    "bpchar", "date", "time", "timestamp", "timestamptz", "interval", "uuid", "json",
+    "jsonb", "bytea", "inet", "cidr", "enum",
+})
+_TYPE_RE = re.compile(r"\s*([a-z][a-z0-9 ]*?)\s*(?:\(\s*(-?\d+)\s*(?:,\s*(-?\d+)\s*)?\))?\s*((?:\[\])*)\s*",
+                      re.I)
+
+
+class UnsupportedType(ValueError):
+    """A column type the core does not validate (the caller decides: pass it
+    through to the server, or refuse the table)."""
+
+
+@dataclass(frozen=True)
+class PgType:
+    """A column type: ``name`` is a base typname (``BASE_TYPES``) or ``array``."""
+
+    name: str
+    length: int | None = None  # varchar(n) / char(n)
+    precision: int | None = None  # numeric(p, s)
+    scale: int | None = None
+    labels: tuple[str, ...] = ()  # enum
+    element: PgType | None = None  # array
+
+    def __post_init__(self) -> None:
+        if self.name == "array" and self.element is None:
+            raise UnsupportedType("an array type needs its element type")
+        if self.name != "array" and self.name not in BASE_TYPES:
+            raise UnsupportedType(f"type {self.name} is not validated by the loader")
+
+
+def parse_type(text: str, labels: Sequence[str] = ()) -> PgType:
+    """``'numeric(5,2)'``, ``'varchar(10)[]'``, ``'timestamp with time zone'`` → PgType."""
+    match = _TYPE_RE.fullmatch(text)
+    if match is None:
+        raise UnsupportedType(f"cannot read type {text!r}")
+    name, first, second, brackets = match.groups()
+    name = " ".join(name.lower().split())
+    name = ALIASES.get(name, name)
+    a = int(first) if first is not None else None
+    b = int(second) if second is not None else None
+    if name in ("varchar", "bpchar"):
+        base = PgType(name, length=a if a is not None else (1 if name == "bpchar" else None))
+    elif name == "numeric":
+        base = PgType(name, precision=a, scale=(b or 0) if a is not None else None)
+    else:
+        base = PgType(name, labels=tuple(labels))
+    for _ in range(len(brackets) // 2):
+        base = PgType("array", element=base)
+    return base
+
+
+def from_typmod(name: str, typmod: int, labels: Sequence[str] = ()) -> PgType:
+    """A base type from pg_type.typname and pg_attribute.atttypmod (-1: none).
+
+    varchar/bpchar store n + 4; numeric stores ((p << 16) | (s & 0x7ff)) + 4,
+    the scale an 11-bit signed number since PostgreSQL 15.
+    """
+    if name in ("varchar", "bpchar"):
+        return PgType(name, length=typmod - 4 if typmod >= 4 else None)
+    if name == "numeric" and typmod >= 4:
+        bits = typmod - 4
+        return PgType(name, precision=(bits >> 16) & 0xFFFF, scale=((bits & 0x7FF) ^ 1024) - 1024)
+    return PgType(name, labels=tuple(labels))
+
+
+def _fast_pattern(t: PgType) -> str | None:
+    """A regex whose match proves a value valid as it stands (no escaping needed)."""
+    if t.name in pgcheck.INT_RANGES:  # canonical decimals as long as the range's; see _in_range
+        digits = len(str(pgcheck.INT_RANGES[t.name][1]))
+        return f"-?(?:[1-9][0-9]{{0,{digits - 1}}}|0)"
+    if t.name == "numeric":
+        if t.precision is None:
+            return r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?"
+        scale = t.scale or 0
+        whole = t.precision - scale
+        if whole < 1 or scale < 0:
+            return None
+        return f"-?[0-9]{{1,{whole}}}" + (f"(?:\\.[0-9]{{1,{scale}}})?" if scale else "")
+    if t.name in ("float4", "float8"):
+        return r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?" if t.name == "float8" else r"-?[0-9]{1,6}(?:\.[0-9]{1,6})?"
+    if t.name == "uuid":
+        return "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    return {"date": FAST_DATE, "timestamp": FAST_TIMESTAMP, "timestamptz": FAST_TIMESTAMPTZ}.get(t.name)
+
+
+def scalar_check(t: PgType) -> Check:
+    """The exact per-value check of a type: returns the COPY value (unescaped)."""
+    name = t.name
+    if name in pgcheck.INT_RANGES:
+        return functools.partial(pgcheck.check_int, name=name)
+    if name == "numeric":
+        return functools.partial(pgcheck.check_numeric, precision=t.precision, scale=t.scale)
+    if name in ("float4", "float8"):
+        return functools.partial(pgcheck.check_float, single=name == "float4")
+    if name == "bool":
+        return pgcheck.check_bool
+    if name in ("text", "varchar", "bpchar"):
+        return functools.partial(pgcheck.check_text, length=t.length)
+    simple: dict[str, Check] = {
+        "date": check_date, "time": check_time, "interval": check_interval,
+        "timestamp": functools.partial(check_timestamp, with_zone=False),
+        "timestamptz": functools.partial(check_timestamp, with_zone=True),
+        "uuid": pgcheck.check_uuid, "bytea": pgcheck.check_bytea,
+        "json": functools.partial(pgcheck.check_json, binary=False),
+        "jsonb": functools.partial(pgcheck.check_json, binary=True),
+        "inet": functools.partial(pgcheck.check_inet, cidr=False),
+        "cidr": functools.partial(pgcheck.check_inet, cidr=True),
+    }
+    if name in simple:
+        return simple[name]
+    if name == "enum":
+        return functools.partial(pgcheck.check_enum, labels=frozenset(t.labels))
+    assert t.element is not None  # name == "array"
+    return functools.partial(pgcheck.check_array, element=scalar_check(t.element))
+
+
+def _misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str]) -> list[int]:
+    """Indices of values ``pattern`` does not fully match: one regex call per run
+    of matching values over the joined column (a call per value costs more)."""
+    text = "\n".join(values) + "\n"
+    if text.count("\n") != len(values):  # a value holds a newline: value by value
+        return _positions(list(map(pattern.fullmatch, values)), None)
+    bad: list[int] = []
+    pos = index = 0
+    while True:
+        end = run.match(text, pos).end()  # type: ignore[union-attr]
+        index += text.count("\n", pos, end)
+        if end >= len(text):
+            return bad
+        bad.append(index)
+        pos = text.index("\n", end) + 1
+        index += 1
+
+
+def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -> list[int]:
+    """Add the canonical decimals outside ``bounds`` to ``slow``: ``min``/``max``
+    over ``map(int, ...)`` in C, a Python scan only when one is out."""
+    lo, hi = bounds
+    if max(map(len, values)) < len(str(hi)):  # fewer digits than the bound: all in range
+        return slow
+    numbers = values
+    if slow:
+        numbers = list(values)
+        for i in slow:
+            numbers[i] = "0"
+    ints = list(map(int, numbers))
+    if min(ints) >= lo and max(ints) <= hi:
+        return slow
+    return sorted(set(slow).union(i for i, n in enumerate(ints) if not lo <= n <= hi))
+
+
+class ColumnCodec:
+    """CSV strings of one column → COPY text values, or reasons.
+
+    ``None`` is SQL NULL (the CSV reader decides what is NULL); a NOT NULL
+    column refuses it. Messages start with the column name.
+    """
+
+    def __init__(self, name: str, pgtype: PgType, *, not_null: bool = False) -> None:
+        self.name, self.type, self.not_null = name, pgtype, not_null
+        self.check = scalar_check(pgtype)
+        fast = _fast_pattern(pgtype)
+        self._fast = re.compile(fast) if fast else None
+        self._run = re.compile(f"(?:(?:{fast})\n)*") if fast else None
+        self._bools = pgcheck.BOOL_WORDS if pgtype.name == "bool" else None
+
+    def convert(self, value: str | None) -> str:
+        """One value → its COPY text (escaped; ``\\N`` for NULL); ``Invalid`` if bad."""
+        if value is None:
+            if self.not_null:
+                raise Invalid(f"{self.name}: required (NOT NULL)")
+            return NULL
+        try:
+            return _escape(self.check(value))
+        except Invalid as exc:
+            raise Invalid(f"{self.name}: {exc}") from None
+
+    def encode(self, values: Sequence[str | None], errors: dict[int, list[str]]) -> list[str]:
+        """COPY text for a block's column; a bad value's reason goes to ``errors[row]``
+        and its slot holds ``""`` (the row is dropped, the column stays joinable)."""
+        out: list[str | None] = list(values)
+        nulls = _positions(out, None)
+        work: list[str] = out  # type: ignore[assignment]
+        if nulls:
+            work = list(out)  # type: ignore[arg-type]
+            for i in nulls:
+                work[i] = "\x00"  # settled by no fast path
+        slow: Sequence[int]
+        if self._bools is not None:
+            out = list(map(self._bools.get, work))
+            slow = _positions(out, None)
+        elif self._fast is not None and self._run is not None:
+            slow = _misfits(self._fast, self._run, work)
+            if self.type.name in pgcheck.INT_RANGES and work:
+                slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
+        elif self.type.name in ("text", "varchar", "bpchar"):
+            slow = pgcheck.text_misfits(work, self.type.length)
+            joined = "".join(work)
+            if any(ch in joined for ch in _SPECIALS):
+                out = list(map(_escape, work))
+        else:
+            slow = range(len(work))
+        for i in slow:
+            try:
+                out[i] = self.convert(values[i])
+            except Invalid as exc:
+                errors.setdefault(i, []).append(str(exc))
+                out[i] = ""
+        return out  # type: ignore[return-value]
