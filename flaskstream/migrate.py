@@ -20,6 +20,7 @@ forgot ``@schema@.`` fails instead of creating an object in the site's ``public`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -152,9 +153,13 @@ def upgrade(con: Any, names: SchemaNames) -> list[Migration]:
             if migration.version not in done:
                 _apply(con, names, migration)
                 ran.append(migration)
-        return ran
-    finally:
-        con.run("SELECT pg_advisory_unlock(:k)", k=key)
+    except BaseException:
+        # A broken connection refuses the unlock; its session's end releases the lock.
+        with contextlib.suppress(Exception):
+            con.run("SELECT pg_advisory_unlock(:k)", k=key)
+        raise
+    con.run("SELECT pg_advisory_unlock(:k)", k=key)
+    return ran
 
 
 def _create_schema(con: Any, names: SchemaNames) -> None:
@@ -186,7 +191,10 @@ def _apply(con: Any, names: SchemaNames, migration: Migration) -> None:
                 "VALUES (:v, :n)", v=migration.version, n=migration.name)
         con.run("COMMIT")
     except Exception as exc:
-        con.run("ROLLBACK")
+        # A connection out of step with the server (see db.Connection) refuses this;
+        # the caller then discards it, which rolls back just the same.
+        with contextlib.suppress(Exception):
+            con.run("ROLLBACK")
         raise MigrationError(f"migration {migration.label} failed in schema "
                              f"{names.schema}: {exc}") from exc
     log.info("applied migration %s in schema %s", migration.label, names.schema)
