@@ -344,8 +344,7 @@ def check_health() -> str:
             con.run("SELECT 1")
         return "ok"
     except Exception as exc:  # noqa: BLE001 - any failure is a degraded database
-        reason = str(exc).strip() or type(exc).__name__
-        return reason.splitlines()[0][:200]
+        return migrate.server_message(exc).splitlines()[0][:200]  # the server's words, no repr
 
 
 def init_app(app: Flask) -> None:

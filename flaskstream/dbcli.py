@@ -18,9 +18,7 @@ group = AppGroup("db", help="flaskstream's schema (DB_SCHEMA) and its migrations
 
 
 def _fail(exc: BaseException) -> click.ClickException:
-    if isinstance(exc, db.DatabaseError) and exc.args and isinstance(exc.args[0], dict):
-        return click.ClickException(f"database: {exc.args[0].get('M')}")
-    return click.ClickException(f"database: {exc}")
+    return click.ClickException(f"database: {migrate.server_message(exc)}")
 
 
 @group.command("upgrade")

@@ -78,6 +78,14 @@ class Migration:
         return split_sql(text)
 
 
+def server_message(exc: BaseException) -> str:
+    """The server's own message of a pg8000 error (its first arg is the fields), else str()."""
+    fields = exc.args[0] if exc.args else None
+    if isinstance(fields, dict) and fields.get("M"):
+        return str(fields["M"])
+    return str(exc).strip() or type(exc).__name__
+
+
 def available(directory: Path | None = None) -> list[Migration]:
     """The migration files in order; numbering must run 1, 2, 3... without gaps."""
     found = []
@@ -196,7 +204,7 @@ def _apply(con: Any, names: SchemaNames, migration: Migration) -> None:
         with contextlib.suppress(Exception):
             con.run("ROLLBACK")
         raise MigrationError(f"migration {migration.label} failed in schema "
-                             f"{names.schema}: {exc}") from exc
+                             f"{names.schema}: {server_message(exc)}") from exc
     log.info("applied migration %s in schema %s", migration.label, names.schema)
 
 

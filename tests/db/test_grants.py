@@ -68,7 +68,7 @@ def test_without_create_on_the_database_the_reason_is_reported(
     try:
         health = app.test_client().get("/healthz")
         assert health.status_code == 503
-        assert "permission denied" in health.get_json()["db"]
+        assert health.get_json()["db"].startswith("permission denied for database")
         con = admin(scratch_db)
         try:  # and nothing was created anywhere
             assert con.run("SELECT count(*) FROM pg_namespace WHERE nspname = 'flaskstream'") == [[0]]
