@@ -123,6 +123,7 @@ class MediaFastPath:
             data = read_chunk(entry.fd, start, stop - start, offload)
             if len(data) != stop - start:
                 raise FileShrunk(f"file ended before {stop}")
+            metrics.MEDIA_BYTES.inc(len(data))
             return 206, headers, [data]
         finally:
             self.cache.release(entry)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from flaskstream import metrics
 from flaskstream.errors import ApiError
 from flaskstream.media import ranges
 from flaskstream.media.stream import FileShrunk, PreadStream, gevent_offload, read_chunk
@@ -234,6 +235,7 @@ def plan(
             data = read_chunk(fd, start, length, offload)
             if len(data) != length:
                 raise FileShrunk(f"file ended before {start + length}")
+            metrics.MEDIA_BYTES.inc(length)
             return decision.status, headers, [data]
         body = PreadStream(fd, pieces, chunk_size, offload, release)
         handed_over = True
