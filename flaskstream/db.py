@@ -33,6 +33,7 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 from flaskstream import embedded, metrics, migrate
 from flaskstream import schema as schema_names
 from flaskstream.adapters import pg8000 as pg8000_adapter
+from flaskstream.errorbase import FixedError, FlaskstreamError
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,20 @@ class Connection(pg8000.native.Connection):
         super().close()
 
 
-class UnencodableText(ValueError):
+class UnencodableText(FixedError, ValueError):
     """A query's text or parameter holds a code point UTF-8 cannot encode (a lone
-    surrogate): refused before anything is sent. A ``ValueError``, so callers that
-    validate input (``publish``) answer it as bad input."""
+    surrogate): refused before anything is sent. Bad input: a ``ValueError`` and a 400."""
+
+    code, status = "UNENCODABLE_TEXT", 400
+
+
+class DatabaseUnavailable(FlaskstreamError, InterfaceError):
+    """No connection to be had (refused, dropped while connecting, none free in time):
+    503 + ``Retry-After``, the client may retry. An ``InterfaceError`` still, so code
+    that handles a lost connection (listeners, ``is_connection_lost``) is unchanged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("DATABASE_UNAVAILABLE", 503, message, {"Retry-After": "2"})
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -220,7 +231,7 @@ class Database:
 
     def acquire(self) -> Connection:
         if not self._slots.acquire(timeout=30):
-            raise TimeoutError("no database connection free within 30 s")
+            raise DatabaseUnavailable("no database connection free within 30 s")
         try:
             while True:  # skip idle connections that fell out of step (never handed out)
                 try:
@@ -230,8 +241,10 @@ class Database:
                 if reusable(con):
                     return con
                 close_quietly(con)
-        except BaseException:
+        except BaseException as exc:
             self._slots.release()
+            if refused_connection(exc):
+                raise DatabaseUnavailable("the database cannot be reached right now") from exc
             raise
 
     def release(self, con: Connection, *, broken: bool = False) -> None:
@@ -276,6 +289,15 @@ def sqlstate(exc: BaseException) -> str | None:
     if isinstance(exc, DatabaseError) and exc.args and isinstance(exc.args[0], dict):
         return exc.args[0].get("C")
     return None
+
+
+def refused_connection(exc: BaseException) -> bool:
+    """Does ``exc``, raised while connecting, say the server cannot give a connection now?
+    Sockets refused/reset/timed out, or the server's refusal by SQLSTATE class: 08
+    connection, 53 resources (too many connections), 57P shutting down or starting up.
+    Anything else (a migration's SQL error) is a bug: 500."""
+    return isinstance(exc, (InterfaceError, OSError)) \
+        or (sqlstate(exc) or "").startswith(("08", "53", "57P"))
 
 
 def is_connection_lost(exc: BaseException) -> bool:

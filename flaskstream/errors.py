@@ -1,8 +1,12 @@
 """One JSON error shape for the whole API: ``{"error": {"code", "message"}}``.
 
-Views raise ``ApiError(status, code, message)``; werkzeug's own HTTP errors
-(404, 405, 413 …) and unexpected exceptions are turned into the same shape, so
-clients parse one thing. Streaming responses cannot change status once the
+Every error the API answers is a ``FlaskstreamError`` (``errorbase.py``:
+code, status, message, headers), raised where the fact is known — a pure core,
+a receive loop, the connection pool — and rendered here by one handler, tus's
+protocol headers included. ``ApiError(status, code, message)`` is the same
+base with the arguments in the order the views have always used. werkzeug's own
+HTTP errors (404, 405, 413 …) and unexpected exceptions are turned into the
+same shape, so clients parse one thing. Streaming responses cannot change status once the
 first byte is out: they report errors in-band (an SSE ``error`` event).
 """
 
@@ -14,6 +18,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from flaskstream.errorbase import FixedError, FlaskstreamError
+
+__all__ = ["ApiError", "FixedError", "FlaskstreamError", "error_response", "init_app"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,8 @@ HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error with a status, a stable machine code and a human message."""
+class ApiError(FlaskstreamError):
+    """A ``FlaskstreamError`` raised by a view: ``ApiError(status, code, message)``."""
 
     def __init__(
         self,
@@ -51,12 +59,7 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
         **details: Any,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.details = details
+        super().__init__(code, status, message, headers, **details)
 
 
 def error_response(
@@ -75,7 +78,10 @@ def error_response(
     return response
 
 
-def _api_error(exc: ApiError) -> Response:
+def _flaskstream_error(exc: FlaskstreamError) -> Response:
+    """The one renderer: status, code, message and headers all come from the error."""
+    if exc.status >= 500:
+        log.warning("%s %s: %s", exc.status, exc.code, exc.message, exc_info=exc.__cause__)
     return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.details)
 
 
@@ -182,6 +188,6 @@ def _body_error_response(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     app.wsgi_app = _guard_chunked_bodies(app.wsgi_app)  # type: ignore[method-assign]
     app.after_request(_body_error_response)
-    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(FlaskstreamError, _flaskstream_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flaskstream.errorbase import FixedError
 from flaskstream.schema import SchemaNames
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ TABLES_0_1: dict[str, tuple[str, ...]] = {
 }
 
 
-class MigrationError(RuntimeError):
-    """A migration failed; nothing of it was applied."""
+class MigrationError(FixedError):
+    """The schema could not be brought up to date; nothing of the failed migration was
+    applied. Until it is, the database is not usable by this install: 503."""
+
+    code, status = "SCHEMA_NOT_CURRENT", 503
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,14 @@ class Migration:
         return split_sql(text)
 
 
+def _from_server(exc: BaseException) -> bool:
+    return bool(exc.args) and isinstance(exc.args[0], dict)
+
+
 def server_message(exc: BaseException) -> str:
     """The server's own message of a pg8000 error (its first arg is the fields), else str()."""
-    fields = exc.args[0] if exc.args else None
-    if isinstance(fields, dict) and fields.get("M"):
-        return str(fields["M"])
+    if _from_server(exc) and exc.args[0].get("M"):
+        return str(exc.args[0]["M"])
     return str(exc).strip() or type(exc).__name__
 
 
@@ -154,7 +161,12 @@ def upgrade(con: Any, names: SchemaNames) -> list[Migration]:
     key = names.lock_key("migrations")
     con.run("SELECT pg_advisory_lock(:k)", k=key)
     try:
-        _create_schema(con, names)
+        try:
+            _create_schema(con, names)
+        except Exception as exc:
+            if not _from_server(exc):
+                raise
+            raise MigrationError(f"cannot create schema {names.schema}: {server_message(exc)}") from exc
         done = applied(con, names)  # again: another process may have run them meanwhile
         ran = []
         for migration in available():

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flaskstream.errorbase import FixedError
+
 BLOCK_CHARS = 1 << 20  # characters of text per record block (and its COPY text)
 NARROW = BLOCK_CHARS // 256  # pieces whose lines are all this short parse in steps
 RATIO_GRACE = 1 << 20  # inflated bytes allowed before the gzip ratio applies
@@ -38,7 +40,7 @@ REJECT_TEXT_FIELDS = 32  # fields of an over-wide record kept in its reject
 _SAMPLE = 'id,name\r\n1,"x y"\r\n'
 
 
-class InputError(Exception):
+class InputError(FixedError):
     """Bad input as a whole (not one row): reported as a clear message, no traceback.
 
     ``code`` and ``status`` say what the API answers (one error base, raised
@@ -47,14 +49,6 @@ class InputError(Exception):
 
     code = "BAD_INPUT"
     status = 422
-
-    def __init__(self, message: str = "", *, code: str | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
 
 
 class InputTooLarge(InputError):

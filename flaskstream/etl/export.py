@@ -178,24 +178,44 @@ def stream_copy_out(database: Database, sql: str, slot: Slot | None = None, *,
             if slot is not None:
                 slot.release()
             raise
-    chunks: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
-    cancelled = threading.Event()
+    producer = _Producer(con, sql, slot, stall_timeout, transform)
+    producer.thread.start()
+    try:
+        while (item := producer.take()) is not _DONE:
+            yield item
+    finally:
+        producer.stop()
 
-    def put(item: Any, deadline: float | None) -> None:
-        while not cancelled.is_set():
+
+class _Producer:
+    """The thread side of ``stream_copy_out``: runs the COPY and queues its chunks, then
+    one outcome (``_DONE`` or the error); the connection is closed and the slot freed
+    the moment the COPY ends, whatever the consumer does afterwards."""
+
+    def __init__(self, con: Any, sql: str, slot: Slot | None, stall_timeout: float,
+                 transform: Callable[[bytes], bytes] | None) -> None:
+        self.con, self.sql, self.slot = con, sql, slot
+        self.stall_timeout, self.transform = stall_timeout, transform
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.cancelled = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="etl-export", daemon=True)
+
+    def put(self, item: Any, deadline: float | None) -> None:
+        while not self.cancelled.is_set():
             try:
-                chunks.put(item, timeout=POLL_SECONDS)
+                self.chunks.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ExportStalled(f"no chunk taken for {stall_timeout:g} s") from None
+                    raise ExportStalled(f"no chunk taken for {self.stall_timeout:g} s") from None
         raise Cancelled()
 
-    def produce() -> None:
+    def run(self) -> None:
         outcome: Any = _DONE
         try:
-            copy_out(con, sql, lambda chunk: put(chunk, time.monotonic() + stall_timeout),
-                     transform)
+            copy_out(self.con, self.sql,
+                     lambda chunk: self.put(chunk, time.monotonic() + self.stall_timeout),
+                     self.transform)
         except Cancelled:
             return
         except ExportStalled as exc:
@@ -204,35 +224,33 @@ def stream_copy_out(database: Database, sql: str, slot: Slot | None = None, *,
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             outcome = exc
         finally:
-            close_quietly(con)  # mid-COPY after an error: never reusable, and not pooled
-            if slot is not None:
-                slot.release()
+            close_quietly(self.con)  # mid-COPY after an error: never reusable, and not pooled
+            if self.slot is not None:
+                self.slot.release()
         # The connection is gone: waiting for the consumer now holds nothing but this thread.
         try:
-            put(outcome, None)
+            self.put(outcome, None)
         except Cancelled:
             pass
 
-    producer = threading.Thread(target=produce, name="etl-export", daemon=True)
-    producer.start()
-    try:
+    def take(self) -> Any:
+        """The next chunk or ``_DONE``; the producer's error is raised here."""
         while True:
             try:
-                item = chunks.get(timeout=POLL_SECONDS)
+                item = self.chunks.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if producer.is_alive():
+                if self.thread.is_alive():
                     continue
                 raise ExportStalled("the export producer ended without an outcome") from None
-            if item is _DONE:
-                return
             if isinstance(item, BaseException):
                 raise item
-            yield item
-    finally:
-        cancelled.set()
-        producer.join(timeout=5)
-        if producer.is_alive():  # stuck in a read: closing the socket wakes it up
-            close_quietly(con)
+            return item
+
+    def stop(self) -> None:
+        self.cancelled.set()
+        self.thread.join(timeout=5)
+        if self.thread.is_alive():  # stuck in a read: closing the socket wakes it up
+            close_quietly(self.con)
 
 
 class ExportBody:

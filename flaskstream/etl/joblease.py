@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flaskstream import schema
+from flaskstream.errorbase import FixedError
 from flaskstream.leases import SECONDS, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,10 @@ EXPIRED_CODE = "LEASE_EXPIRED"
 FAILED_EVENT = "failed"
 
 
-class LeaseLost(Exception):
+class LeaseLost(FixedError):
     """This process no longer holds the job (a janitor failed it while we were frozen)."""
 
-    code = "LEASE_LOST"
+    code, status = "LEASE_LOST", 500
 
 
 def _jobs(con: Any) -> str:

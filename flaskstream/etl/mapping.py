@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from flaskstream.errorbase import FixedError
 from flaskstream.etl.pgtypes import ColumnCodec, PgType
 from flaskstream.etl.tables import _escape
 
@@ -65,10 +66,10 @@ class TargetTable:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
 
-class MappingError(ValueError):
+class MappingError(FixedError, ValueError):
     """The CSV's fields cannot feed the table; raised before any row is read."""
 
-    code = "BAD_HEADER"
+    code, status = "BAD_HEADER", 422
 
     def __init__(self, message: str, columns: Sequence[str] = ()) -> None:
         super().__init__(message)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from flaskstream import schema
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.db import DatabaseError, reusable
+from flaskstream.errorbase import FixedError
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
 
@@ -37,10 +38,10 @@ RETRY_FIRST_PIECE = 8
 _COPY_LINE = re.compile(r"COPY [^,]+, line (\d+)")
 
 
-class LoadError(Exception):
+class LoadError(FixedError):
     """A load that stopped; ``code`` is stable for APIs, the message is for people."""
 
-    code = "LOAD_FAILED"
+    code, status = "LOAD_FAILED", 422
 
 
 class TooManyErrors(LoadError):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flaskstream.errorbase import FixedError
 from flaskstream.etl.bounds import Bounds
 from flaskstream.etl.pipeline import (
     DEFAULT_FIELD_SIZE_LIMIT,
@@ -48,8 +49,10 @@ class Invalid(ValueError):
     """A value that cannot be loaded; the message is the reject reason."""
 
 
-class HeaderError(Exception):
+class HeaderError(FixedError):
     """The header cannot feed the table (missing required columns)."""
+
+    code, status = "BAD_HEADER", 422
 
 
 @dataclass(frozen=True)

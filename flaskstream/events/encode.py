@@ -28,12 +28,16 @@ import json
 import re
 from typing import Any
 
+from flaskstream.errorbase import FixedError
+
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
 
-class EncodeError(ValueError):
+class EncodeError(FixedError, ValueError):
     """An event that the event-stream format cannot carry faithfully."""
+
+    code, status = "INVALID_EVENT", 400
 
 
 def split_lines(text: str) -> list[str]:

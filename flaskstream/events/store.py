@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from flaskstream import schema
+from flaskstream.errorbase import FixedError
 
 MAX_CHANNELS = 32
 RESERVED_CHANNELS = frozenset({"tick", "stats"})  # paths under /events/ taken by other routes
@@ -43,16 +44,22 @@ class StoredEvent(NamedTuple):
     data: str | None  # None when read by the listener for a channel nobody here watches
 
 
+class InvalidChannel(FixedError, ValueError):
+    """A channel name the store refuses (a ``ValueError``: ``publish`` answers it as bad input)."""
+
+    code, status = "INVALID_CHANNEL", 400
+
+
 def check_channel(name: str) -> str:
-    """A channel name, or ValueError: 1–200 of ``A-Z a-z 0-9 _ . : @ -``, not reserved.
+    """A channel name, or ``InvalidChannel``: 1–200 of ``A-Z a-z 0-9 _ . : @ -``, not reserved.
 
     The charset keeps names safe in URLs, logs and SQL identifiers-by-value, and
     leaves room for ``uploads.<id>`` / ``etl.<id>`` style names.
     """
     if not isinstance(name, str) or not _CHANNEL.match(name):
-        raise ValueError(f"invalid channel name {name!r}: use 1-200 of A-Z a-z 0-9 _ . : @ -")
+        raise InvalidChannel(f"invalid channel name {name!r}: use 1-200 of A-Z a-z 0-9 _ . : @ -")
     if name in RESERVED_CHANNELS:
-        raise ValueError(f"channel name {name!r} is reserved")
+        raise InvalidChannel(f"channel name {name!r} is reserved")
     return name
 
 

@@ -183,66 +183,80 @@ def plan(
     """
     handed_over = False
     try:
-        size = info.size
-        decision = ranges.evaluate(method, request_headers, size, info.etag, info.last_modified,
-                                   int(config["MEDIA_MAX_RANGES"]))
+        decision = ranges.evaluate(method, request_headers, info.size, info.etag,
+                                   info.last_modified, int(config["MEDIA_MAX_RANGES"]))
         headers = {
             "ETag": info.etag,
             "Last-Modified": info.last_modified_header,
             "Cache-Control": cache_control or config["MEDIA_CACHE_CONTROL"],
         }
-        if decision.status == 304:
-            # §15.4.5: no representation metadata beyond the validators a cache needs;
-            # with an ETag present that excludes Last-Modified.
-            del headers["Last-Modified"]
-            return 304, headers, None
-        if decision.status == 412:
-            headers["Content-Length"] = "0"
-            return 412, headers, None
-        if decision.status == 416:
-            headers["Content-Range"] = ranges.unsatisfied_range(size)
-            return 416, headers, None
-
+        if decision.status in (304, 412, 416):
+            return _without_body(decision.status, headers, info.size)
         headers["Accept-Ranges"] = "bytes"
         headers["X-Content-Type-Options"] = "nosniff"
         if download_name:
             headers["Content-Disposition"] = content_disposition(download_name, as_attachment)
-        pieces: list[bytes | ranges.ByteRange]
-        if decision.status == 200:
-            pieces, length = [(0, size)], size
-            headers["Content-Type"] = content_type
-        elif not decision.multipart:
-            start, stop = decision.ranges[0]
-            pieces, length = [(start, stop)], stop - start
-            headers["Content-Type"] = content_type
-            headers["Content-Range"] = ranges.content_range(start, stop, size)
-        else:
-            plan_ = ranges.plan_multipart(decision.ranges, size, content_type)
-            pieces = []
-            for head, start, stop in plan_.parts:
-                pieces += [head, (start, stop)]
-            pieces.append(plan_.tail)
-            length = plan_.content_length
-            headers["Content-Type"] = plan_.content_type
-        headers["Content-Length"] = str(length)
-
+        pieces, length = _pieces(decision, info.size, content_type, headers)
         if method == "HEAD" or length == 0:
             return decision.status, headers, None
         chunk_size = int(config["MEDIA_CHUNK_SIZE"])
         offload = gevent_offload() if config.get("MEDIA_OFFLOAD_COLD_READS", True) else None
         if len(pieces) == 1 and length <= chunk_size:
-            start = pieces[0][0]  # type: ignore[index]
-            data = read_chunk(fd, start, length, offload)
-            if len(data) != length:
-                raise FileShrunk(f"file ended before {start + length}")
-            metrics.MEDIA_BYTES.inc(length)
-            return decision.status, headers, [data]
+            return decision.status, headers, [_read_whole(fd, pieces[0], length, offload)]
         body = PreadStream(fd, pieces, chunk_size, offload, release)
         handed_over = True
         return decision.status, headers, body
     finally:
         if not handed_over:
             release()
+
+
+def _without_body(status: int, headers: dict[str, str], size: int) -> Plan:
+    """304, 412 or 416: validators (and for 416 the size), never a body."""
+    if status == 304:
+        # §15.4.5: no representation metadata beyond the validators a cache needs;
+        # with an ETag present that excludes Last-Modified.
+        del headers["Last-Modified"]
+    elif status == 412:
+        headers["Content-Length"] = "0"
+    else:
+        headers["Content-Range"] = ranges.unsatisfied_range(size)
+    return status, headers, None
+
+
+def _pieces(decision: ranges.Decision, size: int, content_type: str, headers: dict[str, str]
+            ) -> tuple[list[bytes | ranges.ByteRange], int]:
+    """What a 200 or 206 sends (byte ranges, and for multipart its part heads and tail),
+    its total length, and the entity headers that go with it."""
+    pieces: list[bytes | ranges.ByteRange]
+    if decision.status == 200:
+        pieces, length = [(0, size)], size
+        headers["Content-Type"] = content_type
+    elif not decision.multipart:
+        start, stop = decision.ranges[0]
+        pieces, length = [(start, stop)], stop - start
+        headers["Content-Type"] = content_type
+        headers["Content-Range"] = ranges.content_range(start, stop, size)
+    else:
+        plan_ = ranges.plan_multipart(decision.ranges, size, content_type)
+        pieces = []
+        for head, start, stop in plan_.parts:
+            pieces += [head, (start, stop)]
+        pieces.append(plan_.tail)
+        length = plan_.content_length
+        headers["Content-Type"] = plan_.content_type
+    headers["Content-Length"] = str(length)
+    return pieces, length
+
+
+def _read_whole(fd: int, piece: bytes | ranges.ByteRange, length: int, offload: Any) -> bytes:
+    """A body of at most one chunk, read now (one ``pread``) so the descriptor is free."""
+    start = piece[0]  # type: ignore[index]
+    data = read_chunk(fd, start, length, offload)
+    if len(data) != length:
+        raise FileShrunk(f"file ended before {start + length}")
+    metrics.MEDIA_BYTES.inc(length)
+    return data
 
 
 # --- MEDIA_DIR ------------------------------------------------------------------------

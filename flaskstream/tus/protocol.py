@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flaskstream.errorbase import FlaskstreamError
+
 TUS_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = (TUS_VERSION,)
 EXTENSIONS = (
@@ -56,16 +58,14 @@ _BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _ALGORITHM_RE = re.compile(r"[a-z0-9-]{1,32}")
 
 
-class TusError(Exception):
-    """A protocol violation: HTTP ``status``, stable ``code``, human ``message``, extra headers."""
+class TusError(FlaskstreamError):
+    """A protocol violation: HTTP ``status``, stable ``code``, human ``message``, extra
+    headers (``Tus-Version``, ``Tus-Max-Size``...), answered by the app's one handler.
+    Arguments in the order this module has always used."""
 
     def __init__(self, status: int, code: str, message: str,
                  headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
+        super().__init__(code, status, message, headers)
 
 
 # --- version and capabilities -------------------------------------------------------

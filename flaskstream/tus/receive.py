@@ -25,16 +25,18 @@ from typing import Any
 
 from flaskstream import metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
+from flaskstream.errorbase import FixedError
 from flaskstream.tus import store
 from flaskstream.uploads import storage
 
 log = logging.getLogger(__name__)
 
+BODY_UNREADABLE = "the request body could not be read (the client went away or sent a broken body)"
 # Stop writing this long before the lease could have run out in the database.
 LEASE_MARGIN = 1.0
 
 
-class Interrupted(Exception):
+class Interrupted(FixedError):
     """The body stopped before its end; the bytes so far may be kept."""
 
     status = 400
@@ -57,8 +59,10 @@ class LeaseExpired(Interrupted):
     status, code = 423, "UPLOAD_LEASE_LOST"
 
 
-class LengthExceeded(Exception):
+class LengthExceeded(FixedError):
     """More bytes than the upload's length (or the maximum size) allows."""
+
+    status, code = 413, "TUS_LENGTH_EXCEEDED"
 
 
 def gevent_active() -> bool:
@@ -73,7 +77,9 @@ class LeaseKeeper:
     """Renews a lease while a body streams, and decides when the stream must stop."""
 
     def __init__(self, connect: Callable[[], Any], upload_id: str, token: str, *,
-                 lease: float, interval: float, idle_timeout: float | None) -> None:
+                 lease: float, interval: float, idle_timeout: float | None,
+                 renewers: dict[tuple[int, float, float], LeaseRenewer] | None = None) -> None:
+        """``renewers`` is the app's registry (``state.lease_renewers``); None: one of its own."""
         self.connect = connect
         self.upload_id = upload_id
         self.token = token
@@ -87,6 +93,7 @@ class LeaseKeeper:
         self.reading = False
         self._next_tick = now + interval
         self._renewer: LeaseRenewer | None = None
+        self._renewers = {} if renewers is None else renewers
         self._owner: Any = None
 
     def tick(self) -> Interrupted | None:
@@ -121,7 +128,8 @@ class LeaseKeeper:
             import gevent
 
             self._owner = gevent.getcurrent()
-            self._renewer = LeaseRenewer.for_(self.connect, self.lease, self.interval)
+            self._renewer = LeaseRenewer.for_(self._renewers, self.connect, self.lease,
+                                              self.interval)
             self._renewer.add(self)
         return self
 
@@ -177,8 +185,6 @@ class LeaseRenewer:
     ``db.is_connection_lost``); it sleeps while no lease is held.
     """
 
-    _instances: dict[tuple[int, float, float], LeaseRenewer] = {}
-
     def __init__(self, connect: Callable[[], Any], lease: float, interval: float) -> None:
         from gevent.event import Event
 
@@ -190,11 +196,13 @@ class LeaseRenewer:
         self._greenlet: Any = None
 
     @classmethod
-    def for_(cls, connect: Callable[[], Any], lease: float, interval: float) -> LeaseRenewer:
+    def for_(cls, registry: dict[tuple[int, float, float], LeaseRenewer],
+             connect: Callable[[], Any], lease: float, interval: float) -> LeaseRenewer:
+        """The renewer of ``registry`` (the app's) for this pool, lease and interval."""
         key = (id(getattr(connect, "__self__", connect)), float(lease), float(interval))
-        renewer = cls._instances.get(key)
+        renewer = registry.get(key)
         if renewer is None:
-            renewer = cls._instances[key] = cls(connect, lease, interval)
+            renewer = registry[key] = cls(connect, lease, interval)
         return renewer
 
     def add(self, keeper: LeaseKeeper) -> None:
@@ -288,7 +296,7 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
                     written += len(extra)
                 raise
             except Exception as exc:  # werkzeug ClientDisconnected, gunicorn NoMoreData, OSError
-                raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+                raise ClientGone(BODY_UNREADABLE) from exc  # the server's reason stays in __cause__
             if not chunk:
                 if declared is not None and written < declared:
                     # gunicorn's wsgi.input (werkzeug uses it as-is, wsgi.input_terminated)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from flaskstream import schema
+from flaskstream.errorbase import FixedError
 from flaskstream.uploads import storage
 
 STAGING_PREFIX = "tus-"
@@ -82,12 +83,22 @@ class TusUpload:
                 "expires": self.expires.isoformat()}
 
 
-class UploadLocked(Exception):
+class UploadLocked(FixedError):
     """Another request holds the upload and did not let go in time."""
 
+    code, status = "UPLOAD_LOCKED", 423
 
-class LeaseLost(Exception):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__("another request is writing this upload; retry", upload_id=upload_id)
+
+
+class LeaseLost(FixedError):
     """This request no longer holds the upload's lease (it ran out, or another took it)."""
+
+    code, status = "UPLOAD_LEASE_LOST", 423
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__("another request took this upload over", upload_id=upload_id)
 
 
 # --- creation and reads ---------------------------------------------------------------

@@ -19,9 +19,8 @@ from typing import Any
 
 from flask import current_app, request, url_for
 
-from flaskstream import db
+from flaskstream import db, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
-from flaskstream.errors import ApiError
 from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import receive as uploads_receive
 from flaskstream.uploads import storage
@@ -75,81 +74,106 @@ def close_connection() -> None:
 
 
 def receive_body(row: store.TusUpload, token: str, checksum: protocol.Checksum | None
-             ) -> store.TusUpload:
+                 ) -> store.TusUpload:
     """Stream this request's body into the upload; commit the durable offset; finish if complete."""
-    upload_dir = _cfg("UPLOAD_DIR")
-    max_size = _max_size()
-    length = protocol.resolve_length(row.length, request.headers.get("Upload-Length"),
-                                     row.offset, max_size)
-    budget = protocol.body_budget(row.offset, length, max_size)
-    protocol.check_declared_body(request.content_length, budget)
-    path = row.staging_path(upload_dir)
-    start = row.offset
-    # The watcher greenlet runs outside the app context: give it the bound pool.
-    keeper = receive.LeaseKeeper(db.get_database().connection, row.id, token, lease=_cfg("TUS_LOCK_LEASE"),
-                                 interval=_cfg("TUS_LOCK_POLL"),
-                                 idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None).start()
-    database, expires_in = db.get_database(), _cfg("TUS_EXPIRATION_SECONDS")
+    with PatchTransfer(row, token, checksum) as transfer:
+        transfer.receive()
+    return transfer.finish()
 
-    def durable(written: int) -> None:  # runs in its own greenlet: no app context there
-        checkpoint.fsync_path(path)
-        with database.connection() as con:
-            store.commit_offset(con, row.id, token, start + written, length, expires_in)
 
-    # With a checksum nothing may be recorded before the whole body is verified.
-    checkpoints = checkpoint.Checkpointer(
-        durable, 0 if checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
-    progress = _progress_publisher(row.id, length, float(_cfg("TUS_PROGRESS_INTERVAL") or 0))
+class PatchTransfer:
+    """One request body appended to one upload, with its cleanup in one place.
 
-    def on_chunk(written: int) -> None:
-        checkpoints.maybe(written)
-        progress(start + written)
+    ``__init__`` checks the declared body against what the upload may still take
+    (nothing is touched yet); ``__enter__`` starts the lease keeper, the
+    checkpointer and progress; ``receive`` streams the body and verifies its
+    checksum; ``__exit__`` stops the keeper and settles the checkpoint in flight
+    whatever happened, and after a body that stopped early (interrupted, too long,
+    a full disk) keeps what arrived — or discards it when it carried a checksum —
+    and closes the connection; ``finish`` commits the offset and completes the upload.
+    """
 
-    check = checksum.hasher() if checksum else None
-    # A body that is the whole file (the usual tus-js-client/tuspy case) is hashed
-    # as it streams, so completion need not read the file back.
-    whole = hashlib.sha256() if start == 0 else None
-    # The uploads pattern's direct socket reader (one copy per chunk, nothing held
-    # between reads, and a recv() interrupted by a takeover loses no byte), with the
-    # worker's shared read-buffer budget; request.stream where it does not apply.
-    direct = gunicorn_adapter.direct_body_reader(request.environ)
-    chunks = uploads_receive.ChunkBudget(int(_cfg("UPLOAD_BUFFER_BUDGET")),
-                                         int(_cfg("UPLOAD_CHUNK_SIZE")))
-    try:
+    def __init__(self, row: store.TusUpload, token: str, checksum: protocol.Checksum | None
+                 ) -> None:
+        max_size = _max_size()
+        self.row, self.token, self.checksum = row, token, checksum
+        self.length = protocol.resolve_length(row.length, request.headers.get("Upload-Length"),
+                                              row.offset, max_size)
+        self.budget = protocol.body_budget(row.offset, self.length, max_size)
+        protocol.check_declared_body(request.content_length, self.budget)
+        self.path = row.staging_path(_cfg("UPLOAD_DIR"))
+        self.start = row.offset
+        self.written = 0
+        # Checkpoints run in their own greenlet, outside the app context: bind what they need.
+        self.database, self.expires_in = db.get_database(), _cfg("TUS_EXPIRATION_SECONDS")
+        self.check = checksum.hasher() if checksum else None
+        # A body that is the whole file (the usual tus-js-client/tuspy case) is hashed
+        # as it streams, so completion need not read the file back.
+        self.whole = hashlib.sha256() if self.start == 0 else None
+
+    def __enter__(self) -> PatchTransfer:
+        self.keeper = receive.LeaseKeeper(
+            self.database.connection, self.row.id, self.token, lease=_cfg("TUS_LOCK_LEASE"),
+            interval=_cfg("TUS_LOCK_POLL"), idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None,
+            renewers=state.get().lease_renewers).start()
+        # With a checksum nothing may be recorded before the whole body is verified.
+        self.checkpoints = checkpoint.Checkpointer(
+            self._durable, 0 if self.checksum is not None else int(_cfg("TUS_CHECKPOINT_BYTES") or 0))
+        self.progress = ProgressEvents(self.row.id, self.length,
+                                       float(_cfg("TUS_PROGRESS_INTERVAL") or 0))
+        return self
+
+    def _durable(self, written: int) -> None:  # its own greenlet: no app context there
+        checkpoint.fsync_path(self.path)
+        with self.database.connection() as con:
+            store.commit_offset(con, self.row.id, self.token, self.start + written, self.length,
+                                self.expires_in)
+
+    def _on_chunk(self, written: int) -> None:
+        self.checkpoints.maybe(written)
+        self.progress(self.start + written)
+
+    def receive(self) -> None:
+        """Append the body, then verify its checksum (a mismatch keeps nothing: 460)."""
+        # The uploads pattern's direct socket reader (one copy per chunk, nothing held
+        # between reads, and a recv() interrupted by a takeover loses no byte), with the
+        # worker's shared read-buffer budget; request.stream where it does not apply.
+        direct = gunicorn_adapter.direct_body_reader(request.environ)
+        chunks = uploads_receive.ChunkBudget(state.get(), int(_cfg("UPLOAD_BUFFER_BUDGET")),
+                                             int(_cfg("UPLOAD_CHUNK_SIZE")))
         with chunks:
-            written = receive.append_body(
-                path, direct or request.stream, keeper, chunk_size=chunks.size, budget=budget,
-                hasher=receive.Tee(check, whole), declared=request.content_length,
-                on_chunk=on_chunk, salvage=None if direct else raw_input_salvage)
-        if checksum is not None and not checksum.matches(check):
-            os.truncate(path, start)
-            raise protocol.checksum_mismatch(checksum.algorithm)
-    except receive.Interrupted as exc:
-        keeper.stop()
-        _settle(checkpoints)
-        kept = _keep_partial(path, row, token, start, length, exc, checksum is not None)
-        log.info("tus upload %s: PATCH interrupted (%s) at offset %s", row.id, exc.code, kept)
+            self.written = receive.append_body(
+                self.path, direct or request.stream, self.keeper, chunk_size=chunks.size,
+                budget=self.budget, hasher=receive.Tee(self.check, self.whole),
+                declared=request.content_length, on_chunk=self._on_chunk,
+                salvage=None if direct else raw_input_salvage)
+        if self.checksum is not None and not self.checksum.matches(self.check):
+            os.truncate(self.path, self.start)
+            raise protocol.checksum_mismatch(self.checksum.algorithm)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: Any) -> None:
+        self.keeper.stop()
+        _settle(self.checkpoints)
+        if not isinstance(exc, receive.Interrupted | receive.LengthExceeded
+                          | storage.InsufficientStorage):
+            return  # success, or an error that kept nothing (checksum, lease, bug)
+        # The bytes before an overrun or a full disk were within the length: kept too.
+        kept = _keep_partial(self.path, self.row, self.token, self.start, self.length, exc,
+                             self.checksum is not None)
         close_connection()
-        raise ApiError(exc.status, exc.code, str(exc),
-                       headers={"Upload-Offset": str(kept)}) from exc
-    except receive.LengthExceeded as exc:
-        _settle(checkpoints)  # the bytes before the overrun were within the length: kept
-        _keep_partial(path, row, token, start, length, exc, checksum is not None)
-        close_connection()
-        raise protocol.TusError(413, "TUS_LENGTH_EXCEEDED", str(exc)) from exc
-    except storage.InsufficientStorage as exc:
-        _settle(checkpoints)
-        _keep_partial(path, row, token, start, length, exc, checksum is not None)
-        close_connection()
-        raise
-    finally:
-        keeper.stop()
-        _settle(checkpoints)
-    checkpoints.wait()
-    row = _commit(path, row, token, start + written, length)
-    if row.complete:
-        row = complete(row, whole.hexdigest() if whole is not None else None)
-    return row
+        if isinstance(exc, receive.Interrupted):
+            log.info("tus upload %s: PATCH interrupted (%s) at offset %s", self.row.id, exc.code,
+                     kept)
+            exc.headers["Upload-Offset"] = str(kept)
+
+    def finish(self) -> store.TusUpload:
+        """Wait for the last checkpoint, commit the offset, complete the upload if it is whole."""
+        self.checkpoints.wait()
+        row = _commit(self.path, self.row, self.token, self.start + self.written, self.length)
+        if row.complete:
+            row = complete(row, self.whole.hexdigest() if self.whole is not None else None)
+        return row
 
 
 def _settle(checkpoints: checkpoint.Checkpointer) -> None:
@@ -211,16 +235,17 @@ def _publish(upload_id: str, event: str, data: Any) -> None:
         log.warning("could not publish %s for tus upload %s", event, upload_id, exc_info=True)
 
 
-def _progress_publisher(upload_id: str, total: int | None, interval: float) -> Any:
+class ProgressEvents:
     """``progress`` events (``{"bytes", "total"}``) on ``uploads.<id>``, at most every
     ``interval`` s; off when 0 (tus clients report progress themselves, and an event a
     second per upload in flight is load on the event bus for nobody)."""
-    last = [time.monotonic()]
 
-    def progress(offset: int) -> None:
+    def __init__(self, upload_id: str, total: int | None, interval: float) -> None:
+        self.upload_id, self.total, self.interval = upload_id, total, interval
+        self.last = time.monotonic()
+
+    def __call__(self, offset: int) -> None:
         now = time.monotonic()
-        if interval > 0 and now - last[0] >= interval:
-            last[0] = now
-            _publish(upload_id, "progress", {"bytes": offset, "total": total})
-
-    return progress
+        if self.interval > 0 and now - self.last >= self.interval:
+            self.last = now
+            _publish(self.upload_id, "progress", {"bytes": offset, "total": self.total})

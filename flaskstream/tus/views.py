@@ -22,7 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import auth
-from flaskstream.errors import ApiError, error_response
+from flaskstream.errors import ApiError, FlaskstreamError
 from flaskstream.tus import janitor, protocol, store, transfer
 from flaskstream.uploads import multipart, names, storage
 
@@ -71,24 +71,9 @@ def _tus_resumable(response: Response) -> Response:
     return response
 
 
-@bp.errorhandler(protocol.TusError)
-def _tus_error(exc: protocol.TusError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-
-@bp.errorhandler(store.UploadLocked)
-def _locked(exc: store.UploadLocked) -> Response:
-    return error_response(423, "UPLOAD_LOCKED", "another request is writing this upload; retry")
-
-
-@bp.errorhandler(store.LeaseLost)
-def _lease_lost(exc: store.LeaseLost) -> Response:
-    return error_response(423, "UPLOAD_LEASE_LOST", "another request took this upload over")
-
-
-@bp.errorhandler(storage.InsufficientStorage)
-def _no_space(exc: storage.InsufficientStorage) -> Response:
-    return error_response(507, "INSUFFICIENT_STORAGE", "the upload folder is full")
+# TusError, UploadLocked, LeaseLost, InsufficientStorage and the rest are
+# FlaskstreamErrors: the app's one handler answers them with their own headers
+# (``Tus-Version``, ``Upload-Offset``); ``Tus-Resumable`` is added above.
 
 
 # --- routes ---------------------------------------------------------------------------------
@@ -126,10 +111,9 @@ def create_upload() -> Response:
     raw_metadata = request.headers.get("Upload-Metadata")
     metadata = protocol.parse_metadata(raw_metadata)
     name, ctype = protocol.file_info(metadata)
-    try:  # the same name rules as PUT /uploads/<name>: stored names are <= 255 bytes
-        filename = names.client_filename(name or "", int(_cfg("LIMIT_FILENAME_LENGTH")))
-    except names.FilenameTooLong as exc:
-        raise ApiError(413, "LIMIT_FILENAME_LENGTH", str(exc)) from None
+    # The same name rules as PUT /uploads/<name> (stored names are <= 255 bytes); a raw
+    # name over LIMIT_FILENAME_LENGTH raises FilenameTooLong, a 413.
+    filename = names.client_filename(name or "", int(_cfg("LIMIT_FILENAME_LENGTH")))
     content_type = multipart.clean_content_type(ctype)
     if not multipart.type_allowed(filename, content_type, _cfg("UPLOAD_ALLOWED_TYPES") or []):
         raise ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", f"{content_type} uploads are not allowed")
@@ -178,9 +162,8 @@ def _creation_failed(upload_id: str, exc: Exception, location: str) -> None:
     except Exception:  # noqa: BLE001 - the body's own error is the one to answer
         log.warning("tus upload %s: could not settle a failed creation", upload_id, exc_info=True)
         return
-    extra = getattr(exc, "headers", None)
-    if isinstance(extra, dict):
-        extra.update({"Location": location, "Upload-Offset": str(row.offset)})
+    if isinstance(exc, FlaskstreamError):
+        exc.headers.update({"Location": location, "Upload-Offset": str(row.offset)})
 
 
 def head_upload(upload_id: str) -> Response:

@@ -26,6 +26,7 @@ from typing import Any
 
 from werkzeug.http import parse_options_header
 
+from flaskstream.errorbase import FixedError
 from flaskstream.uploads.decoder import Data, DecodeError, Part, PartDecoder, State
 from flaskstream.uploads.names import (
     DEFAULT_CONTENT_TYPE,
@@ -46,23 +47,17 @@ __all__ = [
 # --- errors ----------------------------------------------------------------------
 
 
-class MultipartError(Exception):
-    """A request the form reader refuses: ``status`` and a stable ``code`` for the API."""
+class MultipartError(FixedError):
+    """A request the form reader refuses: 400 ``MALFORMED_MULTIPART`` unless the raiser
+    says otherwise, by keyword (``code=``, ``status=``: never positionally after the
+    message, the order ``ApiError`` takes them in)."""
 
     status = 400
     code = "MALFORMED_MULTIPART"
 
-    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
 
 class LimitExceeded(MultipartError):
-    """A configured limit was crossed; always 413 with a ``LIMIT_*`` code."""
+    """A configured limit was crossed; always 413 with the limit's ``LIMIT_*`` code."""
 
     status = 413
 

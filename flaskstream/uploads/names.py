@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from flaskstream.errorbase import FixedError
+
 _BIDI_CONTROLS = {"\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)),
                   *map(chr, range(0x2066, 0x206A))}
 _PATH_SEPARATORS_RE = re.compile(r"[/\\]")
@@ -44,8 +46,10 @@ def sanitize_filename(raw: str, max_bytes: int = FILENAME_MAX_BYTES) -> str:
     return unicodedata.normalize("NFC", cut.rstrip()) + suffix
 
 
-class FilenameTooLong(ValueError):
+class FilenameTooLong(FixedError, ValueError):
     """The client's raw filename is over its byte limit (413 ``LIMIT_FILENAME_LENGTH``)."""
+
+    code, status = "LIMIT_FILENAME_LENGTH", 413
 
 
 def client_filename(raw: str, raw_limit: int | None) -> str:

@@ -20,6 +20,8 @@ from typing import IO, Any
 
 from flaskstream import metrics
 from flaskstream.adapters.gunicorn import DirectBody
+from flaskstream.errorbase import FixedError
+from flaskstream.state import ProcessState
 from flaskstream.uploads import multipart, storage
 
 log = logging.getLogger(__name__)
@@ -28,16 +30,28 @@ DRAIN_MAX_BYTES = 1 << 20   # after a rejection, read at most this much more of 
 DRAIN_SECONDS = 2.0
 
 
-class IdleTimeout(Exception):
+BODY_UNREADABLE = "the request body ended early or could not be read"
+
+
+class IdleTimeout(FixedError):
     """No byte of the body arrived within ``UPLOAD_IDLE_TIMEOUT`` seconds."""
 
+    code, status = "UPLOAD_IDLE_TIMEOUT", 408
 
-class ClientGone(Exception):
+    def __init__(self, seconds: float | None = None) -> None:
+        super().__init__(f"no data for {seconds:g} s" if seconds else "no data in time")
+
+
+class ClientGone(FixedError):
     """Reading the body failed: the client disconnected or sent a broken chunked body."""
 
+    code, status = "CLIENT_DISCONNECTED", 400
 
-class TypeNotAllowed(Exception):
+
+class TypeNotAllowed(FixedError):
     """A file's extension/content type is not in ``UPLOAD_ALLOWED_TYPES``."""
+
+    code, status = "UPLOAD_TYPE_NOT_ALLOWED", 415
 
 
 def _gevent_active() -> bool:
@@ -48,28 +62,29 @@ def _gevent_active() -> bool:
     return bool(monkey.is_module_patched("socket"))
 
 
-# Uploads in flight in this process: the chunk size shrinks as they grow, so
-# the worker's read buffers stay near UPLOAD_BUFFER_BUDGET however many there are.
-_active = 0
-
-
 class ChunkBudget:
-    """Context manager counting an upload in flight; ``size()`` is its current chunk size."""
+    """Context manager counting an upload in flight; ``size()`` is its current chunk size.
 
-    def __init__(self, budget: int, maximum: int, minimum: int = 64 * 1024) -> None:
+    The count is the app's (``state.uploads_in_flight``): the chunk size shrinks as
+    uploads grow in number, so the worker's read buffers stay near
+    UPLOAD_BUFFER_BUDGET however many there are.
+    """
+
+    def __init__(self, state: ProcessState, budget: int, maximum: int,
+                 minimum: int = 64 * 1024) -> None:
+        self.state = state
         self.budget, self.maximum, self.minimum = budget, maximum, min(minimum, maximum)
 
     def size(self) -> int:
-        return max(self.minimum, min(self.maximum, self.budget // max(_active, 1)))
+        return max(self.minimum,
+                   min(self.maximum, self.budget // max(self.state.uploads_in_flight, 1)))
 
     def __enter__(self) -> ChunkBudget:
-        global _active
-        _active += 1
+        self.state.uploads_in_flight += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _active
-        _active -= 1
+        self.state.uploads_in_flight -= 1
 
 
 def read_chunks(stream: IO[bytes] | DirectBody, raw_input: Any, chunk_size: int | Callable[[], int],
@@ -99,18 +114,18 @@ def read_chunks(stream: IO[bytes] | DirectBody, raw_input: Any, chunk_size: int 
             if use_gevent:
                 import gevent
 
-                with gevent.Timeout(idle_timeout, IdleTimeout):
+                with gevent.Timeout(idle_timeout, IdleTimeout(idle_timeout)):
                     chunk = stream.read(size)
             else:
                 if fd is not None:
                     ready, _, _ = select.select([fd], [], [], idle_timeout)
                     if not ready:
-                        raise IdleTimeout()
+                        raise IdleTimeout(idle_timeout)
                 chunk = stream.read(size)
         except IdleTimeout:
             raise
         except Exception as exc:  # werkzeug ClientDisconnected, gunicorn chunk errors, OSError
-            raise ClientGone(f"{type(exc).__name__}: {exc}") from exc
+            raise ClientGone(BODY_UNREADABLE) from exc  # the server's reason stays in __cause__
         if not chunk:
             if expected is not None and received < expected:
                 raise ClientGone(f"body ended after {received} of {expected} bytes")

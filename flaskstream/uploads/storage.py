@@ -41,6 +41,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flaskstream.errorbase import FlaskstreamError
+
 # The stored-upload names live in records.py; storage is the API others import.
 from flaskstream.uploads.records import (
     COLUMNS,
@@ -77,8 +79,14 @@ WRITEBACK_STEP = 8 * 1024 * 1024
 T = TypeVar("T")
 
 
-class InsufficientStorage(OSError):
-    """The filesystem is full (ENOSPC/EDQUOT) while staging or finalizing."""
+class InsufficientStorage(FlaskstreamError, OSError):
+    """The filesystem is full (ENOSPC/EDQUOT) while staging or finalizing: 507.
+
+    Still an ``OSError`` with the ``errno`` for code that handles disk errors."""
+
+    def __init__(self, number: int | None, strerror: str) -> None:
+        super().__init__("INSUFFICIENT_STORAGE", 507, "the upload folder is full")
+        self.errno, self.strerror = number, strerror
 
 
 def gevent_threadpool() -> Any | None:

@@ -26,9 +26,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import db, metrics
+from flaskstream import db, metrics, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
-from flaskstream.errors import ApiError
+from flaskstream.errors import ApiError, FlaskstreamError
 from flaskstream.uploads import multipart, receive, storage
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def _chunks() -> Iterator[bytes]:
     """The body in chunks sized by the worker's buffer budget (see ``receive.ChunkBudget``)."""
     c = current_app.config
     timeout = c["UPLOAD_IDLE_TIMEOUT"]
-    budget = receive.ChunkBudget(int(c["UPLOAD_BUFFER_BUDGET"]), int(c["UPLOAD_CHUNK_SIZE"]))
+    budget = receive.ChunkBudget(state.get(), int(c["UPLOAD_BUFFER_BUDGET"]),
+                                 int(c["UPLOAD_CHUNK_SIZE"]))
     stream = gunicorn_adapter.direct_body_reader(request.environ) or _body_stream()
     with budget:
         yield from receive.read_chunks(stream, request.environ.get("wsgi.input"), budget.size,
@@ -127,34 +128,27 @@ def _close_after_refused_upload(response: Response) -> Response:
 
 def _receive(kind: str, run: Any, chunks: Iterator[bytes], progress: receive.Progress
              ) -> Any:
-    """Run a receive function and map every failure to the API's error shape.
+    """Run a receive function; on a refusal report it and let the body go.
 
-    After a rejection a bounded tail of the body is drained (so the client can
-    read the response); if more is left, the connection is closed instead.
+    Every refusal is a ``FlaskstreamError`` raised where it was found (the form
+    reader's limits, the type check, a full disk, the idle timer, a broken body)
+    and answered by the app's one handler: nothing is translated here. After one,
+    a bounded tail of the body is drained (so the client can read the response);
+    if more is left, the connection is closed instead.
     """
     try:
         result = run()
-    except multipart.MultipartError as exc:
-        error = ApiError(exc.status, exc.code, exc.message)
-    except receive.TypeNotAllowed as exc:
-        error = ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED", str(exc))
-    except storage.InsufficientStorage:
-        error = ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full")
-    except receive.IdleTimeout:
-        error = ApiError(408, "UPLOAD_IDLE_TIMEOUT",
-                         f"no data for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s")
-    except receive.ClientGone as exc:
-        log.info("%s upload aborted by the client: %s", kind, exc)
-        error = ApiError(400, "CLIENT_DISCONNECTED", "the request body ended early")
-    else:
+    except FlaskstreamError as error:
+        if isinstance(error, receive.ClientGone):
+            log.info("%s upload aborted by the client: %s", kind, error.__cause__ or error)
+        progress.error(error.code, error.message)
+        if error.status in (400, 408) and error.code != "MALFORMED_MULTIPART" \
+                or not receive.drain(chunks):
+            _close_connection()
         chunks.close()  # type: ignore[attr-defined]
-        return result
-    progress.error(error.code, error.message)
-    if error.status in (400, 408) and error.code != "MALFORMED_MULTIPART" \
-            or not receive.drain(chunks):
-        _close_connection()
+        raise
     chunks.close()  # type: ignore[attr-defined]
-    raise error
+    return result
 
 
 def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str, Any]]:
@@ -162,9 +156,10 @@ def _commit(staged: receive.Staged, progress: receive.Progress) -> list[dict[str
     try:
         with db.connection() as con:
             storage.commit_staged(con, staged)
-    except storage.InsufficientStorage as exc:
-        progress.error("INSUFFICIENT_STORAGE", "the upload folder is full")
-        raise ApiError(507, "INSUFFICIENT_STORAGE", "the upload folder is full") from exc
+    except FlaskstreamError as exc:  # a full disk (507), no connection to be had (503)
+        storage.discard_staged(staged)
+        progress.error(exc.code, exc.message)
+        raise
     except BaseException:
         storage.discard_staged(staged)  # e.g. no connection to be had (database down)
         progress.error("INTERNAL_ERROR", "could not store the upload")
@@ -184,17 +179,9 @@ def file_json(upload: storage.Upload) -> dict[str, Any]:
 @bp.post("/uploads")
 def create_uploads() -> tuple[Response, int]:
     """Multipart upload: every file part streamed to disk; 201 with files and fields."""
-    try:
-        boundary = multipart.parse_boundary(request.headers.get("Content-Type"))
-    except multipart.MultipartError as exc:
-        _close_connection()
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    boundary = multipart.parse_boundary(request.headers.get("Content-Type"))
     limits = limits_from_config()
-    try:
-        total = _check_declared_length(limits)
-    except multipart.LimitExceeded as exc:
-        _close_connection()
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    total = _check_declared_length(limits)
     progress = _progress(total)
     chunks = _chunks()
     config = current_app.config
@@ -225,13 +212,9 @@ def put_upload(filename: str) -> tuple[Response, int, dict[str, str]]:
         _close_connection()
         raise ApiError(415, "UPLOAD_TYPE_NOT_ALLOWED",
                        f"{name!r} ({content_type}) is not an allowed upload type")
-    try:
-        total = _check_declared_length(limits)
-        if total is not None:
-            limits.check_file(total)
-    except multipart.LimitExceeded as exc:
-        _close_connection()
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+    total = _check_declared_length(limits)
+    if total is not None:
+        limits.check_file(total)
     progress = _progress(total)
     chunks = _chunks()
     staged = _receive("raw", lambda: receive.receive_raw(

@@ -68,7 +68,10 @@ def test_without_create_on_the_database_the_reason_is_reported(
     try:
         health = app.test_client().get("/healthz")
         assert health.status_code == 503
-        assert health.get_json()["db"].startswith("permission denied for database")
+        assert "cannot create schema flaskstream: permission denied for database" in health.get_json()["db"]
+        refused = app.test_client().get("/uploads")
+        assert refused.status_code == 503
+        assert refused.get_json()["error"]["code"] == "SCHEMA_NOT_CURRENT"
         con = admin(scratch_db)
         try:  # and nothing was created anywhere
             assert con.run("SELECT count(*) FROM pg_namespace WHERE nspname = 'flaskstream'") == [[0]]
