@@ -124,6 +124,11 @@ class _BodyReader:
         object.__setattr__(self, "_raw", raw)
         object.__setattr__(self, "_environ", environ)
 
+    @property
+    def __wrapped__(self) -> Any:
+        """The server's own body object, for ``adapters.gunicorn`` (``mark_body_failed``)."""
+        return self._raw
+
     def _guard(self, read: Callable[..., Any], *args: Any) -> Any:
         try:
             return read(*args)

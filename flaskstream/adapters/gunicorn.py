@@ -174,6 +174,7 @@ def mark_body_failed(environ: dict[str, Any]) -> bool:
 
 
 def _mark_failed(body: Any) -> bool:
+    body = getattr(body, "__wrapped__", body)  # errors.py wraps chunked bodies
     if not isinstance(body, Body) or not BODY_FAILED.ok():
         return False
     body.failed = True

@@ -159,6 +159,20 @@ def test_gunicorn_closes_instead_of_draining_a_body_marked_failed() -> None:
     assert parser.finish_body() is False  # gunicorn will close, not read the rest
 
 
+def test_a_chunked_body_wrapped_by_errors_py_is_still_marked_failed() -> None:
+    """errors.py wraps chunked bodies to catch unreadable chunks; an over-limit chunked
+    upload must still close the connection rather than be drained to its end."""
+    from flaskstream.errors import _BodyReader
+
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n"
+    parser = RequestParser(Config(), iter([request]), ("127.0.0.1", 1))
+    message = next(parser)
+    environ: dict[str, Any] = {}
+    environ["wsgi.input"] = _BodyReader(message.body, environ)
+    assert ga.mark_body_failed(environ) is True
+    assert message.body.failed is True
+
+
 def test_body_failed_disabled_leaves_the_body_to_gunicorns_drain() -> None:
     adapters.reset_all("gunicorn.body_failed")
     request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n01234"
