@@ -60,19 +60,27 @@ def _database_url() -> str | None:
 
 
 # --- operations: JSON logs, Prometheus multiprocess dir, readiness (d-metrics) ---------
-if _env("FLASKSTREAM_LOG_FORMAT") == "json":
-    from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger  # noqa: E402
 
-    from flaskstream.logs import use_json
+from flaskstream.logs import scrub_atoms, use_json, use_scrubbing  # noqa: E402
 
-    class JsonLogger(Logger):
-        """gunicorn's logger (the public ``logger_class`` hook) with JSON lines."""
 
-        def setup(self, cfg) -> None:  # noqa: ANN001
-            super().setup(cfg)
-            use_json([*self.error_log.handlers, *self.access_log.handlers])
+class FlaskstreamLogger(Logger):
+    """gunicorn's logger (the public ``logger_class`` hook): no token in any line
+    (issue 15: ``?access_token=``, ``sig=``), JSON lines with FLASKSTREAM_LOG_FORMAT=json."""
 
-    logger_class = JsonLogger
+    def setup(self, cfg) -> None:  # noqa: ANN001
+        super().setup(cfg)
+        handlers = [*self.error_log.handlers, *self.access_log.handlers]
+        use_scrubbing(handlers)
+        if _env("FLASKSTREAM_LOG_FORMAT") == "json":
+            use_json(handlers)
+
+    def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
+        return scrub_atoms(super().atoms(resp, req, environ, request_time))
+
+
+logger_class = FlaskstreamLogger
 
 
 def _own_metrics_dir() -> str:

@@ -34,6 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logs.use_scrubbing(logging.getLogger().handlers)  # issue 15: no query token in a text line
     if app.config["LOG_FORMAT"] == "json":  # FLASKSTREAM_LOG_FORMAT: see flaskstream/logs.py
         logs.use_json(logging.getLogger().handlers)
     # pgserver logs every pg_ctl command line and its output at INFO.
@@ -47,6 +48,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     dbcli.init_app(app)  # flask db upgrade / status
     errors.init_app(app)
     auth.init_app(app)
+    from flaskstream.access import views as access_views
+
+    access_views.init_app(app)  # issue 15: per-route read/write policy, /auth/session, flask auth
     cors.init_app(app)
 
     from flaskstream import core

@@ -187,6 +187,25 @@ DEFAULTS: dict[str, Any] = {
     # up the COPY and its connection (the response is cut).
     "ETL_EXPORT_STALL_TIMEOUT": 60,
     # --- end of etl exports ---------------------------------------------------
+    # --- access control: JWTs, signed URLs, ownership (issue 15, w-auth) -------
+    # "public" (every read open, as before) or "token": reads need a token whose claims cover them.
+    "READ_ACCESS": "public",
+    # "public": writes need API_TOKEN when it is set (as before); "token": API_TOKEN or a JWT
+    # whose write/publish claims cover the write.
+    "WRITE_ACCESS": "public",
+    # HS256 key for JWTs, and/or a PEM public key (text or a file path): RS256, ES256 or EdDSA.
+    "JWT_SECRET": None,
+    "JWT_PUBLIC_KEY": None,
+    # Required `aud` when set; seconds of clock skew allowed on exp/nbf/iat.
+    "JWT_AUDIENCE": None,
+    "JWT_LEEWAY": 30,
+    # Name of the HttpOnly session cookie POST /auth/session sets (read requests only).
+    "AUTH_COOKIE": "flaskstream_token",
+    # HMAC key of ?expires=&sig= URLs (None: JWT_SECRET, else API_TOKEN).
+    "URL_SIGNING_KEY": None,
+    # Lifetime (s) of the signed read URL a 201 carries for the object it created.
+    "SIGNED_URL_TTL": 300,
+    # --- end of access control ---------------------------------------------------
     # --- schema and migrations (issue 14, w-schema) ------------------------------
     # The PostgreSQL schema holding every object flaskstream creates (created if
     # missing; 1-48 of a-z 0-9 _, not public or pg_*). Two installs in one database

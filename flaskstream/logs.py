@@ -67,6 +67,47 @@ def scrub_query(query: str) -> str:
     return "&".join(parts)
 
 
+# A secret parameter inside any text (a request line, a Referer, a message that quotes a URL).
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)((?:^|[?&;\s])(?:" + "|".join(sorted(SECRET_PARAMS)) + r")=)[^&\s\"'#]*")
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every ``access_token=``/``sig=``/``token=`` value replaced (text-mode logs)."""
+    return _SECRET_IN_TEXT.sub(r"\1REDACTED", text) if "=" in text else text
+
+
+def scrub_atoms(atoms: dict[str, Any]) -> dict[str, Any]:
+    """gunicorn's access-log atoms with secrets out of the request line, query, Referer
+    and credential headers, whatever ``access_log_format`` asks for."""
+    for key, value in list(atoms.items()):
+        if not isinstance(value, str):
+            continue
+        if key in ("{authorization}i", "{cookie}i"):
+            atoms[key] = "REDACTED"
+        elif key in ("r", "q", "f", "U") or key.endswith("}i"):
+            atoms[key] = scrub_text(value)
+    return atoms
+
+
+class ScrubFilter(logging.Filter):
+    """Text-mode app records: the formatted message, scrubbed (JSON mode scrubs its fields)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "gunicorn.access":
+            message = record.getMessage()
+            cleaned = scrub_text(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+
+def use_scrubbing(handlers: Iterable[logging.Handler]) -> None:
+    for handler in handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
+
+
 def safe_path(path: str, query: str) -> str:
     return f"{path}?{scrub_query(query)}" if query else path
 

@@ -27,7 +27,7 @@ DEPENDENCIES = ("gunicorn", "pg8000", "pgserver", "werkzeug")
 PENDING_LAYERING = {("flaskstream.uploads.views", "flaskstream.media.views")}
 # etl/jobs.py reached 401 lines on main (the faults work: job leases); the orchestration
 # wave of issue 13 (LoadJob) splits it. Pinned at its size so it cannot grow meanwhile.
-PENDING_LONG = {"flaskstream/etl/jobs.py": 403}  # +2: schema-qualified SQL (issue 14)
+PENDING_LONG = {"flaskstream/etl/jobs.py": 404}  # +3: schema-qualified SQL (issue 14)
 # Underscored but public: Flask documents ``current_app._get_current_object()`` as the way
 # to hand the real app to another thread ("Notes On Proxies" in Flask's docs).
 DOCUMENTED_PUBLIC = {"_get_current_object"}
@@ -41,6 +41,7 @@ PURE_CORES = {
     "flaskstream.etl.bounds", "flaskstream.etl.source", "flaskstream.etl.csvsafe",
     "flaskstream.etl.pgtypes", "flaskstream.etl.pgcheck", "flaskstream.etl.pgtime", "flaskstream.etl.mapping",
     "flaskstream.tus.protocol", "flaskstream.errorbase",
+    "flaskstream.access.claims", "flaskstream.access.signing", "flaskstream.access.jwts",
 }
 NOT_IN_PURE_CORES = {"flask", "pg8000", "pgserver", "gunicorn", "gevent", "psycopg", "psycopg2"}
 APP = "flaskstream"

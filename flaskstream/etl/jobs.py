@@ -79,9 +79,10 @@ def get_job(con, job_id: str) -> dict[str, Any] | None:
     return _row(rows[0]) if rows else None
 
 
-def recent_jobs(con, limit: int = 20) -> list[dict[str, Any]]:
+def recent_jobs(con, limit: int = 20, owner: str | None = None) -> list[dict[str, Any]]:
     rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {qualified_in(con, 'etl_jobs')} "
-                   "ORDER BY created_at DESC LIMIT :n", n=limit)
+                   "WHERE CAST(:o AS text) IS NULL OR owner = :o "
+                   "ORDER BY created_at DESC LIMIT :n", n=limit, o=owner)  # o: mine
     return [_row(r) for r in rows]
 
 

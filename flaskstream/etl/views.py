@@ -206,7 +206,8 @@ def _public_job(job: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/etl/jobs")
 def list_jobs() -> Response:
     limit = min(_int_arg("limit", 1) or 20, 1000)
-    return jsonify({"jobs": [_public_job(job) for job in recent_jobs(db.get_db(), limit)]})
+    return jsonify({"jobs": [_public_job(job) for job in recent_jobs(
+        db.get_db(), limit, owner=auth.listing_owner("/etl/jobs"))]})
 
 
 @bp.get("/etl/jobs/<job_id>")

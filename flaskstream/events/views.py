@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from flaskstream import db, jsonbody
+from flaskstream import auth, db, jsonbody
 from flaskstream.auth import bearer_token
 from flaskstream.errors import ApiError
 from flaskstream.events import cli, store
@@ -170,7 +170,8 @@ def _subscribe(channels: list[str]) -> Response:
     if not broker.open_stream(sub):
         return _come_back_later(app, "too many streams on this worker")
     watch = PeerWatch(request.environ, sub)
-    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id()),
+    return _stream_response(_subscription(app, broker, sub, watch, _last_event_id(),
+                                          auth.stream_deadline()),
                             release=lambda: _release(broker, sub, watch))
 
 
@@ -195,7 +196,8 @@ def _resume_point(app: Flask, broker: Broker, sub: Subscriber, current: int,
 
 
 def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
-                  raw_last: str | None) -> Iterator[bytes]:
+                  raw_last: str | None, deadline: float | None = None) -> Iterator[bytes]:
+    """``deadline``: the token's ``exp`` (epoch s); the stream ends there with ``auth-expired``."""
     heartbeat = float(app.config["SSE_HEARTBEAT"])
     with _lifetime(broker, sub, watch):
         current = broker.subscribe(sub)  # before any replay: nothing can fall between
@@ -228,6 +230,9 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
                     break
         last_write = time.monotonic()
         while sub.reason is None:
+            if deadline is not None and time.time() >= deadline:  # even while events flow
+                sub.end("auth-expired")
+                continue
             chunks = []
             while sub.queue:
                 delivery = sub.queue.popleft()
@@ -242,7 +247,10 @@ def _subscription(app: Flask, broker: Broker, sub: Subscriber, watch: PeerWatch,
                 yield encode_comment()
                 last_write = now
             else:
-                _wait(sub, watch, heartbeat - (now - last_write))
+                _wait(sub, watch, auth.until(deadline, heartbeat - (now - last_write)))
+        if sub.reason == "auth-expired":  # the page fetches a new token, then reconnects
+            yield encode_event(json_data({"reason": "token expired"}), event="auth-expired",
+                               retry=int(app.config["SSE_RETRY_MS"]))
         if sub.reason == "shutdown":
             broker.count("shutdown_ended")
             yield _jittered_retry(app)

@@ -9,9 +9,11 @@ serves less than half of what the same worker does for a bare WSGI callable
 So ``GET``/``HEAD /media/<path>`` requests that will succeed (200, 206, 304,
 412) are answered here with exactly what the blueprint would answer — both
 go through ``files.plan`` — and everything else is handed to Flask
-untouched: listings, 404s (unsafe or missing paths, which Flask may redirect
-first), 416 (its JSON error body), cross-origin requests (CORS headers come
-from an ``after_request`` hook), any other method, and any unexpected error.
+untouched: with ``READ_ACCESS=token`` or a credential in the query string,
+everything (the access policy is a Flask hook); listings, 404s (unsafe or
+missing paths, which Flask may redirect first), 416 (its JSON error body),
+cross-origin requests (CORS headers come from an ``after_request`` hook), any
+other method, and any unexpected error.
 No Flask hook is skipped that could apply: the only ``before_request`` guards
 writes, and these requests touch no database. ``MEDIA_FAST_PATH = False``
 turns it off. Descriptors come from an open-file cache (``cache.py``) and a
@@ -59,7 +61,8 @@ class MediaFastPath:
         path = environ.get("PATH_INFO", "")
         config = self.app.config
         if (method not in ("GET", "HEAD") or not path.startswith(PREFIX) or len(path) == len(PREFIX)
-                or "HTTP_ORIGIN" in environ or not config.get("MEDIA_FAST_PATH", True)):
+                or "HTTP_ORIGIN" in environ or not config.get("MEDIA_FAST_PATH", True)
+                or config.get("READ_ACCESS") == "token" or _credential_in(environ)):
             return self.wsgi_app(environ, start_response)
         try:
             # PEP 3333 carries the path as latin-1; werkzeug decodes it as UTF-8 the same way.
@@ -133,6 +136,12 @@ class MediaFastPath:
         """gevent's pool when this worker is patched; asked once, at the first request
         (the worker patches before it loads the app, but not before the master does)."""
         return gevent_offload()
+
+
+def _credential_in(environ: dict[str, Any]) -> bool:
+    """A query token or signed URL: Flask checks it and sets the private cache headers."""
+    query = environ.get("QUERY_STRING", "")
+    return "access_token=" in query or "sig=" in query
 
 
 def install(app: Flask) -> None:

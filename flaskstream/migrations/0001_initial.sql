@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS @schema@.etl_rejects (
     text   text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS etl_rejects_job_line ON @schema@.etl_rejects (job_id, line);
+-- Access control (issue 15): the `sub` of the token that ran the job.
+ALTER TABLE @schema@.etl_jobs ADD COLUMN IF NOT EXISTS owner text;
 
 -- Events: the store behind SSE replay and the source the LISTEN connection reads.
 -- Ids come from one sequence and are assigned under a transaction-level advisory
@@ -125,6 +127,8 @@ CREATE INDEX IF NOT EXISTS tus_uploads_active_expires_idx ON @schema@.tus_upload
     WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS tus_uploads_updated_idx ON @schema@.tus_uploads (updated)
     WHERE state <> 'active';
+-- Access control (issue 15): the `sub` of the token that created the upload.
+ALTER TABLE @schema@.tus_uploads ADD COLUMN IF NOT EXISTS owner text;
 
 -- Uploads pattern: one row per stored file (multipart, raw PUT, or a finished tus upload).
 -- The bytes live at UPLOAD_DIR/<id>; the client's filename is metadata only.
@@ -138,3 +142,12 @@ CREATE TABLE IF NOT EXISTS @schema@.uploads (
     created      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS uploads_created_id_idx ON @schema@.uploads (created DESC, id DESC);
+-- Access control (issue 15): the `sub` of the token that created the upload.
+ALTER TABLE @schema@.uploads ADD COLUMN IF NOT EXISTS owner text;
+CREATE INDEX IF NOT EXISTS uploads_owner_created_idx ON @schema@.uploads (owner, created DESC, id DESC);
+
+-- Access control (issue 15): revoked token ids (`flask auth revoke JTI`).
+CREATE TABLE IF NOT EXISTS @schema@.auth_revoked (
+    jti     text PRIMARY KEY,
+    revoked timestamptz NOT NULL DEFAULT now()
+);

@@ -98,16 +98,23 @@ def get_upload(con: Any, upload_id: str) -> Upload | None:
     return Upload.from_row(rows[0]) if rows else None
 
 
-def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = None
-                 ) -> list[Upload]:
-    """Newest first, keyset-paginated: ``before`` is the (created, id) of the last row seen."""
-    if before is None:
-        rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} ORDER BY created DESC, id DESC "
-                       "LIMIT :limit", limit=limit)
-    else:
-        rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} WHERE (created, id) < (:c, :i) "
-                       "ORDER BY created DESC, id DESC LIMIT :limit",
-                       c=before[0], i=before[1], limit=limit)
+def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = None,
+                 owner: str | None = None) -> list[Upload]:
+    """Newest first, keyset-paginated: ``before`` is the (created, id) of the last row seen.
+
+    ``owner``: only that caller's uploads (a finished tus upload's owner is on tus_uploads)."""
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if before is not None:
+        where.append("(created, id) < (:c, :i)")
+        params.update(c=before[0], i=before[1])
+    if owner is not None:
+        where.append(f"(owner = :o OR id IN (SELECT id FROM {schema.qualified(con, 'tus_uploads')} "
+                     "WHERE owner = :o))")
+        params["o"] = owner
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} {clause}"
+                   "ORDER BY created DESC, id DESC LIMIT :limit", **params)
     return [Upload.from_row(r) for r in rows]
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import db, metrics, state
+from flaskstream import auth, db, metrics, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errors import ApiError, FlaskstreamError
 from flaskstream.uploads import multipart, receive, storage
@@ -251,8 +251,9 @@ def list_all() -> Response:
         raise ApiError(400, "BAD_LIMIT", "limit must be an integer") from exc
     cursor = request.args.get("cursor")
     before = _decode_cursor(cursor) if cursor else None
+    owner = auth.listing_owner("/uploads")
     with db.connection() as con:
-        uploads = storage.list_uploads(con, limit + 1, before)
+        uploads = storage.list_uploads(con, limit + 1, before, owner=owner)
     more = len(uploads) > limit
     uploads = uploads[:limit]
     return jsonify({"uploads": [file_json(u) for u in uploads],

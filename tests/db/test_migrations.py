@@ -42,7 +42,7 @@ def test_a_new_schema_is_created_and_migrated_once(database_url: str,
         assert [m.label for m in ran] == ["0001_initial"]
         tables = {r[0] for r in con.run("SELECT tablename FROM pg_tables WHERE schemaname = :s", s=name)}
         assert tables == {"schema_migrations", "flaskstream_meta", "users", "requests", "etl_jobs",
-                          "etl_rejects", "events", "events_pruned", "tus_uploads", "uploads"}
+                          "etl_rejects", "events", "events_pruned", "tus_uploads", "uploads", "auth_revoked"}
         (applied_at,) = con.run(f"SELECT applied_at FROM {names.qualified('schema_migrations')}")[0]
         assert migrate.upgrade(con, names) == []  # the second start applies nothing
         assert con.run(f"SELECT applied_at FROM {names.qualified('schema_migrations')}") == [[applied_at]]

@@ -1,8 +1,9 @@
 // Shared helpers: the API token, fetch/XHR with it, event-channel subscriptions, formatting.
 //
-// Reads (GET, EventSource, <video>) never carry the token: the server leaves
-// them open, and browsers cannot add headers to EventSource or media elements.
 // Writes carry `Authorization: Bearer <token>` when the server asks for one.
+// With READ_ACCESS=token reads need it too, but browsers cannot add headers to
+// EventSource or media elements: the page trades the token for an HttpOnly
+// session cookie once (POST /auth/session), which every same-origin read then carries.
 
 const TOKEN_KEY = "flaskstream.apiToken";
 
@@ -25,7 +26,8 @@ export function el(tag, props = {}, ...children) {
 // --- API token -----------------------------------------------------------------
 
 export const auth = {
-  required: document.body.dataset.authRequired === "true",
+  required: document.body.dataset.authRequired === "true" || document.body.dataset.readToken === "true",
+  readRequired: document.body.dataset.readToken === "true",
   get token() {
     try { return localStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
   },
@@ -82,6 +84,22 @@ export function askToken(message = "") {
 }
 
 /**
+ * READ_ACCESS=token: turn the token into the session cookie, asking for one (again)
+ * until the server takes it or the dialog is cancelled. Resolves to true when set.
+ */
+export async function ensureSession(message = "") {
+  for (;;) {
+    const token = (message ? "" : currentToken()) || await askToken(message);
+    if (!token) return false;
+    const response = await fetch("/auth/session", {
+      method: "POST", credentials: "same-origin", headers: { Authorization: `Bearer ${token}` },
+    });
+    if (response.ok) return true;
+    message = `That token was refused (${await errorText(response)}).`;
+  }
+}
+
+/**
  * fetch() that adds the token to writes and, on a 401, asks for the token once
  * and retries (only when the body can be sent again: strings, Blobs, FormData).
  */
@@ -97,6 +115,8 @@ export async function api(path, options = {}) {
   if (response.status === 401 && write) {
     const token = await askToken(currentToken() ? "That token was refused." : "");
     if (token) response = await send();
+  } else if (response.status === 401 && auth.readRequired) {
+    if (await ensureSession("The session ended: a new token, please.")) response = await send();
   }
   return response;
 }

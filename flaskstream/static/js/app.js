@@ -3,7 +3,7 @@
 // Each panel is its own module with an init function; a failure in one is shown
 // in that panel and never stops the others.
 
-import { $, askToken, auth, setState } from "./api.js";
+import { $, askToken, auth, ensureSession, setState } from "./api.js";
 import { initEvents } from "./events.js";
 import { initTokens } from "./tokens.js";
 import { initUploads } from "./uploads.js";
@@ -29,8 +29,8 @@ function initToken() {
   if (!auth.required) return;
   button.hidden = false;
   button.addEventListener("click", () => askToken());
-  // Ask once: a stored token is reused on every later visit.
-  if (!auth.token) askToken();
+  // Ask once: a stored token is reused on every later visit (read mode: ensureSession asks).
+  if (!auth.token && !auth.readRequired) askToken();
 }
 
 const panels = [
@@ -41,18 +41,27 @@ const panels = [
   ["#panel-etl", initEtl],
 ];
 
-for (const [selector, init] of panels) {
-  const root = $(selector);
-  try {
-    init(root);
-  } catch (error) {
-    console.error(error);
-    root.append(Object.assign(document.createElement("p"),
-      { className: "error-text", textContent: `This panel failed to start: ${error.message}` }));
+function startPanels() {
+  for (const [selector, init] of panels) {
+    const root = $(selector);
+    try {
+      init(root);
+    } catch (error) {
+      console.error(error);
+      root.append(Object.assign(document.createElement("p"),
+        { className: "error-text", textContent: `This panel failed to start: ${error.message}` }));
+    }
   }
 }
 
-initToken();
-checkHealth();
-setInterval(() => { if (!document.hidden) checkHealth(); }, HEALTH_EVERY_MS);
-document.documentElement.dataset.ready = "true";
+async function start() {
+  initToken();
+  checkHealth();
+  setInterval(() => { if (!document.hidden) checkHealth(); }, HEALTH_EVERY_MS);
+  // READ_ACCESS=token: the session cookie first, so the panels' EventSource and media load.
+  if (auth.readRequired) await ensureSession();
+  startPanels();
+  document.documentElement.dataset.ready = "true";
+}
+
+start();

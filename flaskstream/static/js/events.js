@@ -5,7 +5,7 @@
 // registered for that name, so the feed listens to the common names plus every
 // name published from this page.
 
-import { $, api, el, errorText, parseData, setState } from "./api.js";
+import { $, api, el, ensureSession, errorText, parseData, setState } from "./api.js";
 
 const FEED_LIMIT = 200;
 const COMMON_TYPES = ["message", "reset", "progress", "done", "error", "tick", "notice", "update"];
@@ -70,6 +70,14 @@ export function initEvents(root) {
       if (event.data !== undefined) { show(event); return; } // a named "error" event
       if (source.readyState === EventSource.CLOSED) setState(state, "closed", "closed (server refused)");
       else setState(state, "reconnecting", "reconnecting…");
+    });
+    // READ_ACCESS=token: the server ends the stream at the token's exp. Close it (the
+    // browser's own retry would carry an expired cookie and stop for good), ask for a
+    // new token, and resume from the last id.
+    source.addEventListener("auth-expired", () => {
+      disconnect();
+      setState(state, "reconnecting", "token expired…");
+      ensureSession("The token expired: a new one, please.").then((ok) => { if (ok) connect(); });
     });
     for (const type of types) listen(type);
   }
