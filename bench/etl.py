@@ -28,10 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pg8000.native  # noqa: E402
+import pgserver  # noqa: E402
 
+from bench import etl_typed  # noqa: E402
 from flaskstream import db, embedded, schema  # noqa: E402
 
-PSQL = ROOT / ".venv/lib/python3.11/site-packages/pgserver/pginstall/bin/psql"
+PSQL = Path(pgserver.__file__).parent / "pginstall/bin/psql"  # whichever venv runs this
 LOADER = [sys.executable, str(ROOT / "bench/etl_loader.py")]
 
 
@@ -79,10 +81,14 @@ def big_input(total_bytes: int, invalid: float):
         yield data
 
 
+LAST_CPU: list[float] = [0.0]  # CPU seconds (user + system) of the last loader waited for
+
+
 def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
-    """Wait for ``proc``; return (exit status, peak RSS in MiB)."""
+    """Wait for ``proc``; return (exit status, peak RSS in MiB); its CPU time goes to LAST_CPU."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return proc.returncode, usage.ru_maxrss / 1024
 
 
@@ -95,7 +101,7 @@ def truncate(url: str) -> None:
 
 
 def run_loader(kind: str, url: str, path: str, feed=None) -> dict:
-    truncate(url)
+    (etl_typed.truncate if kind == "typed" else truncate)(url)
     proc = subprocess.Popen([*LOADER, kind, url, path], stdout=subprocess.PIPE,
                             stdin=subprocess.PIPE if feed else None)
     started = time.monotonic()
@@ -108,16 +114,19 @@ def run_loader(kind: str, url: str, path: str, feed=None) -> dict:
     if code != 0:
         raise SystemExit(f"{kind} loader failed ({code})")
     result = json.loads(out.splitlines()[-1])
+    if result.get("status", "done") != "done":
+        raise SystemExit(f"{kind} load failed: {result.get('error')}")
     result["wall_s"] = round(time.monotonic() - started, 2)
     result["peak_rss_mib"] = round(rss, 1)
     return result
 
 
-def run_psql(url: str, clean: Path, rows: int) -> dict:
-    truncate(url)
+def run_psql(url: str, clean: Path, rows: int, typed: bool = False) -> dict:
+    (etl_typed.truncate if typed else truncate)(url)
     started = time.monotonic()
-    proc = subprocess.Popen([str(PSQL), url, "-q", "-c",
-                             f"\\copy flaskstream.users (email, age, name) FROM '{clean}'"])
+    command = etl_typed.psql_copy(clean) if typed \
+        else f"\\copy flaskstream.users (email, age, name) FROM '{clean}'"
+    proc = subprocess.Popen([str(PSQL), url, "-q", "-c", command])
     code, rss = wait_rusage(proc)
     seconds = time.monotonic() - started
     if code != 0:
@@ -133,6 +142,32 @@ def line(name: str, r: dict) -> str:
             f"{r['rows_per_s']:,} | {r['mb_per_s']} | {r['peak_rss_mib']} |")
 
 
+def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
+    """1M rows into a site's typed table: flaskstream vs psql \\copy, interleaved rounds."""
+    etl_typed.create(url)
+    csv_path, clean_path, valid = etl_typed.write_inputs(work, args.rows, args.invalid)
+    print(f"typed input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
+          f"{args.rows - valid:,} invalid", flush=True)
+    runs: dict[str, list[dict]] = {}
+    for round_ in range(args.repeat):
+        for kind in ("psql", "typed"):
+            r = run_psql(url, clean_path, valid, typed=True) if kind == "psql" \
+                else run_loader("typed", url, str(csv_path))
+            r["cpu_s"] = round(LAST_CPU[0], 2)
+            runs.setdefault(kind, []).append(r)
+            print(f"round {round_ + 1} typed {kind}: {r['seconds']} s, {r['rows_per_s']:,} "
+                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s", flush=True)
+    best = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
+    print(f"\n{etl_typed.TABLE} (16 columns, 14 types), best of {args.repeat}")
+    print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(line("psql \\copy (pre-cleaned)", best["psql"]))
+    print(line(f"flaskstream `etl load --table {etl_typed.TABLE}`", best["typed"]))
+    print(f"\ntyped: flaskstream / psql \\copy (same valid rows): "
+          f"{best['typed']['rows_loaded'] / best['typed']['seconds'] / (valid / best['psql']['seconds']):.0%}"
+          " (rows loaded per second)\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -146,6 +181,9 @@ def main() -> None:
                              "then costs the server much less: shows the Python side's limit)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the 1M-row comparison; the best of each is reported")
+    parser.add_argument("--typed", choices=("also", "only", "no"), default="also",
+                        help="the typed site table (public.customers, etl_typed.py) too, "
+                             "only, or not")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fs-etl-bench-"))
@@ -160,6 +198,10 @@ def main() -> None:
             con.run("ALTER TABLE flaskstream.users DROP CONSTRAINT IF EXISTS users_email_key, "
                     "DROP CONSTRAINT IF EXISTS users_pkey, DROP CONSTRAINT IF EXISTS users_age_check")
             con.close()
+        if args.typed != "no":
+            typed_comparison(url, work, args)
+        if args.typed == "only":
+            return
         csv_path, clean_path, valid = write_inputs(work, args.rows, args.invalid)
         print(f"input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
               f"{args.rows - valid:,} invalid", flush=True)

@@ -1,9 +1,10 @@
 """One loader run for bench/etl.py, in its own process so its peak RSS is its own.
 
-    python bench/etl_loader.py pipeline|pipeline-dry|naive|insert-sink DATABASE_URL PATH|-
+    python bench/etl_loader.py pipeline|pipeline-dry|naive|insert-sink|typed DATABASE_URL PATH|-
 
 ``pipeline`` is flaskstream's load (``run_load``: COPY sink, rejects, jobs);
-``pipeline-dry`` the same with ``--dry-run`` (every stage, no database writes).
+``pipeline-dry`` the same with ``--dry-run`` (every stage, no database writes);
+``typed`` is ``etl load --table public.customers`` (catalog read once, TableCsv).
 ``naive`` is the lesson's pipeline in Python: row-at-a-time generator stages
 (``csv.DictReader`` → validate/normalise each row → batch(1000)) into batched
 multi-row INSERTs of 1,000 rows with bound parameters. ``insert-sink`` keeps
@@ -21,6 +22,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -107,7 +109,15 @@ def main() -> None:
         from flaskstream.etl.jobs import run_load
         from flaskstream.etl.sink import LoadOptions
 
-        result = run_load(UrlDatabase(url), source, USERS,
+        table: Any = USERS
+        if kind == "typed":
+            from flaskstream.etl.anytable import TableCsv
+            from flaskstream.etl.catalog import describe_table
+
+            con = pg8000.native.Connection(**db.connect_kwargs(url))
+            table = TableCsv(describe_table(con, "public.customers"))
+            con.close()
+        result = run_load(UrlDatabase(url), source, table,
                           LoadOptions(dry_run=kind == "pipeline-dry"), source_name=path)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)

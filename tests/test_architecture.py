@@ -27,7 +27,6 @@ DEPENDENCIES = ("gunicorn", "pg8000", "pgserver", "werkzeug")
 PENDING_LAYERING = {("flaskstream.uploads.views", "flaskstream.media.views")}
 # etl/jobs.py reached 401 lines on main (the faults work: job leases); the orchestration
 # wave of issue 13 (LoadJob) splits it. Pinned at its size so it cannot grow meanwhile.
-PENDING_LONG = {"flaskstream/etl/jobs.py": 404}  # +3: schema-qualified SQL (issue 14)
 # Underscored but public: Flask documents ``current_app._get_current_object()`` as the way
 # to hand the real app to another thread ("Notes On Proxies" in Flask's docs).
 DOCUMENTED_PUBLIC = {"_get_current_object"}
@@ -40,6 +39,7 @@ PURE_CORES = {
     "flaskstream.etl.pipeline", "flaskstream.etl.tables", "flaskstream.etl.logs",
     "flaskstream.etl.bounds", "flaskstream.etl.source", "flaskstream.etl.csvsafe",
     "flaskstream.etl.pgtypes", "flaskstream.etl.pgcheck", "flaskstream.etl.pgtime", "flaskstream.etl.mapping",
+    "flaskstream.etl.anytable",
     "flaskstream.tus.protocol", "flaskstream.errorbase",
     "flaskstream.access.claims", "flaskstream.access.signing", "flaskstream.access.jwts",
 }
@@ -341,12 +341,7 @@ def test_architecture_md_lists_the_same_pure_cores() -> None:
 def test_no_module_over_400_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in modules().values()
             if (n := len(p.read_text().splitlines())) > 400}
-    assert {path: n for path, n in long.items() if PENDING_LONG.get(path, 0) < n} == {}
-
-
-def test_the_pending_long_module_exemption_is_still_needed() -> None:
-    """Fails once etl/jobs.py is back under 400 lines: then delete PENDING_LONG."""
-    assert all(len((ROOT / path).read_text().splitlines()) > 400 for path in PENDING_LONG)
+    assert long == {}
 
 
 # --- (e) one error base, never sorted by its text ----------------------------------
@@ -364,9 +359,7 @@ NOT_ANSWERS = {
     ("flaskstream.etl.tables", "Invalid"): "one row's reject reason, never a whole answer",
     ("flaskstream.etl.pgtypes", "UnsupportedType"): "catalog.py: a column loaded unvalidated",
 }
-# etl/jobs.py belongs to the LoadJob work (issue 13, w-anytable), which reports a load's
-# error in its summary; JobExists moves onto the base there (JOB_EXISTS, 409).
-PENDING_ERROR_BASE = {("flaskstream.etl.jobs", "JobExists")}
+PENDING_ERROR_BASE: set[tuple[str, str]] = set()  # empty since JobExists is a FixedError (JOB_EXISTS, 409)
 
 Ref = tuple[str, str]  # (module, name)
 
@@ -569,9 +562,6 @@ def test_no_error_is_classified_by_its_message_text() -> None:
 # --- (f) orchestration that reads top to bottom ------------------------------------
 
 MAX_FUNCTION_LINES = 60
-# etl/jobs.py run_load (~120 lines) becomes the LoadJob class (start, run, checkpoint,
-# finish) in the ETL any-table work (w-anytable), which owns that file meanwhile.
-PENDING_LONG_FUNCTIONS = {"flaskstream/etl/jobs.py"}
 
 
 def long_functions() -> dict[str, int]:
@@ -589,15 +579,8 @@ def long_functions() -> dict[str, int]:
 
 
 def test_no_function_over_60_lines_outside_the_pure_cores() -> None:
-    assert {where: n for where, n in long_functions().items()
-            if where.split(":")[0] not in PENDING_LONG_FUNCTIONS} == {}, \
+    assert long_functions() == {}, \
         "split these into named steps (a small class, or helpers that say what each does)"
-
-
-def test_the_long_function_exemption_is_still_needed() -> None:
-    """Fails once etl/jobs.py has no function over the limit: then empty the set."""
-    assert all(any(where.startswith(path + ":") for where in long_functions())
-               for path in PENDING_LONG_FUNCTIONS)
 
 
 # --- (g) per-process state in app.extensions["flaskstream"] -------------------------

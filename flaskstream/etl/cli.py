@@ -23,14 +23,16 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from flaskstream import db
-from flaskstream.etl import csvsafe
+from flaskstream.errorbase import FlaskstreamError
+from flaskstream.etl import csvsafe, targets
 from flaskstream.etl import export as exporting
+from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, bounds_from_config, text_codec
 from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, valid_job_id
 from flaskstream.etl.logs import log_copy_blocks
 from flaskstream.etl.pipeline import read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import REQUESTS, TABLES
+from flaskstream.etl.tables import REQUESTS, Table
 
 
 class ProgressBar:
@@ -115,26 +117,27 @@ def _resume_point(job_id: str, table_name: str, path: str) -> dict[str, Any]:
     return job
 
 
-def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | None,
+def _load(path: str, table: Table | TableCsv, options: LoadOptions, *, rejects: str | None,
           encoding: str, as_json: bool, job: str | None, parser: Any = None,
-          resume: dict[str, Any] | None = None) -> None:
+          resume: dict[str, Any] | None = None,
+          source: tuple[IO[bytes], int, str] | None = None) -> None:
     if job is not None and not valid_job_id(job):
         raise click.BadParameter("letters, digits, '.', '_' or '-' (at most 64)", param_hint="--job")
-    table = TABLES[table_name]
-    handle, size, name = _source(path)
-    source: Any = handle
+    handle, size, name = source or _source(path)
+    owned = source is not None or path != "-"
+    stream: Any = handle
     cfg = current_app.config
     extra: dict[str, Any] = {"parser": parser} if parser else {
         "parser_options": {"bounds": bounds_from_config(cfg)}}
     if resume is not None:
         offset = int(resume["checkpoint_offset"])
-        source = resume_chunks(read_chunks(handle), offset)
+        chunks = resume_chunks(read_chunks(handle), offset)
         try:
-            header = next(source)
+            header = next(chunks)
         except InputError as exc:
             handle.close()
             raise click.ClickException(str(exc)) from None
-        source = itertools.chain([header], source)
+        stream = itertools.chain([header], chunks)
         extra.setdefault("parser_options", {}).update(
             line_base=int(resume["checkpoint_line"]) - 1, base_offset=offset - len(header))
         name = f"{name} (resuming {resume['id']} at line {int(resume['checkpoint_line']) + 1})"
@@ -146,20 +149,23 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
         raise click.ClickException(f"cannot write {rejects}: {exc.strerror}") from None
     try:
         result = run_load(
-            None if options.dry_run else db.get_database(), source, table, options,
+            None if options.dry_run else db.get_database(), stream, table, options,
             job_id=job, source_name=name, encoding=encoding, rejects=rejects_file,
             field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
             store_rejects=int(cfg["ETL_STORE_REJECTS"]), on_progress=bar, **extra)
     finally:
-        if path != "-":
+        if owned:
             handle.close()
     _report(result, as_json)
 
 
 @click.command("load")
-@click.argument("path")
-@click.option("--table", "table_name", type=click.Choice(sorted(TABLES)), default="users",
-              show_default=True, help="Target table (its declarative description).")
+@click.argument("path", required=False)
+@click.option("--upload", default=None, metavar="ID",
+              help="Load a file stored by /uploads (or a finished tus upload) instead of PATH.")
+@click.option("--table", "table_name", default="users", show_default=True,
+              help="users/requests (flaskstream's presets) or any [schema.]name the role may "
+                   "INSERT into (read from the catalog).")
 @click.option("--mode", type=click.Choice(MODES), default="insert", show_default=True,
               help="insert: plain COPY; upsert: merge on the table's key.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -179,15 +185,40 @@ def _load(path: str, table_name: str, options: LoadOptions, *, rejects: str | No
 @click.option("--resume", "resume_job", default=None, metavar="JOB",
               help="Continue a failed --commit-every job from its checkpoint (same file).")
 @click.option("--json", "as_json", is_flag=True, help="One-line JSON summary on stdout.")
+@click.option("--map", "map_", multiple=True, metavar="HEADER=COLUMN",
+              help="CSV header HEADER feeds column COLUMN (repeatable).")
+@click.option("--no-header", is_flag=True, help="The file has no header (give --columns).")
+@click.option("--columns", default=None, metavar="A,B,C", help="Field names of a headerless file.")
+@click.option("--ignore-extra", is_flag=True, help="Skip CSV fields no column matches.")
+@click.option("--delimiter", default=None, help="Field delimiter (default ,).")
+@click.option("--quote", default=None, help='Quote character (default ").')
+@click.option("--escape", default=None, help="Escape before a quote inside quotes (default: "
+              "the quote doubled).")
+@click.option("--null", default=None, help="Unquoted text read as NULL (default: empty).")
+@click.option("--skip-lines", type=click.IntRange(0), default=None,
+              help="Skip this many lines before the header.")
+@click.option("--no-trim", is_flag=True, help="Keep spaces around values.")
+@click.option("--lower", multiple=True, metavar="COLUMN", help="Lower-case COLUMN (repeatable).")
+@click.option("--key", default=None, metavar="A,B",
+              help="Upsert conflict target: a unique index's columns (default: primary key).")
 @with_appcontext
 @friendly
-def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
+def load_command(path: str | None, upload: str | None, table_name: str, mode: str, batch_size: int | None,
                  rejects: str | None, max_errors: int | None, max_error_ratio: float | None,
                  commit_every: int | None, dry_run: bool, encoding: str, job: str | None,
-                 resume_job: str | None, as_json: bool) -> None:
+                 resume_job: str | None, as_json: bool, map_: tuple[str, ...],
+                 **flags: Any) -> None:
     """Load a CSV file (or - for stdin; gzip detected) into a table."""
     cfg = current_app.config
-    resume = _resume_point(resume_job, table_name, path) if resume_job else None
+    if (path is None) == (upload is None):
+        raise click.UsageError("give PATH (or - for stdin) or --upload ID, not both")
+    try:
+        table = targets.load_target(table_name, targets.dialect_from({"map": map_, **flags}))
+        source = targets.upload_source(upload) if upload is not None else None
+    except FlaskstreamError as exc:
+        raise click.ClickException(exc.message) from None
+    path = path or "-"
+    resume = _resume_point(resume_job, table.name, path) if resume_job else None
     if resume is not None:
         mode = resume["mode"]
     if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
@@ -195,8 +226,8 @@ def load_command(path: str, table_name: str, mode: str, batch_size: int | None,
     options = LoadOptions(mode=mode, batch_rows=batch_size or int(cfg["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, max_error_ratio=max_error_ratio,
                           commit_every=commit_every, dry_run=dry_run)
-    _load(path, table_name, options, rejects=rejects, encoding=encoding, as_json=as_json,
-          job=job, resume=resume)
+    _load(path, table, options, rejects=rejects, encoding=encoding, as_json=as_json,
+          job=job, resume=resume, source=source)
 
 
 @click.command("logs")
@@ -214,7 +245,7 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
     """Load a web server access log (Combined Log Format) into the requests table."""
     options = LoadOptions(batch_rows=int(current_app.config["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, dry_run=dry_run)
-    _load(path, REQUESTS.name, options, rejects=rejects, encoding=encoding, as_json=as_json,
+    _load(path, REQUESTS, options, rejects=rejects, encoding=encoding, as_json=as_json,
           job=None, parser=log_copy_blocks)
 
 
@@ -224,26 +255,31 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
 @click.option("--output", default="-", show_default=True, help="File path, or - for stdout.")
 @click.option("--excel-safe", is_flag=True,
               help="Prefix ' to cells starting with = + - @ tab or CR (spreadsheet formulas).")
+@click.option("--columns", default=None, metavar="A,B", help="Only these columns, in this order.")
 @with_appcontext
 @friendly
-def export_command(name: str, output: str, excel_safe: bool) -> None:
+def export_command(name: str, output: str, excel_safe: bool, columns: str | None) -> None:
     """Stream a whole table or view out as CSV (with a header)."""
     database = db.get_database()
     con = database.new_connection()
     transform = csvsafe.FormulaGuard().feed if excel_safe else None
     try:
         if not exporting.exportable(con, name):
-            where = "" if "." in name else f" in schema {database.names.schema}"
+            where = "" if "." in name else f" in schema {exporting.split_name(con, name)[0]}"
             raise click.ClickException(f"no table or view named {name!r}{where}")
+        try:
+            sql = exporting.export_sql(con, name, columns=targets.export_columns(con, name, columns))
+        except FlaskstreamError as exc:
+            raise click.ClickException(exc.message) from None
         if output == "-":
             out = sys.stdout.buffer
-            exporting.copy_out(con, exporting.export_sql(con, name), out.write, transform)
+            exporting.copy_out(con, sql, out.write, transform)
             out.flush()
             return
         tmp = f"{output}.part"
         try:
             with open(tmp, "wb") as out_file:
-                exporting.copy_out(con, exporting.export_sql(con, name), out_file.write, transform)
+                exporting.copy_out(con, sql, out_file.write, transform)
             os.replace(tmp, output)
         except OSError as exc:
             raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None

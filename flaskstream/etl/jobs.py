@@ -1,6 +1,6 @@
-"""ETL jobs: the bookkeeping rows every worker can read, and ``run_load``, the one
+"""ETL jobs: the bookkeeping rows every worker can read, and ``LoadJob``, the one
 place where source → pipeline → sink → rejects → progress are wired together
-(the CLI and the HTTP view both call it).
+(the CLI and the HTTP view both call it through ``run_load``).
 
 A load uses two connections: a dedicated one for the COPY transaction and a
 bookkeeping one in autocommit for ``etl_jobs``/``etl_rejects``, so that a load
@@ -12,188 +12,41 @@ failed by a janitor instead of staying ``running``.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
-import os
-import re
-import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-from flaskstream import logs, metrics
-from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost, qualified_in
-from flaskstream.etl.joblease import JobLease, LeaseLost
+from flaskstream import metrics
+from flaskstream.db import Database, DatabaseError, close_quietly, is_connection_lost
+from flaskstream.errorbase import FlaskstreamError
+from flaskstream.etl.anytable import TableCsv
+from flaskstream.etl.joblease import JobLease
+from flaskstream.etl.jobrows import (  # noqa: F401 - re-exported: the CLI and views read jobs here
+    DEFAULT_LEASE,
+    JobExists,
+    JobRecorder,
+    RejectsFile,
+    get_job,
+    new_job_id,
+    recent_jobs,
+    valid_job_id,
+)
 from flaskstream.etl.pacing import GC_GEN0_DURING_LOADS, relaxed_gc  # noqa: F401 - re-exported
 from flaskstream.etl.pipeline import (
     Batch,
     CopyBlock,
-    InputError,
     Progress,
     Reject,
     read_chunks,
 )
 from flaskstream.etl.prefetch import prefetch
-from flaskstream.etl.sink import CopySink, LoadError, LoadOptions
-from flaskstream.etl.tables import HeaderError, Table, csv_copy_blocks
+from flaskstream.etl.sink import CopySink, LoadOptions, preset_target
+from flaskstream.etl.tables import Table, csv_copy_blocks
 
 log = logging.getLogger(__name__)
-
-JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-JOB_COLUMNS = ("id", "table_name", "mode", "source", "status", "error", "bytes_read",
-               "rows_read", "rows_loaded", "rows_rejected", "rows_committed",
-               "checkpoint_line", "checkpoint_offset", "worker", "created_at",
-               "updated_at", "finished_at")
-REJECT_HEADER = ("line", "reason", "text")
-BAD_INPUT = (InputError, HeaderError)
-DEFAULT_LEASE = 30.0  # ETL_JOB_LEASE when no app is around
-
-
-class JobExists(Exception):
-    pass
-
-
-def new_job_id() -> str:
-    return secrets.token_hex(8)
-
-
-def valid_job_id(job_id: str) -> bool:
-    return bool(JOB_ID_RE.fullmatch(job_id))
-
-
-def _row(values: list[Any]) -> dict[str, Any]:
-    job = dict(zip(JOB_COLUMNS, values, strict=True))
-    for key in ("created_at", "updated_at", "finished_at"):
-        if job[key] is not None:
-            job[key] = job[key].isoformat()
-    job["table"] = job.pop("table_name")
-    return job
-
-
-def get_job(con, job_id: str) -> dict[str, Any] | None:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {qualified_in(con, 'etl_jobs')} WHERE id = :id",
-                   id=job_id)
-    return _row(rows[0]) if rows else None
-
-
-def recent_jobs(con, limit: int = 20, owner: str | None = None) -> list[dict[str, Any]]:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {qualified_in(con, 'etl_jobs')} "
-                   "WHERE CAST(:o AS text) IS NULL OR owner = :o "
-                   "ORDER BY created_at DESC LIMIT :n", n=limit, o=owner)  # o: mine
-    return [_row(r) for r in rows]
-
-
-def copy_text_field(value: str) -> str:
-    """A str as one COPY text field (undecodable bytes shown as \\xNN)."""
-    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r").replace("\x00", "\\\\x00"))
-
-
-class JobRecorder:
-    """Writes one job's row and rejects through an autocommit connection.
-
-    The connection is shared with the job's lease heartbeat (another greenlet or
-    thread), so every query holds ``lock``.
-    """
-
-    def __init__(self, con, job_id: str, *, store_rejects: int = 10_000,
-                 lease: float = DEFAULT_LEASE, reconnect: Callable[[], Any] | None = None) -> None:
-        self.con = con
-        self.reconnect = reconnect
-        self.job_id = job_id
-        self.store_rejects = store_rejects
-        self.stored = 0
-        self.lease = float(lease)
-        self.lock = threading.Lock()
-
-    def create(self, table: str, mode: str, source: str) -> None:
-        try:
-            with self.lock:
-                self.con.run(
-                    f"INSERT INTO {qualified_in(self.con, 'etl_jobs')} (id, table_name, mode, source, "
-                    "worker, request_id, lease_expires) VALUES (:id, :t, :m, :s, :w, :rid, "
-                    "clock_timestamp() + :lease * interval '1 second')",
-                    id=self.job_id, t=table, m=mode, s=source[:500],
-                    w=f"{socket.gethostname()}:{os.getpid()}", rid=logs.request_id(), lease=self.lease)
-        except DatabaseError as exc:
-            if (exc.args[0] or {}).get("C") == "23505":
-                raise JobExists(f"job {self.job_id} exists already") from None
-            raise
-
-    def update(self, progress: Progress, *, status: str | None = None, error: str | None = None,
-               committed: int | None = None, line: int | None = None,
-               offset: int | None = None) -> None:
-        with self.lock:
-            self._update(progress, status, error, committed, line, offset)
-
-    def _update(self, progress: Progress, status: str | None, error: str | None,
-                committed: int | None, line: int | None, offset: int | None) -> None:
-        self.con.run(
-            f"UPDATE {qualified_in(self.con, 'etl_jobs')} SET bytes_read = :b, rows_read = :r, "
-            "rows_loaded = :l, rows_rejected = :j, status = COALESCE(:st, status), "
-            "error = COALESCE(:e, error), rows_committed = COALESCE(:c, rows_committed), "
-            "checkpoint_line = COALESCE(:cl, checkpoint_line), "
-            "checkpoint_offset = COALESCE(:co, checkpoint_offset), updated_at = now(), "
-            "finished_at = CASE WHEN :st IN ('done', 'failed') THEN now() END, "
-            "lease_expires = CASE WHEN :st IN ('done', 'failed') THEN NULL "
-            "ELSE lease_expires END WHERE id = :id",
-            b=progress.bytes_read, r=progress.rows_read, l=progress.rows_loaded,
-            j=progress.rows_rejected, st=status, e=error, c=committed, cl=line, co=offset,
-            id=self.job_id)
-
-    def finish(self, progress: Progress, status: str, error: str | None) -> None:
-        """Record the outcome; if the connection broke, once more on a new one. If that
-        fails too (the database is down), the caller's lease runs out instead."""
-        try:
-            self.update(progress, status=status, error=error)
-            return
-        except Exception:
-            if self.reconnect is None:
-                raise
-        fresh = self.reconnect()
-        with self.lock:
-            broken, self.con = self.con, fresh
-        close_quietly(broken)
-        self.update(progress, status=status, error=error)
-
-    def add_rejects(self, rejects: list[Reject]) -> None:
-        room = self.store_rejects - self.stored
-        if room <= 0:
-            return
-        rejects = rejects[:room]
-        self.stored += len(rejects)
-        text = "".join(f"{self.job_id}\t{r.line}\t{copy_text_field(r.reason)}\t"
-                       f"{copy_text_field(r.text)}\n" for r in rejects)
-        with self.lock:
-            self.con.run(f"COPY {qualified_in(self.con, 'etl_rejects')} (job_id, line, reason, text) "
-                         "FROM STDIN", stream=[text.encode("utf-8")])
-
-
-class RejectsFile:
-    """The rejects CSV: line, reason, original text (original bytes kept)."""
-
-    def __init__(self, path: str | None, stream: IO[str] | None = None) -> None:
-        self.path = path
-        self.file = stream
-        if stream is None and path:
-            self.file = open(path, "w", encoding="utf-8", errors="surrogateescape",  # noqa: SIM115
-                             newline="")
-        self.writer = csv.writer(self.file) if self.file else None
-        if self.writer:
-            self.writer.writerow(REJECT_HEADER)
-
-    def write(self, rejects: list[Reject]) -> None:
-        if self.writer:
-            self.writer.writerows((r.line, r.reason, r.text) for r in rejects)
-
-    def close(self) -> None:
-        if self.file is not None and self.path:
-            self.file.close()
-
+BATCH_BYTES = 8 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
 
 class Throttle:
     """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
@@ -210,12 +63,12 @@ class Throttle:
             self.fn()
 
 
-def summary(job_id: str | None, table: Table, options: LoadOptions, progress: Progress,
-            status: str, seconds: float, error: LoadError | Exception | None = None,
+def summary(job_id: str | None, table_name: str, options: LoadOptions, progress: Progress,
+            status: str, seconds: float, error: BaseException | None = None,
             committed: int = 0) -> dict[str, Any]:
     loaded = progress.rows_loaded if status == "done" else committed
     out: dict[str, Any] = {
-        "job": job_id, "table": table.name, "mode": options.mode, "status": status,
+        "job": job_id, "table": table_name, "mode": options.mode, "status": status,
         "dry_run": options.dry_run, "bytes": progress.bytes_read,
         "rows_read": progress.rows_read, "rows_loaded": loaded,
         "rows_rejected": progress.rows_rejected, "seconds": round(seconds, 3),
@@ -223,18 +76,21 @@ def summary(job_id: str | None, table: Table, options: LoadOptions, progress: Pr
         "mb_per_s": round(progress.bytes_read / seconds / 1e6, 2) if seconds > 0 else 0,
     }
     if error is not None:
-        out["error"] = {"code": error_code(error), "message": error_message(error)}
+        out["error"] = {"code": error_code(error), "message": encodable(error_message(error))}
     return out
 
 
+def encodable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a surrogate-escaped byte (an undecodable CSV
+    header quoted in a message) becomes ``\\xNN``, so the job row and the summary
+    JSON can still be written (else the job stays ``running`` until its lease ends)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        .encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, LoadError):
-        return exc.code
-    if isinstance(exc, HeaderError):
-        return "BAD_HEADER"
-    if isinstance(exc, InputError):
-        return "BAD_INPUT"
-    if isinstance(exc, LeaseLost):
+    """The error's own code (every flaskstream error carries one), else the database's kind."""
+    if isinstance(exc, FlaskstreamError):
         return exc.code
     if is_connection_lost(exc):
         return "DATABASE_CONNECTION_LOST"
@@ -247,146 +103,217 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, DatabaseError) and exc.args and isinstance(exc.args[0], dict):
         fields = exc.args[0]
         return f"database: {fields.get('M', exc)}"
+    if isinstance(exc, FlaskstreamError):
+        return exc.message
     text = str(exc).strip() or type(exc).__name__
     if is_connection_lost(exc) and not isinstance(exc, DatabaseError):
         return f"connection lost: {text}"
     return text
 
 
-def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes], table: Table,
-             options: LoadOptions, *, job_id: str | None = None, source_name: str = "-",
-             encoding: str = "utf-8", field_size_limit: int = 1 << 20,
-             rejects: RejectsFile | None = None, store_rejects: int = 10_000,
-             on_progress: Callable[[str, dict[str, Any]], None] | None = None,
-             on_connect: Callable[[Any], None] | None = None,
-             parser: Callable[..., Iterator[CopyBlock]] = csv_copy_blocks,
-             parser_options: dict[str, Any] | None = None,
-             progress_interval: float = 0.25, lease: float | None = None) -> dict[str, Any]:
-    """Load ``source`` into ``table``; return the summary (``status`` done/failed).
+Parser = Callable[..., Iterator[CopyBlock]]
 
-    The job row holds a lease of ``lease`` seconds (default: the app's
-    ``ETL_JOB_LEASE``), renewed in the background while the load runs.
 
-    Never raises for bad input or a failed load: the summary carries the error
-    (``BaseException``s such as KeyboardInterrupt still propagate, after rollback).
-    ``on_progress(event, data)`` gets ``progress`` events at most every
-    ``progress_interval`` seconds, then one ``done`` or ``error``. A dry run needs no database at all.
+class LoadJob:
+    """One load, in named steps: ``start`` (job row + lease), ``run`` (header, then
+    every batch through the sink), ``checkpoint`` (after each ``--commit-every``
+    commit), ``finish`` (record the outcome); ``close`` releases everything, once.
+
+    A dry run needs no database at all. ``on_progress(event, data)`` gets
+    ``progress`` events at most every ``progress_interval`` seconds, then one
+    ``done`` or ``error``.
     """
-    progress = Progress()
-    started = time.monotonic()
-    chunks: Iterable[bytes] = (
-        read_chunks(source, progress) if hasattr(source, "read")  # type: ignore[arg-type]
-        else _counted(source, progress))  # type: ignore[arg-type]
-    notify = on_progress or (lambda event, data: None)
-    recorder: JobRecorder | None = None
-    job_lease: JobLease | None = None
-    con = book = None
-    committed = [0]
 
-    def snapshot() -> dict[str, Any]:
-        elapsed = max(time.monotonic() - started, 1e-9)
-        return {"bytes": progress.bytes_read, "rows_read": progress.rows_read,
-                "rows_loaded": progress.rows_loaded, "rows_rejected": progress.rows_rejected,
-                "rows_per_s": round(progress.rows_read / elapsed)}
+    def __init__(self, database: Database | None, table: Table | TableCsv, options: LoadOptions,
+                 *, job_id: str | None = None, source_name: str = "-",
+                 rejects: RejectsFile | None = None, store_rejects: int = 10_000,
+                 on_progress: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_connect: Callable[[Any], None] | None = None,
+                 progress_interval: float = 0.25, lease: float | None = None) -> None:
+        self.database, self.table, self.options = database, table, options
+        self.job_id, self.source_name = job_id, source_name
+        self.rejects, self.store_rejects = rejects, store_rejects
+        self.notify = on_progress or (lambda event, data: None)
+        self.on_connect = on_connect
+        self.interval = progress_interval
+        self.lease = lease
+        self.progress = Progress()
+        self.started = time.monotonic()
+        self.recorder: JobRecorder | None = None
+        self.job_lease: JobLease | None = None
+        self.con: Any = None
+        self.committed = 0
+        self.last_tick: dict[str, Any] = {}
+        self.throttled = Throttle(self.tick, progress_interval)
+        self.status: int | None = None  # HTTP status the error carried, if it did
 
-    last_tick: list[dict[str, Any]] = [{}]
+    # --- steps ----------------------------------------------------------------
 
-    def tick() -> None:
-        if job_lease is not None:
-            job_lease.check()  # a janitor failed the job while we were frozen: stop
-        now = snapshot()
-        if {**now, "rows_per_s": 0} == {**last_tick[0], "rows_per_s": 0}:
-            return  # nothing moved (a stalled input): no repeated event or row update
-        last_tick[0] = now
-        notify("progress", now)
-        if recorder is not None:
-            recorder.update(progress)
-
-    throttled = Throttle(tick, progress_interval)
-
-    def note_rejects(batch_rejects: list[Reject]) -> None:
-        if rejects is not None:
-            rejects.write(batch_rejects)
-        if recorder is not None:
-            recorder.add_rejects(batch_rejects)
-
-    def checkpoint(batch: Batch) -> None:
-        committed[0] = progress.rows_loaded
-        if recorder is not None:
-            offset = batch.position.offset + progress.bom_bytes if batch.position else None
-            recorder.update(progress, committed=committed[0], line=batch.end_line, offset=offset)
-
-    try:
-        if not options.dry_run:
-            assert database is not None
-            book = database.new_connection()
+    def start(self) -> None:
+        """Create the job row (``JobExists`` if taken) and start renewing its lease."""
+        if self.options.dry_run:
+            return
+        assert self.database is not None
+        book = self.database.new_connection()
+        try:
             book.run("SET application_name = 'flaskstream-etl-jobs'")
-            job_id = job_id or new_job_id()
-            recorder = JobRecorder(book, job_id, store_rejects=store_rejects,
-                                   lease=configured_lease() if lease is None else lease,
-                                   reconnect=database.new_connection)
-            recorder.create(table.name, options.mode, source_name)
-            job_lease = JobLease(book, recorder.lock, job_id, recorder.lease).start()
-        blocks = parser(chunks, table, encoding=encoding, progress=progress,
-                        field_size_limit=field_size_limit, **(parser_options or {}))
-        first = next(blocks, None)  # header checked here: before any write
-        blocks = itertools.chain([first] if first is not None else [],
-                                 prefetch(blocks, on_idle=throttled, idle_interval=progress_interval)
-                                 if first is not None else blocks)
-        if not options.dry_run:
-            assert database is not None
-            con = database.new_connection()
-            if on_connect is not None:
-                on_connect(con)
-        sink = CopySink(con, table, options, progress, on_rejects=note_rejects,
-                        on_progress=throttled, on_commit=checkpoint)
+        except BaseException:
+            close_quietly(book)
+            raise
+        self.job_id = self.job_id or new_job_id()
+        self.recorder = JobRecorder(book, self.job_id, store_rejects=self.store_rejects,
+                                    lease=configured_lease() if self.lease is None else self.lease,
+                                    reconnect=self.database.new_connection)
+        self.recorder.create(self.table.name, self.options.mode, self.source_name)
+        self.job_lease = JobLease(book, self.recorder.lock, self.job_id, self.recorder.lease).start()
+
+    def run(self, chunks: Iterable[bytes], parser: Parser, **parser_options: Any) -> None:
+        """Parse and load every row; raises whatever stopped the load (rolled back)."""
+        blocks = parser(chunks, self.table, progress=self.progress, **parser_options)
+        first = next(blocks, None)  # header checked (and mapped) here: before any write
+        if first is not None:
+            self._bound_batches(first)
+            blocks = itertools.chain([first], prefetch(blocks, on_idle=self.throttled,
+                                                       idle_interval=self.interval))
+        if not self.options.dry_run:
+            assert self.database is not None
+            self.con = self.database.new_connection()
+            if self.on_connect is not None:
+                self.on_connect(self.con)
+        target = self.table.copy_target(self.options.mode == "upsert") \
+            if isinstance(self.table, TableCsv) else preset_target(self.table, self.con)
+        sink = CopySink(self.con, target, self.options, self.progress,
+                        on_rejects=self.note_rejects, on_progress=self.throttled,
+                        on_commit=self.checkpoint)
         with relaxed_gc():
             sink.load(blocks)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a summary
-        if not isinstance(exc, (*BAD_INPUT, LoadError, JobExists, DatabaseError, LeaseLost)) and \
-                not is_connection_lost(exc):
-            log.exception("ETL load %s failed", job_id)
-        progress.rows_loaded = committed[0]  # the rest was rolled back
-        result = summary(job_id, table, options, progress, "failed",
-                         time.monotonic() - started, exc, committed[0])
-        if isinstance(exc, JobExists):
-            result["error"]["code"] = "JOB_EXISTS"
-            return result
-        _finish(recorder, job_lease, progress, "failed", result["error"]["message"])
-        notify("error", {**snapshot(), "error": result["error"]})
+
+    def _bound_batches(self, first: CopyBlock) -> None:
+        """Fewer rows per batch for wide rows: a batch is kept in memory until it
+        commits (for the retry), so its size is bounded in bytes too (``BATCH_BYTES``)."""
+        if first.lines and first.text:
+            width = max(1, len(first.text) // len(first.lines))
+            self.options.batch_rows = max(1000, min(self.options.batch_rows, BATCH_BYTES // width))
+
+    def checkpoint(self, batch: Batch) -> None:
+        """A commit went through: what is loaded so far stays, and a resume starts here."""
+        self.committed = self.progress.rows_loaded
+        if self.recorder is not None:
+            position = batch.position
+            offset = position.offset + self.progress.bom_bytes if position else None
+            self.recorder.update(self.progress, committed=self.committed, line=batch.end_line,
+                                 offset=offset)
+
+    def finish(self, error: BaseException | None) -> dict[str, Any]:
+        """Record the outcome (or leave it to the lease), tell the listeners, summarise."""
+        status = "done" if error is None else "failed"
+        if error is not None:
+            self.progress.rows_loaded = self.committed  # the rest was rolled back
+        result = summary(self.job_id, self.table.name, self.options, self.progress, status,
+                         time.monotonic() - self.started, error, self.committed)
+        if isinstance(error, JobExists):
+            return result  # the row is another job's: leave it alone
+        if self.job_lease is not None:
+            self.job_lease.stop()
+        metrics.etl_finished(status, self.progress.rows_loaded, self.progress.rows_rejected)
+        message = result["error"]["message"] if error is not None else None
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            message = "interrupted"
+        self._record(status, message)
+        if error is None:
+            self.notify("done", {**self.snapshot(), "status": "done"})
+        elif isinstance(error, Exception):
+            self.notify("error", {**self.snapshot(), "error": result["error"]})
         return result
-    except BaseException:
-        progress.rows_loaded = committed[0]
-        _finish(recorder, job_lease, progress, "failed", "interrupted")
-        raise
-    else:
-        result = summary(job_id, table, options, progress, "done", time.monotonic() - started)
-        _finish(recorder, job_lease, progress, "done", None)
-        notify("done", {**snapshot(), "status": "done"})
-        return result
-    finally:
-        if job_lease is not None:
-            job_lease.stop()
-        for connection in (con, book, recorder.con if recorder else None):
+
+    def close(self) -> None:
+        """The one cleanup: lease, both connections, the rejects file."""
+        if self.job_lease is not None:
+            self.job_lease.stop()
+        for connection in (self.con, self.recorder.con if self.recorder else None):
             if connection is not None:
                 close_quietly(connection)
-        if rejects is not None:
-            rejects.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+    def execute(self, source: IO[bytes] | Iterable[bytes], parser: Parser | None = None,
+                **parser_options: Any) -> dict[str, Any]:
+        """Every step in order; the summary. Never raises for bad input or a failed
+        load (``BaseException``s such as KeyboardInterrupt propagate, after rollback)."""
+        chunks: Iterable[bytes] = (
+            read_chunks(source, self.progress) if hasattr(source, "read")  # type: ignore[arg-type]
+            else _counted(source, self.progress))  # type: ignore[arg-type]
+        if parser is None:
+            parser = self.table.blocks if isinstance(self.table, TableCsv) else csv_copy_blocks
+        try:
+            self.start()
+            self.run(chunks, parser, **parser_options)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a summary
+            if not isinstance(exc, EXPECTED) and not is_connection_lost(exc):
+                log.exception("ETL load %s failed", self.job_id)
+            self.status = http_status(exc)
+            return self.finish(exc)
+        except BaseException as exc:
+            self.finish(exc)
+            raise
+        else:
+            return self.finish(None)
+        finally:
+            self.close()
+
+    # --- helpers --------------------------------------------------------------
+
+    def _record(self, status: str, message: str | None) -> None:
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.finish(self.progress, status, message)
+        except Exception:  # noqa: BLE001 - bookkeeping must not hide the load's own outcome
+            log.warning("could not record job %s as %s; its lease will run out and a janitor "
+                        "will fail it", self.recorder.job_id, status, exc_info=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        p = self.progress
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {"bytes": p.bytes_read, "rows_read": p.rows_read, "rows_loaded": p.rows_loaded,
+                "rows_rejected": p.rows_rejected, "rows_per_s": round(p.rows_read / elapsed)}
+
+    def tick(self) -> None:
+        if self.job_lease is not None:
+            self.job_lease.check()  # a janitor failed the job while we were frozen: stop
+        now = self.snapshot()
+        if {**now, "rows_per_s": 0} == {**self.last_tick, "rows_per_s": 0}:
+            return  # nothing moved (a stalled input): no repeated event or row update
+        self.last_tick = now
+        self.notify("progress", now)
+        if self.recorder is not None:
+            self.recorder.update(self.progress)
+
+    def note_rejects(self, batch_rejects: list[Reject]) -> None:
+        if self.rejects is not None:
+            self.rejects.write(batch_rejects)
+        if self.recorder is not None:
+            self.recorder.add_rejects(batch_rejects)
 
 
-def _finish(recorder: JobRecorder | None, job_lease: JobLease | None, progress: Progress,
-            status: str, error: str | None) -> None:
-    """Stop renewing the lease and record the outcome (or leave it to the lease)."""
-    if job_lease is not None:
-        job_lease.stop()
-    metrics.etl_finished(status, progress.rows_loaded, progress.rows_rejected)
-    if recorder is None:
-        return
-    try:
-        recorder.finish(progress, status, error)
-    except Exception:  # noqa: BLE001 - bookkeeping must not hide the load's own outcome
-        log.warning("could not record job %s as %s; its lease will run out and a janitor "
-                    "will fail it", recorder.job_id, status, exc_info=True)
+EXPECTED = (FlaskstreamError, DatabaseError)  # failures with a clear message: no traceback logged
+
+
+def run_load(database: Database | None, source: IO[bytes] | Iterable[bytes],
+             table: Table | TableCsv, options: LoadOptions, *,
+             parser: Parser | None = None, parser_options: dict[str, Any] | None = None,
+             encoding: str = "utf-8", field_size_limit: int = 1 << 20,
+             **job_options: Any) -> dict[str, Any]:
+    """Load ``source`` into ``table``; return the summary (``status`` done/failed).
+    ``job_options`` are ``LoadJob``'s keywords; see ``LoadJob.execute``."""
+    return LoadJob(database, table, options, **job_options).execute(
+        source, parser, encoding=encoding, field_size_limit=field_size_limit,
+        **(parser_options or {}))
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The status an error carries itself (every flaskstream error), if any."""
+    return exc.status if isinstance(exc, FlaskstreamError) else None
 
 
 def configured_lease() -> float:

@@ -66,6 +66,19 @@ class TargetTable:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
 
+@dataclass(frozen=True)
+class CopyTarget:
+    """What the sink writes: a relation (SQL text, quoted, maybe schema-qualified),
+    the COPY column list, the upsert conflict key and each column's SQL type (for
+    the upsert stage). Built from a preset ``Table`` or a ``LoadPlan``."""
+
+    relation: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...] = ()
+    stage_types: tuple[str, ...] = ()
+    label: str = ""
+
+
 class MappingError(FixedError, ValueError):
     """The CSV's fields cannot feed the table; raised before any row is read."""
 

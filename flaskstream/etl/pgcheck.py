@@ -199,14 +199,21 @@ def _jsonb_strings_ok(doc: object) -> bool:
     return True
 
 
+# One decoder for every value: json.loads with options builds a new one per call.
+# Numbers stay strings: the server has no size limit on them.
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=str, parse_float=str)
+
+
 def check_json(value: str, *, binary: bool) -> str:
     if not value.isascii() and not _encodable(value):
         raise Invalid("undecodable byte in JSON (wrong encoding?)")
-    try:  # numbers stay strings: the server has no size limit on them
-        doc = json.loads(value, parse_constant=_refuse_constant, parse_int=str, parse_float=str)
+    try:
+        doc = _JSON.decode(value)
     except (ValueError, RecursionError):
         raise Invalid(f"not valid JSON: {_short(value)}") from None
-    if binary and not _jsonb_strings_ok(doc):
+    # NUL and lone surrogates reach a decoded string only through a \u escape
+    # (raw control characters are invalid JSON; raw surrogates were refused above).
+    if binary and "\\u" in value and not _jsonb_strings_ok(doc):
         raise Invalid("jsonb cannot hold \\u0000 or an unpaired surrogate")
     return value
 

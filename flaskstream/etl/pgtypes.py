@@ -145,6 +145,27 @@ def from_typmod(name: str, typmod: int, labels: Sequence[str] = ()) -> PgType:
     return PgType(name, labels=tuple(labels))
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# Array elements that need no quoting and are valid as they stand (digits fewer
+# than the range's bound; text without quotes, braces, commas, backslashes,
+# spaces, NUL, and not the word NULL, which is a NULL element: valid for text too).
+_ARRAY_ELEMENT = {
+    "int2": "-?[0-9]{1,4}", "int4": "-?[0-9]{1,9}", "int8": "-?[0-9]{1,18}",
+    "text": '[^{}",\\\\\\s\\x00]+', "varchar": '[^{}",\\\\\\s\\x00]+',
+}
+
+
+_JSON_STRING = '"[^"\\\\\\x00-\\x1f]*"'  # no escapes, no control characters
+# Numbers within numeric's range (jsonb stores them as numeric): short exponents.
+_JSON_SCALAR = (f"(?:{_JSON_STRING}|-?(?:0|[1-9][0-9]{{0,999}})(?:\\.[0-9]{{1,1000}})?"
+                "(?:[eE][+-]?[0-9]{1,3})?"
+                "|true|false|null)")
+_JSON_PAIR = f"{_JSON_STRING}[ \\t]*:[ \\t]*{_JSON_SCALAR}"
+# A flat object of scalars (the common case), [] or a scalar: valid JSON as it stands.
+_JSON_FAST = (f"(?:\\{{[ \\t]*(?:{_JSON_PAIR}(?:[ \\t]*,[ \\t]*{_JSON_PAIR})*)?[ \\t]*\\}}"
+              f"|\\[[ \\t]*\\]|{_JSON_SCALAR})")
+
+
 def _fast_pattern(t: PgType) -> str | None:
     """A regex whose match proves a value valid as it stands (no escaping needed)."""
     if t.name in pgcheck.INT_RANGES:  # canonical decimals as long as the range's; see _in_range
@@ -162,6 +183,14 @@ def _fast_pattern(t: PgType) -> str | None:
         return r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?" if t.name == "float8" else r"-?[0-9]{1,6}(?:\.[0-9]{1,6})?"
     if t.name == "uuid":
         return "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    if t.name in ("json", "jsonb"):
+        return _JSON_FAST
+    if t.name == "inet":  # canonical dotted quads, optional /bits
+        return f"{_OCTET}(?:\\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?"
+    if t.name == "array" and t.element is not None:
+        element = _ARRAY_ELEMENT.get(t.element.name)
+        if element is not None and t.element.length is None:  # {a,b}: no quotes, spaces, NULL
+            return f"\\{{(?:{element}(?:,{element})*)?\\}}"
     return {"date": FAST_DATE, "timestamp": FAST_TIMESTAMP, "timestamptz": FAST_TIMESTAMPTZ}.get(t.name)
 
 
@@ -245,6 +274,8 @@ class ColumnCodec:
         self._fast = re.compile(fast) if fast else None
         self._run = re.compile(f"(?:(?:{fast})\n)*") if fast else None
         self._bools = pgcheck.BOOL_WORDS if pgtype.name == "bool" else None
+        if pgtype.name == "enum":  # one dict lookup per value settles it, as for booleans
+            self._bools = {label: _escape(label) for label in pgtype.labels}
 
     def convert(self, value: str | None) -> str:
         """One value → its COPY text (escaped; ``\\N`` for NULL); ``Invalid`` if bad."""

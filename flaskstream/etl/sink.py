@@ -25,11 +25,13 @@ import re
 import select
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from flaskstream import schema
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.db import DatabaseError, reusable
 from flaskstream.errorbase import FixedError
+from flaskstream.etl.mapping import CopyTarget
 from flaskstream.etl.pipeline import COPY_CHUNK_SIZE, Batch, CopyBlock, Progress, Reject, csv_text, fill_batch
 from flaskstream.etl.tables import Table
 
@@ -67,6 +69,17 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_PRESET_TYPES = {"int": "bigint", "text": "text", "email": "text"}
+
+
+def preset_target(table: Table, con: Any = None) -> CopyTarget:
+    """A preset table of ``tables.py``: flaskstream's own, in ``con``'s schema (no
+    connection: a dry run, which sends nothing)."""
+    relation = quote_ident(table.name) if con is None else schema.qualified(con, table.name)
+    return CopyTarget(relation, tuple(table.column_names), table.key,
+                      tuple(_PRESET_TYPES[c.type] for c in table.columns), table.name)
+
+
 def unescape_copy_row(row: bytes) -> list[str]:
     """COPY text format row → field values (``\\N`` → empty), for reject texts."""
     out = []
@@ -96,25 +109,24 @@ def error_copy_line(exc: DatabaseError) -> int | None:
 class CopySink:
     """Loads CopyBlocks into ``table`` over one pg8000 connection."""
 
-    def __init__(self, con, table: Table, options: LoadOptions, progress: Progress, *,
+    def __init__(self, con, table: Table | CopyTarget, options: LoadOptions, progress: Progress, *,
                  on_rejects: Callable[[list[Reject]], None] | None = None,
                  on_progress: Callable[[], None] | None = None,
                  on_commit: Callable[[Batch], None] | None = None) -> None:
         self.con = con
-        self.table = table
+        self.target = target = table if isinstance(table, CopyTarget) else preset_target(table, con)
         self.options = options
         self.progress = progress
         self.on_rejects = on_rejects or (lambda rejects: None)
         self.on_progress = on_progress or (lambda: None)
         self.on_commit = on_commit or (lambda batch: None)
-        columns = ", ".join(map(quote_ident, table.column_names))
-        # A preset table, flaskstream's own (no connection: a dry run that sends nothing).
-        target = quote_ident(table.name) if con is None else schema.qualified(con, table.name)
+        columns = ", ".join(map(quote_ident, target.columns))
+        relation = target.relation
         if options.mode == "upsert":
-            if not table.key:
-                raise ValueError(f"table {table.name} has no key to upsert on")
-            target = "etl_stage"
-        self.copy_sql = f"COPY {target} ({columns}) FROM STDIN"
+            if not target.key:
+                raise ValueError(f"table {target.label} has no key to upsert on")
+            relation = "etl_stage"
+        self.copy_sql = f"COPY {relation} ({columns}) FROM STDIN"
         self._since_commit = 0
 
     # --- the load ------------------------------------------------------------
@@ -274,22 +286,23 @@ class CopySink:
     # --- upsert ------------------------------------------------------------
 
     def _create_stage(self) -> None:
-        types = {"int": "bigint", "text": "text", "email": "text"}
-        columns = ", ".join(f"{quote_ident(c.name)} {types[c.type]}" for c in self.table.columns)
+        t = self.target
+        columns = ", ".join(f"{quote_ident(name)} {sql_type}"
+                            for name, sql_type in zip(t.columns, t.stage_types, strict=True))
         self.con.run("DROP TABLE IF EXISTS pg_temp.etl_stage")
         self.con.run("CREATE TEMP TABLE etl_stage (etl_row bigint GENERATED ALWAYS AS IDENTITY, "
                      f"{columns}) ON COMMIT DELETE ROWS")
 
     def _merge_stage(self) -> None:
         """Stage → target; within one batch the last row for a key wins."""
-        names = [quote_ident(c) for c in self.table.column_names]
-        key = ", ".join(map(quote_ident, self.table.key))
-        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names
-                            if n not in map(quote_ident, self.table.key))
+        names = [quote_ident(c) for c in self.target.columns]
+        keys = [quote_ident(c) for c in self.target.key]
+        key = ", ".join(keys)
+        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in keys)
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         cols = ", ".join(names)
         self.con.run(
-            f"INSERT INTO {schema.qualified(self.con, self.table.name)} ({cols}) "
+            f"INSERT INTO {self.target.relation} ({cols}) "
             f"SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, etl_row DESC "
             f"ON CONFLICT ({key}) {action}")
         self.con.run("TRUNCATE etl_stage")

@@ -17,14 +17,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from flaskstream import auth, db
+from flaskstream.access import policy
 from flaskstream.errors import ApiError
-from flaskstream.etl import cli, csvsafe
+from flaskstream.etl import cli, csvsafe, targets
 from flaskstream.etl import export as exporting
+from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
-from flaskstream.etl.jobs import get_job, new_job_id, recent_jobs, run_load, valid_job_id
-from flaskstream.etl.pipeline import CopyBlock
+from flaskstream.etl.jobs import LoadJob, get_job, new_job_id, recent_jobs, valid_job_id
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import TABLES, csv_copy_blocks
+from flaskstream.etl.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ for _command in cli.COMMANDS:
     bp.cli.add_command(_command)
 
 READ_CHUNK = 256 * 1024
+DIALECT_ARGS = ("columns", "delimiter", "quote", "escape", "null", "key")
 STATUS = {"BAD_HEADER": 422, "BAD_INPUT": 422, "TOO_MANY_ERRORS": 422, "JOB_EXISTS": 409,
           "CLIENT_DISCONNECTED": 400, "DATABASE_CONNECTION_LOST": 503, "DATABASE_ERROR": 500,
           "LOAD_FAILED": 500, "PAYLOAD_TOO_LARGE": 413}
@@ -110,24 +112,6 @@ class ClientDisconnected(InputError):
     status = 400
 
 
-def _coded_parser(failures: list[InputError]) -> Callable[..., Iterator[CopyBlock]]:
-    """``csv_copy_blocks`` that also hands the input error it raised to the view.
-
-    ``run_load``'s summary reduces every ``InputError`` to ``BAD_INPUT``; the
-    error's own ``code``/``status`` (413 for a bound, 400 for a disconnect)
-    come from the exception itself, never from its message.
-    """
-
-    def parser(*args: Any, **kwargs: Any) -> Iterator[CopyBlock]:
-        try:
-            yield from csv_copy_blocks(*args, **kwargs)
-        except InputError as exc:
-            failures.append(exc)
-            raise
-
-    return parser
-
-
 def _publisher(job_id: str) -> Any:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     channel = f"etl.{job_id}"
@@ -145,17 +129,56 @@ def _publisher(job_id: str) -> Any:
 
 @bp.post("/etl/jobs")
 def create_job() -> tuple[Response, int]:
-    """Stream the body (CSV, gzip or one multipart file) into a table → summary."""
+    """Stream the body (CSV, gzip or one multipart file), or a stored upload
+    (``?upload=<id>``), into a table → summary."""
     cfg = current_app.config
-    table = TABLES.get(request.args.get("table", "users"))
-    if table is None:
-        raise ApiError(400, "UNKNOWN_TABLE", f"table must be one of {', '.join(sorted(TABLES))}")
-    mode = request.args.get("mode", "insert")
-    if mode not in MODES:
-        raise ApiError(400, "BAD_REQUEST", f"mode must be one of {', '.join(MODES)}")
+    table = _load_table(request.args.get("table", "users"))
     job_id = request.args.get("job") or new_job_id()
     if not valid_job_id(job_id):
         raise ApiError(400, "BAD_JOB_ID", "job: letters, digits, '.', '_' or '-' (at most 64)")
+    options = _load_options(cfg)
+    try:
+        encoding = text_codec(request.args.get("encoding", "utf-8"))
+    except InputError as exc:
+        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
+    limit = cfg["ETL_MAX_BODY"]
+    upload_id = request.args.get("upload")
+    if upload_id is not None:
+        _check_may_read_upload(upload_id)
+    stored = targets.upload_source(upload_id) if upload_id is not None else None
+    if stored is None and limit is not None and (request.content_length or 0) > int(limit):
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
+    job = LoadJob(
+        db.get_database(), table, options, job_id=job_id,
+        source_name=stored[2] if stored else f"http:{request.remote_addr or '-'}",
+        store_rejects=int(cfg["ETL_STORE_REJECTS"]),
+        on_progress=None if options.dry_run else _publisher(job_id))
+    try:
+        result = job.execute(stored[0] if stored else _body_chunks(limit), encoding=encoding,
+                             field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
+                             bounds=bounds_from_config(cfg))
+    finally:
+        if stored is not None:
+            stored[0].close()
+    if result["status"] == "done":
+        return jsonify(result), 200 if options.dry_run else 201
+    return jsonify(result), job.status or STATUS.get(result["error"]["code"], 500)
+
+
+def _check_may_read_upload(upload_id: str) -> None:
+    """Loading a stored upload reads it: the caller needs what ``GET /uploads/<id>/content``
+    needs (read access, or owning it), else one client could load another's file."""
+    found = auth.require_claims("READ") if auth.token_mode("READ") else None
+    if found is None or found.can_read(f"/uploads/{upload_id}/content") or \
+            found.owns(policy.owner_of("upload", upload_id)):
+        return
+    raise auth.forbidden(f"the token's read claim does not cover /uploads/{upload_id}")
+
+
+def _load_options(cfg: Any) -> LoadOptions:
+    mode = request.args.get("mode", "insert")
+    if mode not in MODES:
+        raise ApiError(400, "BAD_REQUEST", f"mode must be one of {', '.join(MODES)}")
     ratio = request.args.get("max_error_ratio")
     try:
         max_ratio = float(ratio) if ratio else None
@@ -164,32 +187,25 @@ def create_job() -> tuple[Response, int]:
     max_errors = _int_arg("max_errors")
     if max_errors is None and cfg["ETL_MAX_ERRORS"] is not None:
         max_errors = int(cfg["ETL_MAX_ERRORS"])
-    options = LoadOptions(
+    return LoadOptions(
         mode=mode, batch_rows=_int_arg("batch_size", 1) or int(cfg["ETL_BATCH_SIZE"]),
         max_errors=max_errors, max_error_ratio=max_ratio,
         commit_every=_int_arg("commit_every", 1),
         dry_run=request.args.get("dry_run", "").lower() in ("1", "true", "yes"))
-    try:
-        encoding = text_codec(request.args.get("encoding", "utf-8"))
-    except InputError as exc:
-        raise ApiError(400, "BAD_ENCODING", str(exc)) from None
-    limit = cfg["ETL_MAX_BODY"]
-    if limit is not None and (request.content_length or 0) > int(limit):
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"body larger than {limit} bytes")
-    failures: list[InputError] = []
-    result = run_load(
-        db.get_database(), _body_chunks(limit), table, options, job_id=job_id,
-        source_name=f"http:{request.remote_addr or '-'}", encoding=encoding,
-        field_size_limit=int(cfg["ETL_FIELD_SIZE_LIMIT"]),
-        store_rejects=int(cfg["ETL_STORE_REJECTS"]),
-        on_progress=None if options.dry_run else _publisher(job_id),
-        parser=_coded_parser(failures), parser_options={"bounds": bounds_from_config(cfg)})
-    if result["status"] == "done":
-        return jsonify(result), 200 if options.dry_run else 201
-    if failures and result["error"]["code"] == "BAD_INPUT":
-        result["error"]["code"] = failures[-1].code
-        return jsonify(result), failures[-1].status
-    return jsonify(result), STATUS.get(result["error"]["code"], 500)
+
+
+def _load_table(name: str) -> Table | TableCsv:
+    """The target of ``POST /etl/jobs``: only a table of ``ETL_TABLES`` (else 403);
+    dialect options as query arguments, named as the CLI's flags."""
+    if name not in exporting.allowed_tables(current_app.config["ETL_TABLES"]):
+        raise ApiError(403, "TABLE_NOT_ALLOWED", f"table {name!r} is not open for loading "
+                       "(FLASKSTREAM_ETL_TABLES)")
+    args = request.args
+    flags: dict[str, Any] = {k: args.get(k) for k in DIALECT_ARGS}
+    flags.update({k: _flag_arg(k) for k in ("no_header", "ignore_extra", "no_trim")})
+    flags.update(map=tuple(args.getlist("map")), lower=tuple(args.getlist("lower")),
+                 skip_lines=_int_arg("skip_lines"))
+    return targets.load_target(name, targets.dialect_from(flags))  # errors carry their status
 
 
 # Job fields that name who sent a load and where it ran: shown only with the token.
@@ -268,8 +284,8 @@ def job_rejects(job_id: str) -> Response:
     """The stored rejects of a job as CSV (line, reason, text), streamed."""
     if not valid_job_id(job_id) or get_job(db.get_db(), job_id) is None:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id}")
-    sql = (f"COPY (SELECT line, reason, text FROM {db.qualified('etl_rejects')} "
-           f"WHERE job_id = '{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
+    sql = (f"COPY (SELECT line, reason, text FROM {db.qualified('etl_rejects')} WHERE job_id = "
+           f"'{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
     return _csv_response(_export_body(sql), f"{job_id}-rejects.csv")
 
 
@@ -277,7 +293,8 @@ def job_rejects(job_id: str) -> Response:
 def export_csv() -> Response:
     """A table or view of ``ETL_TABLES`` streamed out as CSV (constant memory, first byte at once).
 
-    ``?excel_safe=1`` neutralises cells a spreadsheet would run as formulas (``csvsafe.py``).
+    ``?excel_safe=1`` neutralises cells a spreadsheet would run as formulas (``csvsafe.py``);
+    ``?columns=a,b`` exports those columns only, in that order.
     """
     name = request.args.get("table", "users")
     excel_safe = _flag_arg("excel_safe")
@@ -290,8 +307,9 @@ def export_csv() -> Response:
     if not exporting.exportable(db.get_db(), name):
         raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named '{name}'")
     transform = csvsafe.FormulaGuard().feed if excel_safe else None
-    sql = exporting.export_sql(db.get_db(), name)
-    return _csv_response(_export_body(sql, transform), f"{name}.csv")
+    columns = targets.export_columns(db.get_db(), name, request.args.get("columns"))
+    return _csv_response(_export_body(exporting.export_sql(db.get_db(), name, columns=columns), transform),
+                         f"{name}.csv")
 
 
 @bp.record_once

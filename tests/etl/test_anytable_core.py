@@ -1,0 +1,104 @@
+"""The pure core of loads into any table (etl/anytable.py): dialects, NULL vs empty, blocks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from flaskstream.etl.anytable import (
+    SENTINEL,
+    BadDialect,
+    CsvDialect,
+    TableCsv,
+    mark_quoted_empty,
+)
+from flaskstream.etl.bounds import InputError
+from flaskstream.etl.mapping import TableColumn, TargetTable
+from flaskstream.etl.pgtypes import PgType
+from flaskstream.etl.pipeline import Progress
+
+TABLE = TargetTable("s", "t", (
+    TableColumn("id", PgType("int4"), "integer", not_null=True),
+    TableColumn("name", PgType("text"), "text"),
+    TableColumn("spot", None, "point"),  # a type the core leaves to the server
+))
+
+
+def values(data: bytes, dialect: CsvDialect | None = None, pieces: int = 1) -> list[list]:
+    """The COPY text the core makes of ``data``, split into ``pieces`` chunks."""
+    size = max(1, len(data) // pieces)
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    loader = TableCsv(TABLE, dialect)
+    out = []
+    for block in loader.blocks(iter(chunks)):
+        out.extend(line.split("\t") for line in block.text.splitlines())
+    return out
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('a,"",b\n', f"a,{SENTINEL},b\n"),
+    ('"",x\n', f"{SENTINEL},x\n"),
+    ('x,""\r\n', f"x,{SENTINEL}\r\n"),
+    ('"a"",""b",""\n', f'"a"",""b",{SENTINEL}\n'),  # "" inside a quoted field is a quote
+    ('"""",x\n', '"""",x\n'),  # a field holding one quote
+    ('ab""c,d\n', 'ab""c,d\n'),  # quotes mid-field are literal, as csv reads them
+])
+def test_quoted_empty_fields_are_marked_and_nothing_else(text, expected):
+    assert "".join(mark_quoted_empty([text], CsvDialect())) == expected
+
+
+def test_quote_state_carries_across_pieces():
+    pieces = ['1,"multi\n', 'line ""quoted"" ",""\n', '2,"",""\n']
+    assert "".join(mark_quoted_empty(pieces, CsvDialect())) == \
+        f'1,"multi\nline ""quoted"" ",{SENTINEL}\n2,{SENTINEL},{SENTINEL}\n'
+
+
+def test_a_quoted_empty_field_is_an_empty_string_and_an_unquoted_one_null():
+    data = b'id,name,spot\n1,"","(1,2)"\n2,,\n3, "" ,\n'
+    assert values(data) == [["1", "", "(1,2)"], ["2", "\\N", "\\N"], ["3", '""', "\\N"]]
+
+
+def test_random_records_keep_null_and_empty_apart_at_every_chunking():
+    rng = random.Random(14)
+    names: list[str | None] = [None, "", "plain", 'a "quoted" word', "with,comma", "two\nlines",
+                               '""', ","]
+    rows, expected = ["id,name,spot"], []
+    for i in range(300):
+        name = rng.choice(names)
+        cell = "" if name is None else '"' + name.replace('"', '""') + '"'
+        rows.append(f"{i},{cell},")
+        expected.append([str(i), "\\N" if name is None else name.replace("\n", "\\n"), "\\N"])
+    data = ("\n".join(rows) + "\n").encode()
+    for pieces in (1, 7, 50, len(data)):
+        assert values(data, pieces=pieces) == expected, pieces
+
+
+def test_escape_character_other_than_the_quote():
+    dialect = CsvDialect(escape="\\")
+    data = b'id,name,spot\n1,"say \\"hi\\"",\n2,"",\n'
+    assert values(data, dialect) == [["1", 'say "hi"', "\\N"], ["2", "", "\\N"]]
+
+
+def test_bad_values_are_rejects_naming_line_column_and_reason():
+    loader = TableCsv(TABLE)
+    progress = Progress()
+    blocks = list(loader.blocks(iter([b"id,name\n1,a\nx,b\n,c\n4,d,extra\n"]), progress=progress))
+    rejects = [(r.line, r.reason) for b in blocks for r in b.rejects]
+    assert rejects == [(3, "id: not a valid integer: 'x'"), (4, "id: required (NOT NULL)"),
+                       (5, "expected 2 fields, found 3")]
+    assert progress.rows_read == 4 and blocks[0].lines == [2]
+
+
+def test_input_holding_the_marker_is_refused_as_a_whole():
+    with pytest.raises(InputError):
+        values(b"id,name\n1,a\x02\x03b\n")
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"delimiter": ",,"}, {"quote": "\n"}, {"delimiter": '"'}, {"header": False},
+    {"columns": ("a",)},
+])
+def test_unusable_dialects_are_refused(kwargs):
+    with pytest.raises(BadDialect):
+        CsvDialect(**kwargs)
