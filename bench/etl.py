@@ -31,7 +31,7 @@ import pg8000.native  # noqa: E402
 import pgserver  # noqa: E402
 
 from bench import etl_typed  # noqa: E402
-from flaskstream import db, embedded  # noqa: E402
+from flaskstream import db, embedded, schema  # noqa: E402
 
 PSQL = Path(pgserver.__file__).parent / "pginstall/bin/psql"  # whichever venv runs this
 LOADER = [sys.executable, str(ROOT / "bench/etl_loader.py")]
@@ -93,9 +93,9 @@ def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
 
 
 def truncate(url: str) -> None:
-    con = pg8000.native.Connection(**db.connect_kwargs(url))
+    con = schema.attach(pg8000.native.Connection(**db.connect_kwargs(url)), schema.SchemaNames("flaskstream"))
     db.apply_schema(con)
-    con.run("TRUNCATE users, etl_jobs, etl_rejects")
+    con.run("TRUNCATE flaskstream.users, flaskstream.etl_jobs, etl_rejects")
     con.run("CHECKPOINT")
     con.close()
 
@@ -124,7 +124,8 @@ def run_loader(kind: str, url: str, path: str, feed=None) -> dict:
 def run_psql(url: str, clean: Path, rows: int, typed: bool = False) -> dict:
     (etl_typed.truncate if typed else truncate)(url)
     started = time.monotonic()
-    command = etl_typed.psql_copy(clean) if typed else f"\\copy users (email, age, name) FROM '{clean}'"
+    command = etl_typed.psql_copy(clean) if typed \
+        else f"\\copy flaskstream.users (email, age, name) FROM '{clean}'"
     proc = subprocess.Popen([str(PSQL), url, "-q", "-c", command])
     code, rss = wait_rusage(proc)
     seconds = time.monotonic() - started
@@ -194,7 +195,7 @@ def main() -> None:
         if args.plain_table:
             truncate(url)
             con = pg8000.native.Connection(**db.connect_kwargs(url))
-            con.run("ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_key, "
+            con.run("ALTER TABLE flaskstream.users DROP CONSTRAINT IF EXISTS users_email_key, "
                     "DROP CONSTRAINT IF EXISTS users_pkey, DROP CONSTRAINT IF EXISTS users_age_check")
             con.close()
         if args.typed != "no":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pg8000.native  # noqa: E402
 
-from flaskstream import db  # noqa: E402
+from flaskstream import db, schema  # noqa: E402
 from flaskstream.etl.pipeline import Progress, read_chunks  # noqa: E402
 from flaskstream.etl.tables import USERS, Invalid, convert_value, csv_copy_blocks  # noqa: E402
 
@@ -42,7 +42,7 @@ class UrlDatabase:
         self.kwargs = db.connect_kwargs(url)
 
     def new_connection(self) -> pg8000.native.Connection:
-        return pg8000.native.Connection(**self.kwargs)
+        return schema.attach(pg8000.native.Connection(**self.kwargs), schema.SchemaNames("flaskstream"))
 
 
 def naive_rows(source, progress: Progress):
@@ -68,7 +68,7 @@ def naive(url: str, source, columnar: bool) -> dict:
     def statement(rows: int) -> str:
         tuples = ",".join(
             "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(rows))
-        return f"INSERT INTO users ({', '.join(names)}) VALUES {tuples}"
+        return f"INSERT INTO flaskstream.users ({', '.join(names)}) VALUES {tuples}"
 
     full = statement(NAIVE_BATCH)
     pending: list = []

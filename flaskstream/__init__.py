@@ -40,11 +40,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # pgserver logs every pg_ctl command line and its output at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
-    from flaskstream import adapters, auth, cors, db, errors, state, storage
+    from flaskstream import adapters, auth, cors, db, dbcli, errors, state, storage
 
     state.init_app(app)  # app.extensions["flaskstream"]: per-process state, no module globals
     adapters.init_app(app)
     db.init_app(app)
+    dbcli.init_app(app)  # flask db upgrade / status
     storage.init_app(app)  # app.extensions["flaskstream"]["storage"]: uploads, tus, content
     errors.init_app(app)
     auth.init_app(app)

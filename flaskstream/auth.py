@@ -86,7 +86,8 @@ def is_revoked(jti: str) -> bool:
     """The deny-list lookup; an unreachable database refuses the token (fails closed)."""
     try:
         with db.connection() as con:
-            return bool(con.run("SELECT 1 FROM auth_revoked WHERE jti = :jti", jti=jti))
+            return bool(con.run(f"SELECT 1 FROM {db.qualified('auth_revoked')} WHERE jti = :jti",
+                                jti=jti))
     except (db.DatabaseError, db.InterfaceError, OSError, TimeoutError) as exc:
         log.warning("cannot read the token deny-list: %s", exc)
         raise ApiError(503, "DATABASE_UNAVAILABLE", "the token deny-list cannot be read now",

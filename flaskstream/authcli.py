@@ -67,6 +67,6 @@ def sign_command(path: str, ttl: int) -> None:
 def revoke_command(jti: str) -> None:
     """Refuse the token with this jti from now on (every worker, every host)."""
     with db.connection() as con:
-        con.run("INSERT INTO auth_revoked (jti) VALUES (:jti) ON CONFLICT (jti) DO NOTHING",
-                jti=jti)
+        con.run(f"INSERT INTO {db.qualified('auth_revoked')} (jti) VALUES (:jti) "
+                "ON CONFLICT (jti) DO NOTHING", jti=jti)
     click.echo(f"revoked {jti}")

@@ -206,6 +206,12 @@ DEFAULTS: dict[str, Any] = {
     # Lifetime (s) of the signed read URL a 201 carries for the object it created.
     "SIGNED_URL_TTL": 300,
     # --- end of access control ---------------------------------------------------
+    # --- schema and migrations (issue 14, w-schema) ------------------------------
+    # The PostgreSQL schema holding every object flaskstream creates (created if
+    # missing; 1-48 of a-z 0-9 _, not public or pg_*). Two installs in one database
+    # use two schemas: their events, leases and locks never meet.
+    "DB_SCHEMA": "flaskstream",
+    # --- end schema and migrations -------------------------------------------------
     # --- storage: where upload bytes live (issues 13/16, w-storage) --------------
     # None → the local filesystem (UPLOAD_DIR); s3://bucket/prefix?endpoint_url=...&region=...
     # → an S3-compatible bucket (credentials from boto3's standard chain).

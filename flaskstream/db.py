@@ -7,9 +7,11 @@ Each worker process keeps a small LIFO pool of ``pg8000.native.Connection``;
 bodies run after the request context is gone — and ``get_db()`` borrows one for
 the rest of a request (returned in ``teardown_appcontext``).
 
-The schema is the core ``schema.sql`` plus every ``flaskstream/*/schema.sql``,
-applied idempotently under an advisory lock the first time a process connects,
-so two workers starting together do not race.
+Everything flaskstream creates lives in its own schema (``DB_SCHEMA``, see
+``flaskstream/schema.py``); every connection opened here is registered with the
+app's ``SchemaNames``, and the first one a process opens applies the pending
+migrations (``flaskstream/migrate.py``) under an advisory lock, so two workers
+starting together do not race.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,17 +30,15 @@ import pg8000.native
 from flask import Flask, current_app, g
 from pg8000.exceptions import DatabaseError, InterfaceError
 
-from flaskstream import embedded, metrics
+from flaskstream import embedded, metrics, migrate
+from flaskstream import schema as schema_names
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.errorbase import FixedError, FlaskstreamError
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).parent
-SCHEMA_LOCK_KEY = 0x666C736D  # "flsm": advisory lock id for schema creation
-
 __all__ = ["Connection", "DatabaseError", "InterfaceError", "UnencodableText", "connection",
-           "get_db", "reusable"]
+           "get_db", "qualified", "qualified_in", "reusable"]
 
 
 class Connection(pg8000.native.Connection):
@@ -160,47 +159,9 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     return kwargs
 
 
-def schema_files() -> list[Path]:
-    """Core schema first, then each pattern's, in a stable order."""
-    return [PACKAGE_DIR / "schema.sql", *sorted(PACKAGE_DIR.glob("*/schema.sql"))]
-
-
-def apply_schema(con: Connection) -> None:
-    con.run("BEGIN")
-    try:
-        con.run(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-        for path in schema_files():
-            for statement in split_sql(path.read_text(encoding="utf-8")):
-                con.run(statement)
-        con.run("COMMIT")
-    except BaseException as exc:
-        if reusable(con, exc):
-            con.run("ROLLBACK")
-        raise
-
-
-def split_sql(text: str) -> list[str]:
-    """Split a schema file on ``;`` at line ends (our schema files keep to that).
-
-    Statements that contain ``;`` inside (function bodies) end with ``$$;`` and
-    are kept whole by splitting only on lines that end the statement.
-    """
-    statements: list[str] = []
-    current: list[str] = []
-    in_body = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("--") and not current:
-            continue
-        current.append(line)
-        if stripped.count("$$") % 2 == 1:
-            in_body = not in_body
-        if stripped.endswith(";") and not in_body:
-            statements.append("\n".join(current).strip())
-            current = []
-    if "\n".join(current).strip():
-        statements.append("\n".join(current).strip())
-    return statements
+def apply_schema(con: Connection) -> list[migrate.Migration]:
+    """Apply the pending migrations on ``con`` (opened by a ``Database``); what ran."""
+    return migrate.upgrade(con, schema_names.of(con))
 
 
 class Database:
@@ -213,6 +174,7 @@ class Database:
         self.timeout = float(app.config["DB_CONNECT_TIMEOUT"])
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = metrics.PoolSlots(self.pool_size)  # a BoundedSemaphore that is counted
+        self.names = schema_names.SchemaNames(schema_names.check_schema_name(app.config["DB_SCHEMA"]))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -229,9 +191,9 @@ class Database:
     def new_connection(self, **extra: Any) -> Connection:
         """A fresh, unpooled connection (listeners, COPY sinks that outlive a request).
 
-        The schema is applied on the first connection this process makes.
+        Pending migrations are applied on the first connection this process makes.
         """
-        con = self._connect(**extra)
+        con = self.raw_connection(**extra)
         if not self._schema_ready:
             try:
                 self.ensure_schema(con)
@@ -239,6 +201,10 @@ class Database:
                 close_quietly(con)
                 raise
         return con
+
+    def raw_connection(self, **extra: Any) -> Connection:
+        """A fresh connection of this install that applies nothing (``flask db status``)."""
+        return schema_names.attach(self._connect(**extra), self.names)
 
     def _connect(self, **extra: Any) -> Connection:
         kwargs = connect_kwargs(self.url())
@@ -250,12 +216,12 @@ class Database:
         return Connection(**kwargs)
 
     def ensure_schema(self, con: Connection | None = None) -> None:
-        """Apply the schema once per process (on ``con``, or a connection of its own)."""
+        """Apply pending migrations once per process (on ``con``, or a connection of its own)."""
         with self._schema_lock:
             if self._schema_ready:
                 return
             own = con is None
-            target = self._connect() if con is None else con
+            target = self.raw_connection() if con is None else con
             try:
                 apply_schema(target)
             finally:
@@ -358,6 +324,16 @@ def close_quietly(con: Connection) -> None:
         pass
 
 
+def qualified_in(con: Connection, name: str) -> str:
+    """``"<schema>"."name"`` in the install that opened ``con`` (see ``flaskstream.schema``)."""
+    return schema_names.qualified(con, name)
+
+
+def qualified(name: str, app: Flask | None = None) -> str:
+    """``"<DB_SCHEMA>"."name"`` for one of flaskstream's objects, in the current app."""
+    return get_database(app).names.qualified(name)
+
+
 def get_database(app: Flask | None = None) -> Database:
     return (app or current_app).extensions["flaskstream.db"]
 
@@ -390,8 +366,7 @@ def check_health() -> str:
             con.run("SELECT 1")
         return "ok"
     except Exception as exc:  # noqa: BLE001 - any failure is a degraded database
-        reason = str(exc).strip() or type(exc).__name__
-        return reason.splitlines()[0][:200]
+        return migrate.server_message(exc).splitlines()[0][:200]  # the server's words, no repr
 
 
 def init_app(app: Flask) -> None:

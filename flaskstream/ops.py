@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from flaskstream import auth, db, logs, metrics
+from flaskstream import auth, db, logs, metrics, migrate
 from flaskstream.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,13 @@ def readyz() -> Response:
 
 
 def schema_status() -> str:
-    """"ok" when the database answers and this process's schema is applied."""
+    """"ok" when the database answers and every migration is applied ("schema current")."""
     try:
         database = db.get_database()
         database.ensure_schema()  # a no-op once applied; applies it if a restart lost it
         with database.connection() as con:
-            rows = con.run("SELECT value FROM flaskstream_meta WHERE key = 'schema'")
-        return "ok" if rows else "schema missing"
+            left = migrate.pending(con, database.names)
+        return "ok" if not left else f"schema not current: {len(left)} migration(s) pending"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness check failed: %s", exc)
         health = db.check_health()

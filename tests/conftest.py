@@ -4,6 +4,12 @@ PostgreSQL for the session and real gunicorn servers for end-to-end tests.
 PostgreSQL: ``DATABASE_URL`` when set, else one embedded server (pgserver) in a
 temporary folder, owned by this pytest process and stopped at the end. Every
 test that uses the database starts from empty tables (``clean_db``).
+
+flaskstream is a guest there (issue 14): before anything else the session database
+gets a site's own ``public.users``, ``public.events``, ``public.uploads`` and
+``public.requests`` with rows (``tests/db/site.py``), and at the end of the session
+``pg_dump --schema=public`` must be byte-identical to what it was before: the
+whole suite then proves that nothing outside flaskstream's schema was touched.
 """
 
 from __future__ import annotations
@@ -19,39 +25,44 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from flaskstream import create_app, db, embedded
+from flaskstream import create_app, db, embedded, schema
+from tests.db import site
 from tests.live import LiveServer
 
-KEEP_TABLES = {"flaskstream_meta"}
+KEEP_TABLES = {"flaskstream_meta", "schema_migrations"}
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield url
+        with site.guarded(url):
+            yield url
         return
     base = Path(tempfile.mkdtemp(prefix="fs-pg-"))
     pgdata = base / "pgdata"
     url = embedded.ensure_running(pgdata, own=True)
     try:
-        yield url
+        with site.guarded(url):
+            yield url
     finally:
         embedded.stop(pgdata)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def truncate_all(url: str) -> None:
+def truncate_all(url: str, schema_name: str = schema.DEFAULT_SCHEMA) -> None:
+    """Empty every flaskstream table of ``schema_name`` (migrating it first)."""
     import pg8000.native
 
-    con = pg8000.native.Connection(**db.connect_kwargs(url))
+    names = schema.SchemaNames(schema_name)
+    con = schema.attach(pg8000.native.Connection(**db.connect_kwargs(url)), names)
     try:
         db.apply_schema(con)
         tables = [r[0] for r in con.run(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-        tables = [t for t in tables if t not in KEEP_TABLES]
+            "SELECT tablename FROM pg_tables WHERE schemaname = :s", s=schema_name)]
+        tables = [names.qualified(t) for t in tables if t not in KEEP_TABLES]
         if tables:
-            con.run("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+            con.run("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
     finally:
         con.close()
 

@@ -45,10 +45,10 @@ OWNED = {
 }
 OWNER_SQL = {
     # A finished tus upload becomes an `uploads` row with the same id; its owner stays on tus.
-    "upload": "SELECT owner FROM uploads WHERE id = :id UNION ALL "
-              "SELECT owner FROM tus_uploads WHERE id = :id",
-    "tus": "SELECT owner FROM tus_uploads WHERE id = :id",
-    "job": "SELECT owner FROM etl_jobs WHERE id = :id",
+    "upload": "SELECT owner FROM {uploads} WHERE id = :id UNION ALL "
+              "SELECT owner FROM {tus_uploads} WHERE id = :id",
+    "tus": "SELECT owner FROM {tus_uploads} WHERE id = :id",
+    "job": "SELECT owner FROM {etl_jobs} WHERE id = :id",
 }
 PROGRESS_CHANNELS = {"uploads": "upload", "etl": "job"}
 # A creation is a write to its collection: `write: ["/uploads"]` may add uploads (POST, or
@@ -63,7 +63,8 @@ def owner_of(kind: str, object_id: str) -> str | None:
     if not OBJECT_ID.fullmatch(object_id):
         return None
     with db.connection() as con:
-        rows = con.run(OWNER_SQL[kind], id=object_id)
+        tables = {t: db.qualified(t) for t in ("uploads", "tus_uploads", "etl_jobs")}
+        rows = con.run(OWNER_SQL[kind].format(**tables), id=object_id)
     return next((row[0] for row in rows if row[0] is not None), None)
 
 
@@ -118,7 +119,7 @@ CREATIONS = frozenset({"uploads.create_uploads", "uploads.put_upload", "tus.crea
 
 def _record_owner(table: str, ids: list[str], owner: str) -> None:
     with db.connection() as con:
-        con.run(f"UPDATE {table} SET owner = :owner WHERE id = ANY(CAST(:ids AS text[]))",
+        con.run(f"UPDATE {db.qualified(table)} SET owner = :owner WHERE id = ANY(CAST(:ids AS text[]))",
                 owner=owner, ids=ids)
 
 

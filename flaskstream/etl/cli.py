@@ -265,10 +265,10 @@ def export_command(name: str, output: str, excel_safe: bool, columns: str | None
     transform = csvsafe.FormulaGuard().feed if excel_safe else None
     try:
         if not exporting.exportable(con, name):
-            where = "" if "." in name else " in schema public"
+            where = "" if "." in name else f" in schema {exporting.split_name(con, name)[0]}"
             raise click.ClickException(f"no table or view named {name!r}{where}")
         try:
-            sql = exporting.export_sql(name, columns=targets.export_columns(con, name, columns))
+            sql = exporting.export_sql(con, name, columns=targets.export_columns(con, name, columns))
         except FlaskstreamError as exc:
             raise click.ClickException(exc.message) from None
         if output == "-":

@@ -19,6 +19,7 @@ left, or stalls behind a client that stopped reading for ``stall_timeout``
 seconds (a blocked socket write never reaches our code).
 
 Only whole tables or views can be exported, by ``[schema.]name`` (unqualified:
+flaskstream's own schema for its preset tables ``users``/``requests``, else
 ``public``); no SQL comes from the caller.
 """
 
@@ -35,6 +36,8 @@ from typing import Any
 
 from flaskstream.db import Database, close_quietly
 from flaskstream.etl.sink import quote_ident
+from flaskstream.etl.tables import TABLES
+from flaskstream.schema import of as names_of
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +85,29 @@ def allowed_tables(setting: Any) -> frozenset[str]:
     return frozenset(str(name).strip() for name in setting or () if str(name).strip())
 
 
+def split_name(con: Any, name: str) -> tuple[str, str]:
+    """``[schema.]name`` → (schema, relation): an unqualified preset (``users``,
+    ``requests``) is flaskstream's own, in ``con``'s schema; any other is ``public``'s."""
+    schema, _, relation = name.rpartition(".")
+    if not schema:
+        schema = names_of(con).schema if relation in TABLES else DEFAULT_SCHEMA
+    return schema, relation
+
+
 def exportable(con: Any, name: str) -> bool:
     """Whether ``[schema.]name`` is a table, view or materialised view."""
-    schema, _, relation = name.rpartition(".")
+    schema, relation = split_name(con, name)
     rows = con.run("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
                    "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :n "
-                   "AND c.relkind IN ('r', 'v', 'm', 'p')", s=schema or DEFAULT_SCHEMA,
-                   n=relation)
+                   "AND c.relkind IN ('r', 'v', 'm', 'p')", s=schema, n=relation)
     return bool(rows)
 
 
-def export_sql(name: str, header: bool = True, columns: Sequence[str] = ()) -> str:
+def export_sql(con: Any, name: str, header: bool = True, columns: Sequence[str] = ()) -> str:
     """The COPY of ``[schema.]name``, schema-qualified as ``exportable`` checked it;
     ``columns`` (names checked by the caller, e.g. ``targets.export_columns``) or all."""
-    schema, _, relation = name.rpartition(".")
-    qualified = f"{quote_ident(schema or DEFAULT_SCHEMA)}.{quote_ident(relation)}"
+    schema, relation = split_name(con, name)
+    qualified = f"{quote_ident(schema)}.{quote_ident(relation)}"
     selected = ", ".join(map(quote_ident, columns)) if columns else "*"
     return (f"COPY (SELECT {selected} FROM {qualified}) TO STDOUT "
             f"WITH (FORMAT csv{', HEADER' if header else ''})")

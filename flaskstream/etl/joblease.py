@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from flaskstream import schema
 from flaskstream.errorbase import FixedError
 from flaskstream.leases import SECONDS, Heartbeat
 
@@ -39,9 +40,13 @@ class LeaseLost(FixedError):
     code, status = "LEASE_LOST", 500
 
 
+def _jobs(con: Any) -> str:
+    return schema.qualified(con, "etl_jobs")
+
+
 def renew(con: Any, job_id: str, lease: float) -> bool:
     """Push the lease back; False if the job is no longer ``running`` (lease lost)."""
-    rows = con.run(f"UPDATE etl_jobs SET lease_expires = clock_timestamp() + :lease {SECONDS} "
+    rows = con.run(f"UPDATE {_jobs(con)} SET lease_expires = clock_timestamp() + :lease {SECONDS} "
                    "WHERE id = :id AND status = 'running' RETURNING 1",
                    id=job_id, lease=float(lease))
     return bool(rows)
@@ -104,7 +109,7 @@ def fail_expired(con: Any, publish: Callable[[str, dict[str, Any]], Any], *,
     con.run("BEGIN")
     try:
         rows = con.run(
-            "SELECT id, worker, rows_committed FROM etl_jobs WHERE status = 'running' AND "
+            f"SELECT id, worker, rows_committed FROM {_jobs(con)} WHERE status = 'running' AND "
             f"COALESCE(lease_expires, updated_at + :grace {SECONDS}) < clock_timestamp() "
             "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED",
             grace=float(grace), limit=limit)
@@ -113,7 +118,7 @@ def fail_expired(con: Any, publish: Callable[[str, dict[str, Any]], Any], *,
                              "error": {"code": EXPIRED_CODE, "message": expired_message(worker)}})
         if rows:
             con.run(
-                "UPDATE etl_jobs AS j SET status = 'failed', lease_expires = NULL, "
+                f"UPDATE {_jobs(con)} AS j SET status = 'failed', lease_expires = NULL, "
                 "error = f.error, updated_at = now(), finished_at = now() "
                 "FROM unnest(CAST(:ids AS text[]), CAST(:errors AS text[])) AS f(id, error) "
                 "WHERE j.id = f.id", ids=[r[0] for r in rows],

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from flaskstream import logs
-from flaskstream.db import DatabaseError, close_quietly
+from flaskstream.db import DatabaseError, close_quietly, qualified_in
 from flaskstream.errorbase import FixedError
 from flaskstream.etl.pipeline import Progress, Reject
 
@@ -51,13 +51,18 @@ def _row(values: list[Any]) -> dict[str, Any]:
     return job
 
 
+def _jobs(con: Any) -> str:
+    """The etl_jobs table of ``con``'s install, schema-qualified."""
+    return qualified_in(con, "etl_jobs")
+
+
 def get_job(con, job_id: str) -> dict[str, Any] | None:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM etl_jobs WHERE id = :id", id=job_id)
+    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {_jobs(con)} WHERE id = :id", id=job_id)
     return _row(rows[0]) if rows else None
 
 
 def recent_jobs(con, limit: int = 20, owner: str | None = None) -> list[dict[str, Any]]:
-    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM etl_jobs WHERE CAST(:o AS text) IS NULL "
+    rows = con.run(f"SELECT {', '.join(JOB_COLUMNS)} FROM {_jobs(con)} WHERE CAST(:o AS text) IS NULL "
                    "OR owner = :o ORDER BY created_at DESC LIMIT :n", n=limit, o=owner)  # o: mine
     return [_row(r) for r in rows]
 
@@ -90,7 +95,8 @@ class JobRecorder:
         try:
             with self.lock:
                 self.con.run(
-                    "INSERT INTO etl_jobs (id, table_name, mode, source, worker, request_id, lease_expires) "
+                    f"INSERT INTO {_jobs(self.con)} (id, table_name, mode, source, worker, request_id, "
+                    "lease_expires) "
                     "VALUES (:id, :t, :m, :s, :w, :rid, clock_timestamp() + :lease * interval '1 second')",
                     id=self.job_id, t=table, m=mode, s=source[:500],
                     w=f"{socket.gethostname()}:{os.getpid()}", rid=logs.request_id(), lease=self.lease)
@@ -108,7 +114,7 @@ class JobRecorder:
     def _update(self, progress: Progress, status: str | None, error: str | None,
                 committed: int | None, line: int | None, offset: int | None) -> None:
         self.con.run(
-            "UPDATE etl_jobs SET bytes_read = :b, rows_read = :r, rows_loaded = :l, "
+            f"UPDATE {_jobs(self.con)} SET bytes_read = :b, rows_read = :r, rows_loaded = :l, "
             "rows_rejected = :j, status = COALESCE(:st, status), error = COALESCE(:e, error), "
             "rows_committed = COALESCE(:c, rows_committed), "
             "checkpoint_line = COALESCE(:cl, checkpoint_line), "
@@ -144,7 +150,8 @@ class JobRecorder:
         text = "".join(f"{self.job_id}\t{r.line}\t{copy_text_field(r.reason)}\t"
                        f"{copy_text_field(r.text)}\n" for r in rejects)
         with self.lock:
-            self.con.run("COPY etl_rejects (job_id, line, reason, text) FROM STDIN",
+            self.con.run(f"COPY {qualified_in(self.con, 'etl_rejects')} (job_id, line, reason, text) "
+                         "FROM STDIN",
                          stream=[text.encode("utf-8")])
 
 

@@ -181,7 +181,7 @@ class LoadJob:
             if self.on_connect is not None:
                 self.on_connect(self.con)
         target = self.table.copy_target(self.options.mode == "upsert") \
-            if isinstance(self.table, TableCsv) else preset_target(self.table)
+            if isinstance(self.table, TableCsv) else preset_target(self.table, self.con)
         sink = CopySink(self.con, target, self.options, self.progress,
                         on_rejects=self.note_rejects, on_progress=self.throttled,
                         on_commit=self.checkpoint)

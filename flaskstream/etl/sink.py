@@ -25,7 +25,9 @@ import re
 import select
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from flaskstream import schema
 from flaskstream.adapters import pg8000 as pg8000_adapter
 from flaskstream.db import DatabaseError, reusable
 from flaskstream.errorbase import FixedError
@@ -70,9 +72,11 @@ def quote_ident(name: str) -> str:
 _PRESET_TYPES = {"int": "bigint", "text": "text", "email": "text"}
 
 
-def preset_target(table: Table) -> CopyTarget:
-    """A preset table of ``tables.py`` (unqualified: flaskstream's own, on search_path)."""
-    return CopyTarget(quote_ident(table.name), tuple(table.column_names), table.key,
+def preset_target(table: Table, con: Any = None) -> CopyTarget:
+    """A preset table of ``tables.py``: flaskstream's own, in ``con``'s schema (no
+    connection: a dry run, which sends nothing)."""
+    relation = quote_ident(table.name) if con is None else schema.qualified(con, table.name)
+    return CopyTarget(relation, tuple(table.column_names), table.key,
                       tuple(_PRESET_TYPES[c.type] for c in table.columns), table.name)
 
 
@@ -110,7 +114,7 @@ class CopySink:
                  on_progress: Callable[[], None] | None = None,
                  on_commit: Callable[[Batch], None] | None = None) -> None:
         self.con = con
-        self.target = target = table if isinstance(table, CopyTarget) else preset_target(table)
+        self.target = target = table if isinstance(table, CopyTarget) else preset_target(table, con)
         self.options = options
         self.progress = progress
         self.on_rejects = on_rejects or (lambda rejects: None)

@@ -92,9 +92,8 @@ def export_columns(con: Any, name: str, text: str | None) -> tuple[str, ...]:
     wanted = tuple(c.strip() for c in (text or "").split(",") if c.strip())
     if not wanted:
         return ()
-    schema, _, relation = name.rpartition(".")
-    have = {row[0] for row in con.run(_COLUMNS_SQL, s=schema or exporting.DEFAULT_SCHEMA,
-                                      n=relation)}
+    schema, relation = exporting.split_name(con, name)
+    have = {row[0] for row in con.run(_COLUMNS_SQL, s=schema, n=relation)}
     unknown = [c for c in wanted if c not in have]
     if unknown:
         raise ApiError(400, "UNKNOWN_COLUMN", f"{name} has no column(s) "

@@ -284,7 +284,7 @@ def job_rejects(job_id: str) -> Response:
     """The stored rejects of a job as CSV (line, reason, text), streamed."""
     if not valid_job_id(job_id) or get_job(db.get_db(), job_id) is None:
         raise ApiError(404, "NOT_FOUND", f"no job {job_id}")
-    sql = ("COPY (SELECT line, reason, text FROM etl_rejects WHERE job_id = "
+    sql = (f"COPY (SELECT line, reason, text FROM {db.qualified('etl_rejects')} WHERE job_id = "
            f"'{job_id}' ORDER BY line) TO STDOUT WITH (FORMAT csv, HEADER)")  # id validated
     return _csv_response(_export_body(sql), f"{job_id}-rejects.csv")
 
@@ -308,7 +308,7 @@ def export_csv() -> Response:
         raise ApiError(404, "UNKNOWN_TABLE", f"no table or view named '{name}'")
     transform = csvsafe.FormulaGuard().feed if excel_safe else None
     columns = targets.export_columns(db.get_db(), name, request.args.get("columns"))
-    return _csv_response(_export_body(exporting.export_sql(name, columns=columns), transform),
+    return _csv_response(_export_body(exporting.export_sql(db.get_db(), name, columns=columns), transform),
                          f"{name}.csv")
 
 

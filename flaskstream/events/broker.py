@@ -246,7 +246,7 @@ class Broker:
             selector: selectors.BaseSelector | None = None
             try:
                 con = database.new_connection()
-                con.run(f"LISTEN {store.NOTIFY_CHANNEL}")
+                con.run(f'LISTEN "{store.notify_channel(con)}"')
                 top = store.max_id(con)
                 if self.last_id is None or top < self.last_id:
                     if self.last_id is not None:  # the store was restored or recreated

@@ -16,18 +16,21 @@ same order a single Redis stream or Kafka partition imposes.
 NOTIFY carries only the id (ASCII digits): pg8000 decodes payloads as ASCII and
 a non-ASCII payload desynchronises the connection; bodies are read from the
 table, which also makes a missed or overflowed notification harmless.
+
+Table names, the lock key and the channel come from the connection's install
+(``flaskstream.schema.of``): two schemas in one database are two event buses.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any, NamedTuple
 
+from flaskstream import schema
 from flaskstream.errorbase import FixedError
 
-NOTIFY_CHANNEL = "flaskstream_events"
-PUBLISH_LOCK_KEY = 0x666C6576  # "flev"
 MAX_CHANNELS = 32
 RESERVED_CHANNELS = frozenset({"tick", "stats"})  # paths under /events/ taken by other routes
 _CHANNEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,199}\Z")
@@ -118,17 +121,34 @@ def check_key(key: Any, *, strict: bool = False) -> str | None:
     return unicode_text(key, "idempotency key", strict=strict)
 
 
-INSERT_SQL = f"""
+def notify_channel(con: Any) -> str:
+    """The NOTIFY channel of ``con``'s install (``flaskstream_events`` by default)."""
+    return schema.of(con).channel("events")
+
+
+@lru_cache(maxsize=64)
+def _sql(template: str, names: schema.SchemaNames) -> str:
+    """``template`` with this install's qualified tables, lock key and channel."""
+    return template.format(
+        events=names.qualified("events"), events_pruned=names.qualified("events_pruned"),
+        lock_key=names.lock_key("events.publish"), channel=names.channel("events"))
+
+
+def sql(con: Any, template: str) -> str:
+    return _sql(template, schema.of(con))
+
+
+INSERT_SQL = """
 WITH commit_mode AS (SELECT set_config('synchronous_commit', CAST(:sync AS text), true)),
-lock AS (SELECT pg_advisory_xact_lock({PUBLISH_LOCK_KEY}) FROM commit_mode),
+lock AS (SELECT pg_advisory_xact_lock({lock_key}) FROM commit_mode),
 ins AS (
-    INSERT INTO events (channel, event, data, idem_key)
+    INSERT INTO {events} (channel, event, data, idem_key)
     SELECT CAST(:channel AS text), CAST(:event AS text), CAST(:data AS text), CAST(:key AS text)
     FROM lock
     ON CONFLICT (channel, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
     RETURNING id
 )
-SELECT id, pg_notify('{NOTIFY_CHANNEL}', id::text) FROM ins
+SELECT id, pg_notify('{channel}', id::text) FROM ins
 """
 
 
@@ -145,11 +165,12 @@ def insert_event(con: Any, channel: str, data: str, event: str | None, key: str 
     then lose the newest fraction of a second of events, never reorder or
     corrupt them.
     """
-    rows = con.run(INSERT_SQL, channel=channel, event=event, data=data, key=key,
+    rows = con.run(sql(con, INSERT_SQL), channel=channel, event=event, data=data, key=key,
                    sync="on" if durable else "off")
     if rows:
         return int(rows[0][0]), True
-    rows = con.run("SELECT id FROM events WHERE channel = :c AND idem_key = :k", c=channel, k=key)
+    rows = con.run(sql(con, "SELECT id FROM {events} WHERE channel = :c AND idem_key = :k"),
+                   c=channel, k=key)
     if not rows:  # pruned between the conflict and this read: store it again
         return insert_event(con, channel, data, event, key, durable=durable)
     return int(rows[0][0]), False
@@ -157,9 +178,9 @@ def insert_event(con: Any, channel: str, data: str, event: str | None, key: str 
 
 def fetch_after(con: Any, after_id: int, watched: list[str], limit: int) -> list[StoredEvent]:
     """Events with id > ``after_id`` on every channel, bodies only for ``watched`` ones."""
-    rows = con.run(
-        "SELECT id, channel, event, CASE WHEN channel = ANY(CAST(:w AS text[])) THEN data END"
-        " FROM events WHERE id > :after ORDER BY id LIMIT :limit",
+    rows = con.run(sql(
+        con, "SELECT id, channel, event, CASE WHEN channel = ANY(CAST(:w AS text[])) THEN data END"
+        " FROM {events} WHERE id > :after ORDER BY id LIMIT :limit"),
         w=watched, after=after_id, limit=limit,
     )
     return [StoredEvent(int(r[0]), r[1], r[2], r[3]) for r in rows]
@@ -167,15 +188,16 @@ def fetch_after(con: Any, after_id: int, watched: list[str], limit: int) -> list
 
 def bodies(con: Any, ids: list[int]) -> dict[int, str]:
     """``data`` of the given event ids (those still stored)."""
-    rows = con.run("SELECT id, data FROM events WHERE id = ANY(CAST(:ids AS bigint[]))", ids=ids)
+    rows = con.run(sql(con, "SELECT id, data FROM {events} WHERE id = ANY(CAST(:ids AS bigint[]))"),
+                   ids=ids)
     return {int(r[0]): r[1] for r in rows}
 
 
 def replay(con: Any, channels: list[str], after_id: int, limit: int) -> list[StoredEvent]:
     """Stored events of ``channels`` with id > ``after_id``, oldest first, one page."""
-    rows = con.run(
-        "SELECT id, channel, event, data FROM events"
-        " WHERE channel = ANY(CAST(:chs AS text[])) AND id > :after ORDER BY id LIMIT :limit",
+    rows = con.run(sql(
+        con, "SELECT id, channel, event, data FROM {events}"
+        " WHERE channel = ANY(CAST(:chs AS text[])) AND id > :after ORDER BY id LIMIT :limit"),
         chs=channels, after=after_id, limit=limit,
     )
     return [StoredEvent(int(r[0]), r[1], r[2], r[3]) for r in rows]
@@ -198,14 +220,14 @@ def parse_event_id(raw: str | None) -> int | None:
 
 
 def max_id(con: Any) -> int:
-    return int(con.run("SELECT COALESCE(max(id), 0) FROM events")[0][0])
+    return int(con.run(sql(con, "SELECT COALESCE(max(id), 0) FROM {events}"))[0][0])
 
 
 def pruned_through(con: Any, channels: list[str]) -> int:
     """Highest id retention removed from any of ``channels`` (0 if none)."""
-    rows = con.run(
-        "SELECT COALESCE(max(through_id), 0) FROM events_pruned"
-        " WHERE channel = ANY(CAST(:chs AS text[])) OR channel = '*'",
+    rows = con.run(sql(
+        con, "SELECT COALESCE(max(through_id), 0) FROM {events_pruned}"
+        " WHERE channel = ANY(CAST(:chs AS text[])) OR channel = '*'"),
         chs=channels,
     )
     return int(rows[0][0])
@@ -214,16 +236,16 @@ def pruned_through(con: Any, channels: list[str]) -> int:
 PRUNE_SQL = """
 WITH cutoff AS (
     SELECT GREATEST(
-        COALESCE((SELECT id FROM events ORDER BY id DESC OFFSET :keep LIMIT 1), 0),
-        COALESCE((SELECT max(id) FROM events
+        COALESCE((SELECT id FROM {events} ORDER BY id DESC OFFSET :keep LIMIT 1), 0),
+        COALESCE((SELECT max(id) FROM {events}
                   WHERE created_at < now() - make_interval(secs => :secs)), 0)) AS id
 ), gone AS (
-    DELETE FROM events WHERE id <= (SELECT id FROM cutoff) RETURNING channel, id
+    DELETE FROM {events} WHERE id <= (SELECT id FROM cutoff) RETURNING channel, id
 ), marked AS (
-    INSERT INTO events_pruned (channel, through_id, pruned_at)
+    INSERT INTO {events_pruned} AS p (channel, through_id, pruned_at)
     SELECT channel, max(id), now() FROM gone GROUP BY channel
     ON CONFLICT (channel) DO UPDATE
-        SET through_id = GREATEST(events_pruned.through_id, EXCLUDED.through_id),
+        SET through_id = GREATEST(p.through_id, EXCLUDED.through_id),
             pruned_at = EXCLUDED.pruned_at
     RETURNING 1
 )
@@ -232,16 +254,16 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM marked)
 
 TRIM_MARKS_SQL = """
 WITH old AS (
-    DELETE FROM events_pruned WHERE channel <> '*' AND (
+    DELETE FROM {events_pruned} WHERE channel <> '*' AND (
         pruned_at < now() - make_interval(secs => :secs)
-        OR channel IN (SELECT channel FROM events_pruned WHERE channel <> '*'
+        OR channel IN (SELECT channel FROM {events_pruned} WHERE channel <> '*'
                        ORDER BY pruned_at DESC OFFSET :keep))
     RETURNING through_id
 )
-INSERT INTO events_pruned (channel, through_id, pruned_at)
+INSERT INTO {events_pruned} AS p (channel, through_id, pruned_at)
 SELECT '*', max(through_id), now() FROM old HAVING max(through_id) IS NOT NULL
 ON CONFLICT (channel) DO UPDATE
-    SET through_id = GREATEST(events_pruned.through_id, EXCLUDED.through_id), pruned_at = now()
+    SET through_id = GREATEST(p.through_id, EXCLUDED.through_id), pruned_at = now()
 """
 
 
@@ -252,6 +274,6 @@ def prune(con: Any, keep_count: int, keep_seconds: float) -> int:
     The per-channel marks are bounded the same way; marks that age out are folded
     into the ``'*'`` row, which can only make a later ``reset`` more cautious.
     """
-    deleted = int(con.run(PRUNE_SQL, keep=int(keep_count), secs=float(keep_seconds))[0][0])
-    con.run(TRIM_MARKS_SQL, keep=int(keep_count), secs=float(keep_seconds))
+    deleted = int(con.run(sql(con, PRUNE_SQL), keep=int(keep_count), secs=float(keep_seconds))[0][0])
+    con.run(sql(con, TRIM_MARKS_SQL), keep=int(keep_count), secs=float(keep_seconds))
     return deleted

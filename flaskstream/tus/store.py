@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from flaskstream import schema
 from flaskstream.errorbase import FixedError
 from flaskstream.storage.base import Storage
 from flaskstream.uploads import storage
@@ -45,6 +46,11 @@ STAGING_PREFIX = "tus-"
 COLUMNS = ("id, upload_length, upload_offset, metadata, filename, content_type, staging_name, "
            "state, created, updated, expires")
 SECONDS = "* interval '1 second'"
+
+
+def _table(con: Any) -> str:
+    """The tus_uploads table of ``con``'s install, schema-qualified."""
+    return schema.qualified(con, "tus_uploads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +118,7 @@ def create(con: Any, upload_dir: str | os.PathLike[str], *, length: int | None,
     staging.close()
     try:
         rows = con.run(
-            f"INSERT INTO tus_uploads (id, upload_length, metadata, filename, content_type, "
+            f"INSERT INTO {_table(con)} (id, upload_length, metadata, filename, content_type, "
             f"staging_name, expires, lock_token, lock_expires) VALUES (:id, :length, :metadata, "
             f":filename, :content_type, :staging, clock_timestamp() + :expires_in {SECONDS}, "
             f":token, CASE WHEN CAST(:token AS text) IS NULL THEN NULL "
@@ -129,7 +135,7 @@ def create(con: Any, upload_dir: str | os.PathLike[str], *, length: int | None,
 def get(con: Any, upload_id: str) -> TusUpload | None:
     if not storage.is_upload_id(upload_id):
         return None
-    rows = con.run(f"SELECT {COLUMNS} FROM tus_uploads WHERE id = :id", id=upload_id)
+    rows = con.run(f"SELECT {COLUMNS} FROM {_table(con)} WHERE id = :id", id=upload_id)
     return TusUpload.from_row(rows[0]) if rows else None
 
 
@@ -143,7 +149,7 @@ def db_now(con: Any) -> dt.datetime:
 def try_acquire(con: Any, upload_id: str, token: str, lease: float) -> TusUpload | None:
     """Take the lease if it is free or ran out; the row, or None if someone holds it."""
     rows = con.run(
-        f"UPDATE tus_uploads SET lock_token = :token, lock_expires = clock_timestamp() + "
+        f"UPDATE {_table(con)} SET lock_token = :token, lock_expires = clock_timestamp() + "
         f":lease {SECONDS}, release_requested = NULL WHERE id = :id AND (lock_token IS NULL "
         f"OR lock_expires < clock_timestamp()) RETURNING {COLUMNS}",
         id=upload_id, token=token, lease=float(lease))
@@ -151,7 +157,7 @@ def try_acquire(con: Any, upload_id: str, token: str, lease: float) -> TusUpload
 
 
 def request_release(con: Any, upload_id: str) -> None:
-    con.run("UPDATE tus_uploads SET release_requested = clock_timestamp() "
+    con.run(f"UPDATE {_table(con)} SET release_requested = clock_timestamp() "
             "WHERE id = :id AND lock_token IS NOT NULL", id=upload_id)
 
 
@@ -174,7 +180,7 @@ def acquire(connect: Callable[[], AbstractContextManager[Any]], upload_id: str, 
             row = try_acquire(con, upload_id, token, lease)
             if row is not None:
                 return row
-            if not con.run("SELECT 1 FROM tus_uploads WHERE id = :id", id=upload_id):
+            if not con.run(f"SELECT 1 FROM {_table(con)} WHERE id = :id", id=upload_id):
                 return None
             request_release(con, upload_id)
         if time.monotonic() >= deadline:
@@ -186,7 +192,7 @@ def acquire(connect: Callable[[], AbstractContextManager[Any]], upload_id: str, 
 def renew(con: Any, upload_id: str, token: str, lease: float) -> bool:
     """Extend the lease; True if another request asked for the upload. Raises ``LeaseLost``."""
     rows = con.run(
-        f"UPDATE tus_uploads SET lock_expires = clock_timestamp() + :lease {SECONDS} "
+        f"UPDATE {_table(con)} SET lock_expires = clock_timestamp() + :lease {SECONDS} "
         "WHERE id = :id AND lock_token = :token AND lock_expires >= clock_timestamp() "
         "RETURNING release_requested IS NOT NULL",
         id=upload_id, token=token, lease=float(lease))
@@ -201,7 +207,7 @@ def renew_many(con: Any, held: list[tuple[str, str]], lease: float) -> dict[tupl
     if not held:
         return {}
     rows = con.run(
-        f"UPDATE tus_uploads AS t SET lock_expires = clock_timestamp() + :lease {SECONDS} "
+        f"UPDATE {_table(con)} AS t SET lock_expires = clock_timestamp() + :lease {SECONDS} "
         "FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS text[])) AS h(id, token) "
         "WHERE t.id = h.id AND t.lock_token = h.token AND t.lock_expires >= clock_timestamp() "
         "RETURNING t.id, t.lock_token, t.release_requested IS NOT NULL",
@@ -210,7 +216,7 @@ def renew_many(con: Any, held: list[tuple[str, str]], lease: float) -> dict[tupl
 
 
 def release(con: Any, upload_id: str, token: str) -> None:
-    con.run("UPDATE tus_uploads SET lock_token = NULL, lock_expires = NULL "
+    con.run(f"UPDATE {_table(con)} SET lock_token = NULL, lock_expires = NULL "
             "WHERE id = :id AND lock_token = :token", id=upload_id, token=token)
 
 
@@ -224,7 +230,7 @@ def commit_offset(con: Any, upload_id: str, token: str, offset: int, length: int
     Only the lease holder can commit: raises ``LeaseLost`` otherwise.
     """
     rows = con.run(
-        f"UPDATE tus_uploads SET upload_offset = :offset, upload_length = :length, "
+        f"UPDATE {_table(con)} SET upload_offset = :offset, upload_length = :length, "
         f"updated = clock_timestamp(), expires = clock_timestamp() + :expires_in {SECONDS} "
         f"WHERE id = :id AND lock_token = :token AND state = 'active' RETURNING {COLUMNS}",
         id=upload_id, token=token, offset=offset, length=length, expires_in=float(expires_in))
@@ -308,7 +314,7 @@ def _stored_sha256(files: Storage, key: str) -> str:
 
 
 def set_state(con: Any, upload_id: str, state: str) -> None:
-    con.run("UPDATE tus_uploads SET state = :state, updated = clock_timestamp(), "
+    con.run(f"UPDATE {_table(con)} SET state = :state, updated = clock_timestamp(), "
             "lock_token = NULL, lock_expires = NULL WHERE id = :id", id=upload_id, state=state)
 
 
@@ -338,8 +344,8 @@ def expire_due(con: Any, upload_dir: str | os.PathLike[str], limit: int = 500) -
     ``SKIP LOCKED`` lets janitors of several workers run at once.
     """
     rows = con.run(
-        "UPDATE tus_uploads SET state = 'expired', updated = clock_timestamp(), "
-        "lock_token = NULL, lock_expires = NULL WHERE id IN (SELECT id FROM tus_uploads "
+        f"UPDATE {_table(con)} SET state = 'expired', updated = clock_timestamp(), "
+        f"lock_token = NULL, lock_expires = NULL WHERE id IN (SELECT id FROM {_table(con)} "
         "WHERE state = 'active' AND expires < clock_timestamp() AND (lock_token IS NULL "
         "OR lock_expires < clock_timestamp()) ORDER BY expires LIMIT :limit "
         "FOR UPDATE SKIP LOCKED) RETURNING staging_name", limit=limit)
@@ -351,6 +357,6 @@ def expire_due(con: Any, upload_dir: str | os.PathLike[str], limit: int = 500) -
 
 def purge(con: Any, older_than: float) -> int:
     """Forget finished/terminated/expired rows older than ``older_than`` s (then 404, not 410)."""
-    rows = con.run(f"DELETE FROM tus_uploads WHERE state <> 'active' AND updated < "
+    rows = con.run(f"DELETE FROM {_table(con)} WHERE state <> 'active' AND updated < "
                    f"clock_timestamp() - :age {SECONDS} RETURNING id", age=float(older_than))
     return len(rows)

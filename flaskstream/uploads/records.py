@@ -1,4 +1,4 @@
-"""Stored uploads as rows: the ``uploads`` table (schema.sql), and committing a batch.
+"""Stored uploads as rows: the ``uploads`` table (migrations/), and committing a batch.
 
 Split from the storage backends (``flaskstream/storage/``; ``uploads/storage.py``
 re-exports every name here) so that the staging and durability code and the SQL
@@ -19,11 +19,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flaskstream import schema
+
 if TYPE_CHECKING:  # the backends import this module for the ids
     from flaskstream.storage.base import StagedObject, Storage
 
 log = logging.getLogger(__name__)
-
 
 def final_path(upload_dir: str | os.PathLike[str], upload_id: str) -> Path:
     """Where an upload's bytes live: ``UPLOAD_DIR/<id>`` (ids are server-generated hex)."""
@@ -41,7 +42,7 @@ def is_upload_id(value: str) -> bool:
     return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
-# --- metadata rows (schema in uploads/schema.sql) -------------------------------
+# --- metadata rows (table in flaskstream/migrations/) ----------------------------
 
 COLUMNS = "id, filename, size, sha256, content_type, field, created"
 
@@ -74,13 +75,18 @@ class Upload:
         return body
 
 
+def _uploads(con: Any) -> str:
+    """The uploads table of ``con``'s install, schema-qualified."""
+    return schema.qualified(con, "uploads")
+
+
 def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
     """Insert every row in one transaction: all or none (``con`` is a pg8000.native connection)."""
     con.run("BEGIN")
     try:
         for u in uploads:
             con.run(
-                f"INSERT INTO uploads ({COLUMNS}) VALUES "
+                f"INSERT INTO {_uploads(con)} ({COLUMNS}) VALUES "
                 "(:id, :filename, :size, :sha256, :content_type, :field, :created)",
                 id=u.id, filename=u.filename, size=u.size, sha256=u.sha256,
                 content_type=u.content_type, field=u.field, created=u.created,
@@ -95,7 +101,7 @@ def insert_uploads(con: Any, uploads: Iterable[Upload]) -> None:
 def get_upload(con: Any, upload_id: str) -> Upload | None:
     if not is_upload_id(upload_id):
         return None
-    rows = con.run(f"SELECT {COLUMNS} FROM uploads WHERE id = :id", id=upload_id)
+    rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} WHERE id = :id", id=upload_id)
     return Upload.from_row(rows[0]) if rows else None
 
 
@@ -110,10 +116,11 @@ def list_uploads(con: Any, limit: int, before: tuple[dt.datetime, str] | None = 
         where.append("(created, id) < (:c, :i)")
         params.update(c=before[0], i=before[1])
     if owner is not None:
-        where.append("(owner = :o OR id IN (SELECT id FROM tus_uploads WHERE owner = :o))")
+        where.append(f"(owner = :o OR id IN (SELECT id FROM {schema.qualified(con, 'tus_uploads')} "
+                     "WHERE owner = :o))")
         params["o"] = owner
     clause = f"WHERE {' AND '.join(where)} " if where else ""
-    rows = con.run(f"SELECT {COLUMNS} FROM uploads {clause}"
+    rows = con.run(f"SELECT {COLUMNS} FROM {_uploads(con)} {clause}"
                    "ORDER BY created DESC, id DESC LIMIT :limit", **params)
     return [Upload.from_row(r) for r in rows]
 
@@ -126,7 +133,7 @@ def delete_upload(con: Any, files: Storage, upload_id: str) -> bool:
     """
     if not is_upload_id(upload_id):
         return False
-    rows = con.run("DELETE FROM uploads WHERE id = :id RETURNING id", id=upload_id)
+    rows = con.run(f"DELETE FROM {_uploads(con)} WHERE id = :id RETURNING id", id=upload_id)
     if not rows:
         return False
     try:

@@ -166,6 +166,6 @@ def test_an_etl_load_with_rows_the_server_refuses_loads_the_rest(
     assert response.status_code == 201, response.text
     summary = response.json()
     assert (summary["rows_read"], summary["rows_loaded"], summary["rows_rejected"]) == (5002, 5000, 2)
-    assert query(database_url, "SELECT count(*) FROM users")[0][0] == 5000
+    assert query(database_url, "SELECT count(*) FROM flaskstream.users")[0][0] == 5000
     rejects = requests.get(f"{server.url}/etl/jobs/{job}/rejects", timeout=10).text
     assert "Duplicate" in rejects and "Again" in rejects

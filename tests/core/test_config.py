@@ -76,7 +76,7 @@ def test_ensure_schema_without_a_connection_does_not_deadlock(app) -> None:  # n
     database.ensure_schema()  # used to re-enter its own lock through the pool
     assert database._schema_ready
     with database.connection() as con:
-        assert con.run("SELECT value FROM flaskstream_meta WHERE key = 'schema'") == [["1"]]
+        assert con.run("SELECT value FROM flaskstream.flaskstream_meta WHERE key = 'schema'") == [["1"]]
 
 
 def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:

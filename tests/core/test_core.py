@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
 
-from flaskstream import create_app
+from flaskstream import create_app, db
 
 
 def test_healthz_ok(client: FlaskClient) -> None:
@@ -81,8 +82,10 @@ def test_unexpected_exception_is_a_json_500(app: Flask) -> None:
 
 
 @pytest.fixture
-def token_app(app_config: dict[str, Any]) -> Flask:
-    return create_app({**app_config, "API_TOKEN": "t0ken"})
+def token_app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app({**app_config, "API_TOKEN": "t0ken"})
+    yield app
+    db.get_database(app).close_all()  # else its idle connection outlives the test until GC
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])

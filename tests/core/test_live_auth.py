@@ -47,8 +47,8 @@ def test_every_write_route_needs_the_token_on_the_live_server(
             assert error_code(response) == "UNAUTHORIZED"
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     # Nothing of the refused writes reached the database or the upload store.
-    assert query(database_url, "SELECT count(*) FROM users") == [[0]]
-    assert query(database_url, "SELECT count(*) FROM etl_jobs") == [[0]]
+    assert query(database_url, "SELECT count(*) FROM flaskstream.users") == [[0]]
+    assert query(database_url, "SELECT count(*) FROM flaskstream.etl_jobs") == [[0]]
     assert requests.get(server.url + "/uploads", timeout=10).json()["uploads"] == []  # reads open
 
     auth = {"Authorization": f"Bearer {TOKEN}"}

@@ -111,7 +111,7 @@ def test_database_url_is_used_and_health_follows_the_database(
         assert health.json() == {"status": "ok", "db": "ok"}
         con = pg8000.native.Connection(**db.connect_kwargs(url))
         # The schema was created in *this* server, and no embedded one was started.
-        assert con.run("SELECT value FROM flaskstream_meta WHERE key = 'schema'") == [["1"]]
+        assert con.run("SELECT value FROM flaskstream.flaskstream_meta WHERE key = 'schema'") == [["1"]]
         con.close()
         assert not (tmp_path / "inst" / "pgdata").exists()
 

@@ -146,7 +146,7 @@ def test_a_header_that_cannot_feed_the_table_loads_nothing(runner, customers, tm
     assert summary is not None and summary["status"] == "failed"
     assert summary["error"]["code"] in ("UNKNOWN_COLUMN", "MISSING_COLUMN", "UNWRITABLE_COLUMN")
     assert query(customers, "SELECT count(*) FROM public.customers") == [[0]]
-    assert query(customers, "SELECT status FROM etl_jobs") == [["failed"]]
+    assert query(customers, "SELECT status FROM flaskstream.etl_jobs") == [["failed"]]
 
 
 def test_ignore_extra_headerless_null_string_and_skip_lines(runner, customers, tmp_path):
@@ -184,7 +184,8 @@ def test_upsert_on_the_primary_key_or_a_named_unique_index(runner, customers, tm
     # c's empty balance is NULL for a NOT NULL column: a reject, as COPY would refuse it
     # (a default fills a column the CSV lacks, not an empty field)
     assert summary is not None and summary["rows_rejected"] == 1
-    assert query(customers, "SELECT reason FROM etl_rejects") == [["balance: required (NOT NULL)"]]
+    assert query(customers, "SELECT reason FROM flaskstream.etl_rejects") == [
+        ["balance: required (NOT NULL)"]]
     assert query(customers, "SELECT email, age, tier::text, balance::text, tags "
                             "FROM public.customers ORDER BY 1") == \
         [["a@x.io", 10, "pro", "1.50", ["x", "y"]], ["b@x.io", 2, None, "0.00", None]]
@@ -212,7 +213,7 @@ def test_an_invalid_utf8_header_is_recorded_as_failed_not_left_running(runner, c
     result, summary = load(runner, src)  # the users preset: BAD_HEADER quoting the byte
     assert result.exit_code == 1 and summary is not None
     assert summary["error"]["code"] == "BAD_HEADER" and "\\xff" in summary["error"]["message"]
-    [[status, error]] = query(clean_db, "SELECT status, error FROM etl_jobs")
+    [[status, error]] = query(clean_db, "SELECT status, error FROM flaskstream.etl_jobs")
     assert status == "failed" and "\\xff" in error
 
 
@@ -223,7 +224,7 @@ def test_an_unknown_table_and_a_bad_name_are_clear_errors(runner, clean_db, tmp_
     assert result.exit_code == 1 and "no table public.no_such" in result.output
     result, _ = load(runner, src, "--table", "a.b.c")
     assert result.exit_code == 1 and "not a table name" in result.output
-    assert query(clean_db, "SELECT count(*) FROM etl_jobs") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.etl_jobs") == [[0]]
 
 
 # --- over HTTP: only the tables of ETL_TABLES ------------------------------------------
@@ -239,7 +240,7 @@ def test_http_refuses_a_table_not_listed(client, customers):
     assert resp.status_code == 403
     assert resp.get_json()["error"]["code"] == "TABLE_NOT_ALLOWED"
     assert query(customers, "SELECT count(*) FROM public.customers") == [[0]]
-    assert query(customers, "SELECT count(*) FROM etl_jobs") == [[0]]
+    assert query(customers, "SELECT count(*) FROM flaskstream.etl_jobs") == [[0]]
 
 
 def test_http_loads_a_listed_table_with_dialect_arguments(app, client, customers):
@@ -297,4 +298,4 @@ def test_csv_options_are_refused_for_the_presets(runner, client, clean_db, tmp_p
     assert result.exit_code == 1 and "preset table users" in result.output
     resp = post(client, src.read_bytes(), "table=users&delimiter=;")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_DIALECT"
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]

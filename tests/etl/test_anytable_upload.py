@@ -35,13 +35,13 @@ def test_http_loads_a_stored_upload_into_a_listed_table(app, client, customers):
     assert resp.status_code == 201, resp.get_json()
     body = resp.get_json()
     assert (body["rows_loaded"], body["rows_rejected"]) == (len(GOOD), len(BAD))
-    assert query(customers, "SELECT source FROM etl_jobs WHERE id = :j", j=body["job"]) == \
+    assert query(customers, "SELECT source FROM flaskstream.etl_jobs WHERE id = :j", j=body["job"]) == \
         [[f"upload:{uid} (customers.csv)"]]
     missing = client.post("/etl/jobs?table=public.customers&upload=" + "0" * 32)
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "NO_SUCH_UPLOAD"
     not_listed = client.post(f"/etl/jobs?table=public.nope&upload={uid}")
     assert not_listed.status_code == 403
-    assert query(customers, "SELECT count(*) FROM etl_jobs") == [[1]]
+    assert query(customers, "SELECT count(*) FROM flaskstream.etl_jobs") == [[1]]
 
 
 def test_cli_loads_a_stored_upload(runner, client, customers):  # noqa: F811

@@ -27,8 +27,8 @@ def test_a_stored_upload_loads_only_for_a_caller_who_may_read_it(client, clean_d
     uid = stored.get_json()["id"]
     refused = client.post(f"/etl/jobs?upload={uid}", headers=bob)
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "FORBIDDEN"
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
-    assert query(clean_db, "SELECT count(*) FROM etl_jobs") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.etl_jobs") == [[0]]
     assert client.post(f"/etl/jobs?upload={uid}", headers=alice).status_code == 201
     assert client.post(f"/etl/jobs?upload={uid}&mode=upsert", headers=reader).status_code == 201
-    assert query(clean_db, "SELECT count(*) FROM users") == [[5]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[5]]

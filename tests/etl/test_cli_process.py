@@ -33,7 +33,7 @@ def test_load_from_stdin_then_bad_input_exits_1_with_one_line(clean_db, tmp_path
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[0])
     assert (summary["status"], summary["rows_loaded"], summary["rows_rejected"]) == ("done", 18, 2)
-    assert query(clean_db, "SELECT count(*) FROM users") == [[18]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[18]]
     exported = flask_etl(["export", "--table", "users", "--output", "-"], clean_db, tmp_path)
     assert exported.returncode == 0, exported.stderr
     lines = exported.stdout.decode().splitlines()
@@ -44,7 +44,7 @@ def test_load_from_stdin_then_bad_input_exits_1_with_one_line(clean_db, tmp_path
     assert bad.returncode == 1
     assert b"Error: header is missing required column(s) email" in bad.stderr
     assert b"Traceback" not in bad.stderr + bad.stdout
-    assert query(clean_db, "SELECT count(*) FROM users") == [[18]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[18]]
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path):

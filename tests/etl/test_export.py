@@ -27,7 +27,7 @@ def backends(url: str) -> int:
 
 
 def fill_users(url: str, rows: int) -> None:
-    query(url, "INSERT INTO users (email, age, name) SELECT 'user' || g || '@example.com', "
+    query(url, "INSERT INTO flaskstream.users (email, age, name) SELECT 'user' || g || '@example.com', "
                "g % 100, 'User number ' || g FROM generate_series(1, :n) g", n=rows)
 
 
@@ -82,7 +82,7 @@ def test_garbage_is_a_json_400(client, query_string: str) -> None:
 def test_allowed_but_missing_is_404_and_listed_tables_export(make_app, clean_db) -> None:
     client = make_app(ETL_TABLES=["users", "nope"]).test_client()
     assert client.get("/etl/export.csv?table=nope").get_json()["error"]["code"] == "UNKNOWN_TABLE"
-    query(clean_db, "INSERT INTO requests (time, method, path, status) "
+    query(clean_db, "INSERT INTO flaskstream.requests (time, method, path, status) "
                     "VALUES (now(), 'GET', '/', 200)")
     resp = client.get("/etl/export.csv?table=requests")
     assert resp.status_code == 403  # no longer listed
@@ -92,9 +92,9 @@ def test_allowed_but_missing_is_404_and_listed_tables_export(make_app, clean_db)
 
 
 def test_excel_safe_prefixes_formula_cells(client, clean_db) -> None:
-    query(clean_db, "INSERT INTO users (email, age, name) VALUES ('a@x.io', 1, '=HYPERLINK(\"x\")'),"
-                    " ('b@x.io', 2, '-2'), ('c@x.io', 3, 'plain'), ('d@x.io', 4, NULL),"
-                    " ('e@x.io', 5, '')")
+    query(clean_db, "INSERT INTO flaskstream.users (email, age, name) VALUES "
+                    "('a@x.io', 1, '=HYPERLINK(\"x\")'), ('b@x.io', 2, '-2'),"
+                    " ('c@x.io', 3, 'plain'), ('d@x.io', 4, NULL), ('e@x.io', 5, '')")
     plain = client.get("/etl/export.csv?table=users").get_data()
     safe = client.get("/etl/export.csv?table=users&excel_safe=1").get_data()
     assert plain == (b'id,email,age,name\n1,a@x.io,1,"=HYPERLINK(""x"")"\n2,b@x.io,2,-2\n'
@@ -155,12 +155,13 @@ def test_a_client_that_stops_reading_loses_the_connection(make_app, clean_db) ->
 
 @pytest.fixture
 def failing_view(clean_db: str) -> Iterator[str]:
-    query(clean_db, "CREATE VIEW boom AS SELECT g, 1 / (g - 60000) AS x "
+    # A site's view (in public): unqualified names are flaskstream's own tables.
+    query(clean_db, "CREATE VIEW public.boom AS SELECT g, 1 / (g - 60000) AS x "
                     "FROM generate_series(1, 100000) g")
     try:
-        yield "boom"
+        yield "public.boom"
     finally:
-        query(clean_db, "DROP VIEW boom")
+        query(clean_db, "DROP VIEW public.boom")
 
 
 def test_an_export_that_fails_mid_way_gives_everything_back(make_app, clean_db,
@@ -199,7 +200,7 @@ def test_job_addresses_only_with_the_token(make_app, clean_db) -> None:
 
 
 def test_cli_export_excel_safe(runner, clean_db, tmp_path) -> None:
-    query(clean_db, "INSERT INTO users (email, age, name) VALUES ('a@x.io', 1, '@cmd'), "
+    query(clean_db, "INSERT INTO flaskstream.users (email, age, name) VALUES ('a@x.io', 1, '@cmd'), "
                     "('b@x.io', 2, 'ok')")
     out = tmp_path / "safe.csv"
     result = runner.invoke(args=["etl", "export", "--table", "users", "--excel-safe",

@@ -28,13 +28,13 @@ pytestmark = pytest.mark.db
 
 def job_row(url: str, job: str) -> dict[str, Any]:
     rows = query(url, "SELECT status, error, lease_expires IS NOT NULL, "
-                 "lease_expires > clock_timestamp() FROM etl_jobs WHERE id = :id", id=job)
+                 "lease_expires > clock_timestamp() FROM flaskstream.etl_jobs WHERE id = :id", id=job)
     status, error, has_lease, lease_live = rows[0]
     return {"status": status, "error": error, "has_lease": has_lease, "lease_live": lease_live}
 
 
 def failed_events(url: str, job: str) -> list[str]:
-    return [r[0] for r in query(url, "SELECT data FROM events WHERE channel = :c AND "
+    return [r[0] for r in query(url, "SELECT data FROM flaskstream.events WHERE channel = :c AND "
                                 "event = 'failed' ORDER BY id", c=f"etl.{job}")]
 
 
@@ -62,7 +62,7 @@ def test_a_stalled_load_keeps_renewing_its_lease(app: Flask, clean_db: str) -> N
     gate = threading.Event()
     thread, out = start_load(app, "stalled", slow_source(gate), lease=1.2)
     try:
-        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'stalled'"))
+        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM flaskstream.etl_jobs WHERE id = 'stalled'"))
         time.sleep(2.5)  # twice the lease: only renewals keep it alive
         assert job_row(clean_db, "stalled")["lease_live"]
         assert janitors.fail_expired_jobs(app) == []
@@ -78,11 +78,11 @@ def test_a_stalled_load_keeps_renewing_its_lease(app: Flask, clean_db: str) -> N
 def test_a_job_whose_worker_died_is_failed_once_with_a_failed_event(app: Flask, clean_db: str
                                                                     ) -> None:
     """The row a SIGKILLed worker leaves: running, lease in the past (and one from before leases)."""
-    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+    query(clean_db, "INSERT INTO flaskstream.etl_jobs (id, table_name, worker, lease_expires) VALUES "
           "('dead', 'users', 'host-a:4242', clock_timestamp() - interval '1 second')")
-    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, updated_at) VALUES "
+    query(clean_db, "INSERT INTO flaskstream.etl_jobs (id, table_name, worker, updated_at) VALUES "
           "('old', 'users', 'host-a:4243', now() - interval '1 hour')")
-    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+    query(clean_db, "INSERT INTO flaskstream.etl_jobs (id, table_name, worker, lease_expires) VALUES "
           "('alive', 'users', 'host-b:1', clock_timestamp() + interval '1 minute')")
     assert sorted(janitors.fail_expired_jobs(app)) == ["dead", "old"]
     dead = job_row(clean_db, "dead")
@@ -92,13 +92,13 @@ def test_a_job_whose_worker_died_is_failed_once_with_a_failed_event(app: Flask, 
     assert janitors.fail_expired_jobs(app) == []  # once
     (event,) = failed_events(clean_db, "dead")
     assert '"code":"LEASE_EXPIRED"' in event.replace(" ", "")
-    assert query(clean_db, "SELECT finished_at IS NOT NULL FROM etl_jobs WHERE id = 'dead'") == [
+    assert query(clean_db, "SELECT finished_at IS NOT NULL FROM flaskstream.etl_jobs WHERE id = 'dead'") == [
         [True]]
 
 
 def test_publish_failure_changes_nothing_and_the_next_pass_retries(app: Flask, clean_db: str
                                                                    ) -> None:
-    query(clean_db, "INSERT INTO etl_jobs (id, table_name, lease_expires) VALUES "
+    query(clean_db, "INSERT INTO flaskstream.etl_jobs (id, table_name, lease_expires) VALUES "
           "('retry', 'users', clock_timestamp() - interval '1 second')")
 
     def broken(job_id: str, data: dict[str, Any]) -> None:
@@ -130,7 +130,7 @@ def test_a_broken_bookkeeping_connection_still_records_the_outcome(app: Flask, c
     row = job_row(clean_db, "rebooked")  # at once, on a new connection: not after the lease
     assert (row["status"], row["error"], row["has_lease"]) == (
         "failed", summary["error"]["message"], False)
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
 
 
 def test_a_failure_that_could_not_be_recorded_ends_up_failed(app: Flask, clean_db: str,
@@ -172,13 +172,13 @@ def test_a_frozen_load_whose_job_was_failed_stops_and_never_flips_back(app: Flas
     gate = threading.Event()
     thread, out = start_load(app, "frozen", slow_source(gate), lease=0.6)
     try:
-        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM etl_jobs WHERE id = 'frozen'"))
+        assert wait_for(lambda: query(clean_db, "SELECT 1 FROM flaskstream.etl_jobs WHERE id = 'frozen'"))
         # As if the worker had been frozen past its lease and another worker's janitor ran:
         # the lease is expired and failed in one transaction, so no renewal slips in between
         # (the heartbeat's UPDATE waits for the row lock, then finds the job failed).
         with db.get_database(app).connection() as con:
             con.run("BEGIN")
-            con.run("UPDATE etl_jobs SET lease_expires = clock_timestamp() - interval '1 second' "
+            con.run("UPDATE flaskstream.etl_jobs SET lease_expires = clock_timestamp() - interval '1 second' "
                     "WHERE id = 'frozen'")
             assert joblease.fail_expired(con, lambda job_id, data: None, grace=30) == ["frozen"]
         time.sleep(1.0)  # the next renewal (every 0.2 s) finds the lease gone
@@ -188,11 +188,11 @@ def test_a_frozen_load_whose_job_was_failed_stops_and_never_flips_back(app: Flas
     assert out["summary"]["status"] == "failed"
     assert out["summary"]["error"]["code"] == "LEASE_LOST"
     assert job_row(clean_db, "frozen")["status"] == "failed"
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
 
 
 def test_flask_janitor_run_does_one_pass(app: Flask, runner, clean_db: str) -> None:
-    query(clean_db, "INSERT INTO etl_jobs (id, table_name, worker, lease_expires) VALUES "
+    query(clean_db, "INSERT INTO flaskstream.etl_jobs (id, table_name, worker, lease_expires) VALUES "
           "('cron', 'users', 'h:1', clock_timestamp() - interval '1 second')")
     result = runner.invoke(args=["janitor", "run"])
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def wait_for_job(url: str, job: str, timeout: float = 30) -> dict:
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_client_disconnect_mid_post_rolls_back(live_server, database_url, chunked):
-    query(database_url, "TRUNCATE users, etl_jobs CASCADE")
+    query(database_url, "TRUNCATE flaskstream.users, flaskstream.etl_jobs CASCADE")
     body = users_csv(120_000)  # ~4.7 MB sent of a declared 100 MB
     host, port = "127.0.0.1", live_server.port
     framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 100000000"
@@ -46,12 +46,12 @@ def test_client_disconnect_mid_post_rolls_back(live_server, database_url, chunke
         assert job["rows_loaded"] >= 20_000, job
     job = wait_for_job(live_server.url, "gone")
     assert job["status"] == "failed" and job["error"], job
-    assert query(database_url, "SELECT count(*) FROM users") == [[0]]
+    assert query(database_url, "SELECT count(*) FROM flaskstream.users") == [[0]]
     assert requests.get(f"{live_server.url}/healthz", timeout=5).status_code == 200
 
 
 def test_streamed_chunked_upload_and_export_with_flat_memory(live_server, database_url):
-    query(database_url, "TRUNCATE users, etl_jobs CASCADE")
+    query(database_url, "TRUNCATE flaskstream.users, flaskstream.etl_jobs CASCADE")
     rows, per_chunk = 400_000, 20_000
 
     def body():
@@ -77,7 +77,7 @@ def test_streamed_chunked_upload_and_export_with_flat_memory(live_server, databa
 
 
 def test_progress_reaches_an_sse_subscriber(live_server, database_url):
-    query(database_url, "TRUNCATE users, etl_jobs CASCADE")
+    query(database_url, "TRUNCATE flaskstream.users, flaskstream.etl_jobs CASCADE")
     resp = requests.post(f"{live_server.url}/etl/jobs?job=sse-1", data=users_csv(30_000),
                          headers={"Content-Type": "text/csv"}, timeout=60)
     assert resp.status_code == 201
@@ -112,7 +112,7 @@ def test_job_status_is_visible_from_the_other_worker(start_live_server, clean_db
     resp = requests.post(f"{live.url}/etl/jobs?job=two-workers", data=users_csv(500),
                          headers={"Content-Type": "text/csv"}, timeout=60)
     assert resp.status_code == 201, resp.text
-    ran_in = int(query(database_url, "SELECT worker FROM etl_jobs WHERE id = 'two-workers'")
+    ran_in = int(query(database_url, "SELECT worker FROM flaskstream.etl_jobs WHERE id = 'two-workers'")
                  [0][0].rsplit(":", 1)[1])
     assert ran_in in live.worker_pids()
     os.kill(ran_in, signal.SIGSTOP)

@@ -25,7 +25,7 @@ def load(runner, path: Path, *args: str):
 
 
 def users(url: str) -> list[list]:
-    return query(url, "SELECT email, age, name FROM users ORDER BY email")
+    return query(url, "SELECT email, age, name FROM flaskstream.users ORDER BY email")
 
 
 def test_valid_and_invalid_rows_are_loaded_and_rejected_with_reasons(runner, clean_db, tmp_path):
@@ -48,11 +48,11 @@ def test_valid_and_invalid_rows_are_loaded_and_rejected_with_reasons(runner, cle
         '7,"duplicate key value violates unique constraint ""users_email_key"" '
         '(Key (email)=(a@x.io) already exists.)","a@x.io,5,dup of line 2"',
     ]
-    stored = query(clean_db, "SELECT line, left(reason, 20) FROM etl_rejects WHERE job_id = :j "
+    stored = query(clean_db, "SELECT line, left(reason, 20) FROM flaskstream.etl_rejects WHERE job_id = :j "
                    "ORDER BY line", j=summary["job"])
     assert stored == [[3, "age: not an integer:"], [6, "email: not a plausib"],
                       [7, "duplicate key value "]]
-    job = query(clean_db, "SELECT status, rows_read, rows_loaded, rows_rejected FROM etl_jobs")
+    job = query(clean_db, "SELECT status, rows_read, rows_loaded, rows_rejected FROM flaskstream.etl_jobs")
     assert job == [["done", 5, 2, 3]]
 
 
@@ -75,7 +75,7 @@ def test_missing_required_column_fails_before_any_write(runner, clean_db, tmp_pa
     assert "Error: header is missing required column(s) email for table users" in result.output
     assert "Traceback" not in result.output
     assert users(clean_db) == []
-    assert query(clean_db, "SELECT status FROM etl_jobs") == [["failed"]]
+    assert query(clean_db, "SELECT status FROM flaskstream.etl_jobs") == [["failed"]]
 
 
 def test_gzip_and_empty_file(runner, clean_db, tmp_path):
@@ -99,7 +99,7 @@ def test_bad_input_is_a_clear_error(runner, clean_db, tmp_path):
 
 
 def test_max_errors_aborts_and_rolls_back(runner, clean_db, tmp_path):
-    query(clean_db, "INSERT INTO users (email, age) VALUES ('keep@x.io', 1)")
+    query(clean_db, "INSERT INTO flaskstream.users (email, age) VALUES ('keep@x.io', 1)")
     src = tmp_path / "in.csv"
     src.write_bytes(users_csv(3000, bad_every=100))  # 30 bad rows
     result = runner.invoke(args=["etl", "load", str(src), "--max-errors", "10",
@@ -129,7 +129,7 @@ def test_dry_run_writes_nothing(runner, clean_db, tmp_path):
     src.write_bytes(users_csv(10, bad_every=5))
     result, summary = load(runner, src, "--dry-run")
     assert (summary["rows_loaded"], summary["rows_rejected"]) == (8, 2)
-    assert users(clean_db) == [] and query(clean_db, "SELECT count(*) FROM etl_jobs") == [[0]]
+    assert users(clean_db) == [] and query(clean_db, "SELECT count(*) FROM flaskstream.etl_jobs") == [[0]]
 
 
 def _kill_on_first_progress(url: str):
@@ -178,7 +178,7 @@ def test_connection_killed_mid_load_leaves_table_unchanged(app, clean_db):
     assert result["status"] == "failed"
     assert result["error"]["code"] in ("DATABASE_CONNECTION_LOST", "DATABASE_ERROR")
     assert users(clean_db) == []
-    assert query(clean_db, "SELECT status, error IS NOT NULL FROM etl_jobs") == [["failed", True]]
+    assert query(clean_db, "SELECT status, error IS NOT NULL FROM flaskstream.etl_jobs") == [["failed", True]]
 
 
 def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
@@ -190,9 +190,9 @@ def test_commit_every_keeps_checkpointed_rows_after_a_kill(app, clean_db):
                           on_connect=on_connect, on_progress=later, progress_interval=0)
     assert result["status"] == "failed" and killed.is_set()
     committed, line, offset = query(
-        clean_db, "SELECT rows_committed, checkpoint_line, checkpoint_offset FROM etl_jobs")[0]
+        clean_db, "SELECT rows_committed, checkpoint_line, checkpoint_offset FROM flaskstream.etl_jobs")[0]
     assert committed >= 1000 and users(clean_db)[0][0].startswith("user")
-    assert query(clean_db, "SELECT count(*) FROM users") == [[committed]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[committed]]
     assert line == committed + 1  # header + one line per row
     assert offset == len(b"\n".join(data.split(b"\n")[:line])) + 1
 
@@ -208,14 +208,14 @@ def test_resume_from_checkpoint_loads_the_rest_exactly_once(app, runner, clean_d
                          job_id="first", on_connect=on_connect, on_progress=later,
                          progress_interval=0)
     assert first["status"] == "failed" and killed.is_set()
-    committed, line = query(clean_db, "SELECT rows_committed, checkpoint_line FROM etl_jobs")[0]
+    committed, line = query(clean_db, "SELECT rows_committed, checkpoint_line FROM flaskstream.etl_jobs")[0]
     bad_lines = [n + 2 for n in range(999, 20_000, 1000)]  # header is line 1
     assert 0 < committed < 19_980
     assert committed == line - 1 - sum(b <= line for b in bad_lines)
     result, summary = load(runner, src, "--resume", "first", "--commit-every", "5000",
                            "--rejects", str(tmp_path / "r.csv"))
     assert result.exit_code == 0, result.output
-    assert query(clean_db, "SELECT count(*), count(DISTINCT email) FROM users") == \
+    assert query(clean_db, "SELECT count(*), count(DISTINCT email) FROM flaskstream.users") == \
         [[19_980, 19_980]]
     rejected_lines = [int(r.split(",")[0]) for r in
                       (tmp_path / "r.csv").read_text().splitlines()[1:]]
@@ -233,7 +233,7 @@ def test_export_round_trip(runner, clean_db, tmp_path):
     result = runner.invoke(args=["etl", "export", "--table", "users", "--output", str(out)])
     assert result.exit_code == 0, result.output
     before = users(clean_db)
-    query(clean_db, "TRUNCATE users")
+    query(clean_db, "TRUNCATE flaskstream.users")
     assert load(runner, out)[1]["rows_loaded"] == 3
     assert users(clean_db) == before
     result = runner.invoke(args=["etl", "export", "--table", "pg_class"])
@@ -251,7 +251,7 @@ def test_logs_command(runner, clean_db, tmp_path):
     summary = json.loads(result.output.splitlines()[0])
     assert (summary["rows_loaded"], summary["rows_rejected"]) == (2, 1)
     rows = query(clean_db, "SELECT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), "
-                 "method, path, status, bytes, referrer, agent FROM requests ORDER BY id")
+                 "method, path, status, bytes, referrer, agent FROM flaskstream.requests ORDER BY id")
     assert rows == [["2000-10-10 20:55:36", "GET", "/a.gif", 200, 2326, "http://x/",
                      "Mozilla/4.08"],
                     ["2024-11-11 01:02:03", "POST", "/etl/jobs", 201, None, None, "curl/8"]]

@@ -34,7 +34,7 @@ def test_post_raw_csv_then_job_and_rejects(client, clean_db):
     assert lines[1] == "11,age: not an integer: 'x',\"user9@example.com,x,User 9\""
     assert len(lines) == 6
     assert client.get("/etl/jobs").get_json()["jobs"][0]["id"] == "j-1"
-    events = query(clean_db, "SELECT event, data FROM events WHERE channel = 'etl.j-1' "
+    events = query(clean_db, "SELECT event, data FROM flaskstream.events WHERE channel = 'etl.j-1' "
                    "ORDER BY id")
     assert events[0][0] == "progress" and events[-1][0] == "done"
     assert json.loads(events[-1][1])["rows_loaded"] == 45
@@ -52,7 +52,7 @@ def test_post_gzip_and_multipart(client, clean_db):
         + users_csv(7, start=100) + f"\r\n--{boundary}--\r\n".encode()
     resp = post(client, body, "mode=upsert", f"multipart/form-data; boundary={boundary}")
     assert resp.status_code == 201 and resp.get_json()["rows_loaded"] == 7
-    assert query(clean_db, "SELECT count(*) FROM users") == [[12]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[12]]
 
 
 def test_errors_have_the_error_shape(client, clean_db):
@@ -65,13 +65,13 @@ def test_errors_have_the_error_shape(client, clean_db):
     assert post(client, users_csv(1), "job=h").status_code == 409
     resp = post(client, users_csv(300, bad_every=2), "max_errors=3")
     assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "TOO_MANY_ERRORS"
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
     assert client.get("/etl/jobs/none").status_code == 404
     assert client.get("/etl/jobs/none/rejects").status_code == 404
     assert client.get("/etl/export.csv?table=etl_nope").status_code == 403  # not in ETL_TABLES
     resp = post(client, users_csv(3), "dry_run=1")
     assert resp.status_code == 200 and resp.get_json()["dry_run"] is True
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
 
 
 def test_export_streams_what_was_loaded(client, clean_db):
@@ -82,9 +82,9 @@ def test_export_streams_what_was_loaded(client, clean_db):
     assert resp.headers["Content-Disposition"] == 'attachment; filename="users.csv"'
     text = resp.get_data(as_text=True)
     assert text.startswith("id,email,age,name\n")
-    query(clean_db, "TRUNCATE users")
+    query(clean_db, "TRUNCATE flaskstream.users")
     assert post(client, text.encode()).get_json()["rows_loaded"] == 1
-    assert query(clean_db, "SELECT email, age, name FROM users") == [["o@x.io", 7, name]]
+    assert query(clean_db, "SELECT email, age, name FROM flaskstream.users") == [["o@x.io", 7, name]]
 
 
 def test_body_limit_is_413_declared_or_streamed_and_bad_parameters_are_400(app_config, clean_db):
@@ -98,7 +98,7 @@ def test_body_limit_is_413_declared_or_streamed_and_bad_parameters_are_400(app_c
     assert resp.status_code == 413, resp.get_json()
     assert resp.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert client.get("/etl/jobs/streamed").get_json()["status"] == "failed"
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]
     for qs in ("mode=merge", "batch_size=0", "max_errors=x", "max_error_ratio=x"):
         resp = post(client, users_csv(1), qs)
         assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_REQUEST", qs
@@ -107,4 +107,4 @@ def test_body_limit_is_413_declared_or_streamed_and_bad_parameters_are_400(app_c
                 f"\r\n--{boundary}--\r\n".encode(), "job=nofile",
                 f"multipart/form-data; boundary={boundary}")
     assert resp.status_code == 422 and "no file part" in resp.get_json()["error"]["message"]
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]

@@ -123,7 +123,7 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
                        users_csv(20_000))
     try:
         assert wait_for(lambda: len(uploader.stored) >= 3, timeout=10)
-        assert wait_for(lambda: (query(fault_db.url, "SELECT rows_loaded FROM etl_jobs WHERE "
+        assert wait_for(lambda: (query(fault_db.url, "SELECT rows_loaded FROM flaskstream.etl_jobs WHERE "
                                        "id = 'outage'") or [[0]])[0][0] > 0, timeout=10)
         fault_db.kill_postmaster()
         time.sleep(1.0)  # requests meet the dead database
@@ -156,11 +156,11 @@ def test_postmaster_killed_under_sse_and_upload_load(clean: LiveServer, fault_db
         uploader.statuses
     assert stored_files(server) == set(uploader.stored)
     assert recovered < RECOVERY_SECONDS
-    assert wait_for(lambda: query(fault_db.url, "SELECT status FROM etl_jobs WHERE id = 'outage'")
+    assert wait_for(lambda: query(fault_db.url, "SELECT status FROM flaskstream.etl_jobs WHERE id = 'outage'")
                     == [["failed"]], timeout=2 + 0.5 + RECOVERY_SECONDS)
-    assert query(fault_db.url, "SELECT count(*) FROM users") == [[0]]
+    assert query(fault_db.url, "SELECT count(*) FROM flaskstream.users") == [[0]]
     # Recorded by the load itself if its retry on a new connection met the database back
     # up, else by the janitor once the lease ran out, which also announces it.
-    if "lease expired" in query(fault_db.url, "SELECT error FROM etl_jobs")[0][0]:
-        assert query(fault_db.url, "SELECT count(*) FROM events WHERE channel = 'etl.outage' "
+    if "lease expired" in query(fault_db.url, "SELECT error FROM flaskstream.etl_jobs")[0][0]:
+        assert query(fault_db.url, "SELECT count(*) FROM flaskstream.events WHERE channel = 'etl.outage' "
                      "AND event = 'failed'") == [[1]]

@@ -80,7 +80,7 @@ def test_mid_tus_patch_keeps_only_durable_bytes_and_resumes(clean: LiveServer, f
             f"Content-Length: {len(data)}\r\n\r\n").encode()
     sock = raw_request(server, head, data[:3 * MiB])
     try:
-        durable = "SELECT upload_offset FROM tus_uploads WHERE id = :id"
+        durable = "SELECT upload_offset FROM flaskstream.tus_uploads WHERE id = :id"
         assert wait_for(lambda: query(fault_db.url, durable, id=uid)[0][0] >= MiB, timeout=10)
         committed = query(fault_db.url, durable, id=uid)[0][0]  # a checkpoint (fsync'd) is in
         kill_worker(server)
@@ -106,7 +106,7 @@ def test_mid_etl_load_the_job_fails_by_lease_and_nothing_is_loaded(clean: LiveSe
             b"Content-Type: text/csv\r\nContent-Length: 500000000\r\n\r\n")
     sock = raw_request(server, head, body)
     try:
-        assert wait_for(lambda: (query(fault_db.url, "SELECT rows_loaded FROM etl_jobs WHERE "
+        assert wait_for(lambda: (query(fault_db.url, "SELECT rows_loaded FROM flaskstream.etl_jobs WHERE "
                                        "id = 'killed'") or [[0]])[0][0] >= 5000, timeout=20)
         dead, _ = kill_worker(server)
     finally:
@@ -116,7 +116,7 @@ def test_mid_etl_load_the_job_fails_by_lease_and_nothing_is_loaded(clean: LiveSe
     job = requests.get(f"{server.url}/etl/jobs/killed", timeout=5).json()
     assert job["status"] == "failed" and "lease expired" in job["error"], job
     assert job["worker"].endswith(f":{dead}")
-    assert query(fault_db.url, "SELECT count(*) FROM users") == [[0]]
+    assert query(fault_db.url, "SELECT count(*) FROM flaskstream.users") == [[0]]
     with requests.get(f"{server.url}/events/etl.killed?lastEventId=0", stream=True,
                       timeout=10) as stream:
         for line in stream.iter_lines(decode_unicode=True):
@@ -128,8 +128,8 @@ def test_mid_etl_load_the_job_fails_by_lease_and_nothing_is_loaded(clean: LiveSe
 
 def test_mid_export_releases_the_backend_and_exports_again(clean: LiveServer, fault_db) -> None:
     server = clean
-    query(fault_db.url, "INSERT INTO users (email, age, name) SELECT 'u' || i || '@x.io', i % 100, "
-          "repeat('n', 50) FROM generate_series(1, 300000) AS i")
+    query(fault_db.url, "INSERT INTO flaskstream.users (email, age, name) "
+          "SELECT 'u' || i || '@x.io', i % 100, repeat('n', 50) FROM generate_series(1, 300000) AS i")
     with requests.get(f"{server.url}/etl/export.csv", stream=True, timeout=30) as export:
         assert export.status_code == 200
         next(export.iter_content(65536))

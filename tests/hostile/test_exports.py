@@ -36,7 +36,7 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     truncate_all(database_url)
-    query(database_url, "INSERT INTO users (email, age, name) SELECT 'user' || g || "
+    query(database_url, "INSERT INTO flaskstream.users (email, age, name) SELECT 'user' || g || "
                         "'@example.com', g % 100, 'User number ' || g "
                         "FROM generate_series(1, :n) g", n=ROWS)
     env = {"FLASKSTREAM_API_TOKEN": TOKEN, "FLASKSTREAM_ETL_MAX_EXPORTS": str(MAX_EXPORTS),

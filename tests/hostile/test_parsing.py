@@ -215,7 +215,7 @@ def test_uncompressed_wide_rows_are_rejects_with_bounded_memory(server: LiveServ
     rows = list(csv.reader(io.StringIO(rejects)))
     assert [int(r[0]) for r in rows[1:]] == list(range(2, 98))
     assert {r[1] for r in rows[1:]} == {"1048577 fields, more than 1600 (ETL_MAX_FIELDS)"}
-    assert query(database_url, "SELECT count(*) FROM users WHERE email = 'wide@example.com'") \
+    assert query(database_url, "SELECT count(*) FROM flaskstream.users WHERE email = 'wide@example.com'") \
         == [[1]]
 
 
@@ -248,4 +248,4 @@ def test_cli_refuses_non_text_encodings(clean_db: str, tmp_path: Path) -> None:
         assert b"Invalid value for '--encoding'" in result.stderr
         assert b"is not a text encoding" in result.stderr
         assert b"Traceback" not in result.stderr + result.stdout
-    assert query(clean_db, "SELECT count(*) FROM users") == [[0]]
+    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]

@@ -49,7 +49,7 @@ def test_request_id_echoed_and_stored_on_the_etl_job(client: FlaskClient, clean_
     job = client.post("/etl/jobs?table=users&job=j-rid", data=users_csv(3),
                       headers={"Content-Type": "text/csv", "X-Request-ID": "etl-7"})
     assert job.status_code == 201
-    assert query(clean_db, "SELECT request_id FROM etl_jobs WHERE id = 'j-rid'") == [["etl-7"]]
+    assert query(clean_db, "SELECT request_id FROM flaskstream.etl_jobs WHERE id = 'j-rid'") == [["etl-7"]]
 
 
 def test_json_formatter_carries_the_request_outside_gunicorn() -> None:

@@ -145,7 +145,7 @@ def test_two_workers_count_exactly_and_a_killed_worker_loses_nothing(
     assert wait_for(lambda: streams_open() == n), streams_open()
     mixed_workload(server, subscribers)
     media_size = os.path.getsize(Path(__file__).resolve().parents[2] / "media" / "sample.opus")
-    published = query(clean_db, "SELECT count(*) FROM events")[0][0]
+    published = query(clean_db, "SELECT count(*) FROM flaskstream.events")[0][0]
     assert published > 5
     before = scrape(server.url)
     assert_workload_counted(before, media_size, n, published)

@@ -91,7 +91,7 @@ def test_put_with_a_wrong_content_digest_stores_nothing(app: Flask, header: str,
     assert (res.status_code, res.json["error"]["code"]) == (400, code)
     assert stored_leftovers(app) == []
     with app.app_context(), db.connection() as con:
-        assert con.run("SELECT count(*) FROM uploads")[0][0] == 0
+        assert con.run("SELECT count(*) FROM flaskstream.uploads")[0][0] == 0
 
 
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -32,12 +32,12 @@ def test_an_upload_in_the_bucket_is_loaded(app_config: dict[str, Any], s3_bucket
         res = client.post(f"/etl/jobs?table=users&upload={uid}")
         assert res.status_code == 201, res.json
         assert res.json["rows_loaded"] == 200_000
-        assert query(clean_db, "SELECT count(*) FROM users") == [[200_000]]
-        query(clean_db, "TRUNCATE users")
+        assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[200_000]]
+        query(clean_db, "TRUNCATE flaskstream.users")
         result = app.test_cli_runner().invoke(
             args=["etl", "load", "--upload", uid, "--table", "users", "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output.splitlines()[0])["rows_loaded"] == 200_000
-        assert query(clean_db, "SELECT count(*) FROM users") == [[200_000]]
+        assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[200_000]]
     finally:
         db.get_database(app).close_all()

@@ -96,7 +96,7 @@ def test_a_client_gone_mid_object_leaves_no_object_and_no_open_upload(s3_app: Fl
     assert res.json["error"]["code"] == "CLIENT_DISCONNECTED"
     assert stored_leftovers(s3_app) == []
     with s3_app.app_context(), db.connection() as con:
-        assert con.run("SELECT count(*) FROM uploads")[0][0] == 0
+        assert con.run("SELECT count(*) FROM flaskstream.uploads")[0][0] == 0
 
 
 def test_a_failed_insert_removes_the_finished_objects(s3_app: Flask) -> None:
@@ -105,7 +105,7 @@ def test_a_failed_insert_removes_the_finished_objects(s3_app: Flask) -> None:
     with s3_app.app_context(), db.connection() as con:
         staged = backend.stage()
         staged.write(os.urandom(PART + 10))
-        con.run("INSERT INTO uploads (id, filename, size, sha256, content_type) "
+        con.run("INSERT INTO flaskstream.uploads (id, filename, size, sha256, content_type) "
                 "VALUES (:i, 'x', 0, '', 'a/b')", i=staged.key)
         upload = records.Upload(staged.key, "a.bin", staged.size, staged.sha256, "a/b")
         with pytest.raises(db.DatabaseError):
@@ -124,7 +124,7 @@ def test_an_unreachable_bucket_is_503_and_nothing_is_kept(app_config: dict[str, 
                             headers={"Content-Type": CT})):
         assert (res.status_code, res.json["error"]["code"]) == (503, "STORAGE_UNAVAILABLE")
     with app.app_context(), db.connection() as con:
-        assert con.run("SELECT count(*) FROM uploads")[0][0] == 0
+        assert con.run("SELECT count(*) FROM flaskstream.uploads")[0][0] == 0
     assert client.get("/healthz").status_code == 200  # still serving
     db.get_database(app).close_all()
 
@@ -284,6 +284,7 @@ def test_the_sweeper_aborts_only_uploads_that_stood_still(s3_bucket: S3Bucket) -
     orphan, live = backend.stage(), backend.stage()
     for staged in (orphan, live):
         staged.write(os.urandom(PART + 1))  # one part out: a multipart upload is open
+        staged._jobs[-1].result()  # and listed by S3 before the first sweep
     assert backend.sweep(0.3) == []  # first sight of both
     time.sleep(0.4)
     live.write(os.urandom(PART))  # a second part: progress

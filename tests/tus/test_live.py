@@ -57,7 +57,7 @@ def staging_size(server: LiveServer, database_url: str) -> Any:
     def size(uid: str) -> int:
         con = pg8000.native.Connection(**db.connect_kwargs(database_url))
         try:
-            name = con.run("SELECT staging_name FROM tus_uploads WHERE id = :id", id=uid)[0][0]
+            name = con.run("SELECT staging_name FROM flaskstream.tus_uploads WHERE id = :id", id=uid)[0][0]
         finally:
             con.close()
         return (server.instance_path / "uploads" / ".staging" / name).stat().st_size

@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
+from flaskstream import schema
 from flaskstream.tus import checkpoint, receive, store
 
 
 class FakeCon:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
+        schema.attach(self, schema.SchemaNames(schema.DEFAULT_SCHEMA))  # as db's connections are
 
     def run(self, sql: str, **params: Any) -> Any:
         answer = self.answers.pop(0)

@@ -30,7 +30,7 @@ def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
 
 def lease(app: Any, upload_id: str) -> list[Any]:
     with app.app_context(), db.connection() as con:
-        return con.run("SELECT lock_token, release_requested IS NOT NULL, state FROM tus_uploads "
+        return con.run("SELECT lock_token, release_requested IS NOT NULL, state FROM flaskstream.tus_uploads "
                        "WHERE id = :id", id=upload_id)[0]
 
 

@@ -122,7 +122,7 @@ def test_progress_and_done_events(app: Flask, client: FlaskClient) -> None:
     assert patch(client, url, 0, data).status_code == 204
     upload_id = url.rsplit("/", 1)[1]
     with app.app_context(), db.connection() as con:
-        rows = con.run("SELECT event, data FROM events WHERE channel = :c ORDER BY id",
+        rows = con.run("SELECT event, data FROM flaskstream.events WHERE channel = :c ORDER BY id",
                        c=f"uploads.{upload_id}")
     events = [(event, json.loads(body)) for event, body in rows]
     progress = [body["bytes"] for event, body in events if event == "progress"]
@@ -143,7 +143,7 @@ def test_old_tombstones_are_purged(app: Flask, client: FlaskClient) -> None:
 
 def uploads_rows(app: Flask) -> list[list[Any]]:
     with app.app_context(), db.connection() as con:
-        return con.run("SELECT state, upload_offset, staging_name FROM tus_uploads")
+        return con.run("SELECT state, upload_offset, staging_name FROM flaskstream.tus_uploads")
 
 
 def test_a_failed_creation_with_nothing_kept_leaves_no_upload(app: Flask,

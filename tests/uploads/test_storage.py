@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flaskstream import db
+from flaskstream import db, schema
 from flaskstream.uploads import storage
 
 
@@ -82,13 +82,13 @@ def test_enospc_becomes_insufficient_storage(tmp_path: Path, monkeypatch: pytest
 
 @pytest.mark.db
 def test_commit_staged_is_all_or_nothing(tmp_path: Path, clean_db: str) -> None:
-    con = db.Connection(**db.connect_kwargs(clean_db))
+    con = schema.attach(db.Connection(**db.connect_kwargs(clean_db)), schema.SchemaNames("flaskstream"))
     try:
         db.apply_schema(con)
         good = storage.StagingFile.create(tmp_path)
         good.write(b"one")
         dup_id = storage.new_upload_id()
-        con.run("INSERT INTO uploads (id, filename, size, sha256, content_type) "
+        con.run("INSERT INTO flaskstream.uploads (id, filename, size, sha256, content_type) "
                 "VALUES (:i, 'x', 0, '', 'a/b')", i=dup_id)
         other = storage.StagingFile.create(tmp_path)
         other.write(b"two")
@@ -99,7 +99,7 @@ def test_commit_staged_is_all_or_nothing(tmp_path: Path, clean_db: str) -> None:
         with pytest.raises(db.DatabaseError):
             storage.commit_staged(con, staged)
         assert listing(tmp_path) == []
-        assert con.run("SELECT count(*) FROM uploads")[0][0] == 1
+        assert con.run("SELECT count(*) FROM flaskstream.uploads")[0][0] == 1
 
         third = storage.StagingFile.create(tmp_path)
         third.write(b"three")

@@ -50,7 +50,7 @@ def leftovers(app: Flask) -> list[str]:
 
 def rows(app: Flask) -> int:
     with app.app_context(), db.connection() as con:
-        return int(con.run("SELECT count(*) FROM uploads")[0][0])
+        return int(con.run("SELECT count(*) FROM flaskstream.uploads")[0][0])
 
 
 def assert_nothing_stored(app: Flask) -> None:
@@ -336,7 +336,7 @@ def test_progress_events(app: Flask, client: FlaskClient) -> None:
                       headers={"Content-Type": CT})
     assert res.status_code == 201
     with app.app_context(), db.connection() as con:
-        events = con.run("SELECT event, data FROM events WHERE channel = 'uploads.job-1' "
+        events = con.run("SELECT event, data FROM flaskstream.events WHERE channel = 'uploads.job-1' "
                          "ORDER BY id")
     names = [e[0] for e in events]
     assert names[0] == "progress" and names[-1] == "done"
@@ -348,7 +348,7 @@ def test_progress_events(app: Flask, client: FlaskClient) -> None:
                       headers={"Content-Type": CT})
     assert bad.status_code == 400
     with app.app_context(), db.connection() as con:
-        last = con.run("SELECT event, data FROM events WHERE channel = 'uploads.job-2' "
+        last = con.run("SELECT event, data FROM flaskstream.events WHERE channel = 'uploads.job-2' "
                        "ORDER BY id DESC LIMIT 1")
     assert last[0][0] == "error" and json.loads(last[0][1])["code"] == "MALFORMED_MULTIPART"
     assert client.post("/uploads?progress=../x", data=b"",

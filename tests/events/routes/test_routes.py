@@ -168,12 +168,12 @@ def test_retention_by_count_and_age(app: Flask) -> None:
         for i in range(40):
             publish(f"ret{i % 3}", i)
         with db.connection() as con:
-            assert con.run("SELECT count(*) FROM events")[0][0] <= 11
-            con.run("UPDATE events SET created_at = now() - interval '2 days'")
+            assert con.run("SELECT count(*) FROM flaskstream.events")[0][0] <= 11
+            con.run("UPDATE flaskstream.events SET created_at = now() - interval '2 days'")
         publish("ret0", "fresh")
         with db.connection() as con:
-            assert con.run("SELECT data FROM events") == [["fresh"]]
-            marks = con.run("SELECT count(*) FROM events_pruned")[0][0]
+            assert con.run("SELECT data FROM flaskstream.events") == [["fresh"]]
+            marks = con.run("SELECT count(*) FROM flaskstream.events_pruned")[0][0]
     assert marks <= 4
 
 
@@ -245,7 +245,7 @@ def test_cli_publish(app: Flask, runner: Any) -> None:
     assert result.exit_code == 0, result.output
     event_id = int(result.output.strip())
     with app.app_context(), db.connection() as con:
-        assert con.run("SELECT event, data FROM events WHERE id = :i", i=event_id) == [
+        assert con.run("SELECT event, data FROM flaskstream.events WHERE id = :i", i=event_id) == [
             ["progress", '{"pct":50}']]
     bad = runner.invoke(args=["events", "publish", "bad channel", "x"])
     assert bad.exit_code != 0
