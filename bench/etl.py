@@ -95,7 +95,7 @@ def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
 def truncate(url: str) -> None:
     con = schema.attach(pg8000.native.Connection(**db.connect_kwargs(url)), schema.SchemaNames("flaskstream"))
     db.apply_schema(con)
-    con.run("TRUNCATE flaskstream.users, flaskstream.etl_jobs, etl_rejects")
+    con.run("TRUNCATE flaskstream.users, flaskstream.etl_jobs, flaskstream.etl_rejects")
     con.run("CHECKPOINT")
     con.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pg8000.native
 
-from flaskstream import db
+from flaskstream import db, schema
 
 TABLE = "public.customers"
 DDL = """
@@ -44,7 +44,7 @@ COLUMNS = ("email", "name", "age", "balance", "score", "active", "born", "seen",
 
 
 def create(url: str) -> None:
-    con = pg8000.native.Connection(**db.connect_kwargs(url))
+    con = schema.attach(pg8000.native.Connection(**db.connect_kwargs(url)), schema.SchemaNames("flaskstream"))
     try:
         db.apply_schema(con)  # flaskstream's own tables (etl_jobs) too
         for statement in DDL.split(";"):
