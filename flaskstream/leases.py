@@ -106,12 +106,15 @@ def run_every(owner: Any, name: str, interval: float, task: Callable[[], Any],
 
     def loop() -> None:
         delay = jittered(min(interval, 1.0)) if first_delay is None else first_delay
+        failing = False  # the traceback once per run of failures (a database down for an hour)
         while not stop.wait(delay):  # gevent-patched in a worker: a greenlet wait
             delay = jittered(interval)
             try:
                 task()
-            except Exception:  # noqa: BLE001 - try again next round
-                log.warning("%s pass failed", name, exc_info=True)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                log.warning("%s pass failed: %s", name, exc, exc_info=not failing)
+                failing = True
         with _started_lock:
             _started.discard(key)
 
