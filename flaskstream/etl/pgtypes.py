@@ -65,7 +65,7 @@ from flaskstream.etl.pgtime import (
     check_time,
     check_timestamp,
 )
-from flaskstream.etl.tables import Invalid, _escape, _positions
+from flaskstream.etl.tables import Invalid, _escape, _positions, run_misfits
 
 Check = Callable[[str], str]
 NULL = "\\N"
@@ -225,24 +225,6 @@ def scalar_check(t: PgType) -> Check:
     return functools.partial(pgcheck.check_array, element=scalar_check(t.element))
 
 
-def _misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str]) -> list[int]:
-    """Indices of values ``pattern`` does not fully match: one regex call per run
-    of matching values over the joined column (a call per value costs more)."""
-    text = "\n".join(values) + "\n"
-    if text.count("\n") != len(values):  # a value holds a newline: value by value
-        return _positions(list(map(pattern.fullmatch, values)), None)
-    bad: list[int] = []
-    pos = index = 0
-    while True:
-        end = run.match(text, pos).end()  # type: ignore[union-attr]
-        index += text.count("\n", pos, end)
-        if end >= len(text):
-            return bad
-        bad.append(index)
-        pos = text.index("\n", end) + 1
-        index += 1
-
-
 def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -> list[int]:
     """Add the canonical decimals outside ``bounds`` to ``slow``: ``min``/``max``
     over ``map(int, ...)`` in C, a Python scan only when one is out."""
@@ -303,7 +285,7 @@ class ColumnCodec:
             out = list(map(self._bools.get, work))
             slow = _positions(out, None)
         elif self._fast is not None and self._run is not None:
-            slow = _misfits(self._fast, self._run, work)
+            slow = run_misfits(self._fast, self._run, work)  # tables.py's scan
             if self.type.name in pgcheck.INT_RANGES and work:
                 slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
         elif self.type.name in ("text", "varchar", "bpchar"):

@@ -152,15 +152,21 @@ def _int_strings(lo: int, hi: int) -> dict[str, str]:
 
 
 def _email_failures(values: list[str]) -> list[int]:
-    """Indices of implausible addresses, scanning the joined column with one regex
-    call per run of valid ones (a call per value costs more than the match)."""
+    """Indices of implausible addresses."""
+    return run_misfits(EMAIL_RE, _EMAIL_RUN, values)
+
+
+def run_misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str]) -> list[int]:
+    """Indices of values ``pattern`` does not fully match, scanning the joined column
+    with one ``run`` (a run of matching lines) call per stretch of valid values: a
+    regex call per value costs more than the match. Shared by ``pgtypes``."""
     text = "\n".join(values) + "\n"
     if text.count("\n") != len(values):  # a value holds a newline: go value by value
-        return _positions(list(map(EMAIL_RE.fullmatch, values)), None)
+        return _positions(list(map(pattern.fullmatch, values)), None)
     bad: list[int] = []
     pos = index = 0
     while True:
-        end = _EMAIL_RUN.match(text, pos).end()  # type: ignore[union-attr]
+        end = run.match(text, pos).end()  # type: ignore[union-attr]
         index += text.count("\n", pos, end)
         if end >= len(text):
             return bad
