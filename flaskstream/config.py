@@ -137,6 +137,12 @@ DEFAULTS: dict[str, Any] = {
     # X-Accel-Redirect prefix (e.g. "/_accel/"): /media/<path> and /uploads/<id>/content
     # check in Python and let nginx send the bytes. None = off (needs nginx in front).
     "MEDIA_ACCEL": None,
+    # --- media offload decisions cached by nginx (issue 17, session 4: p-media) ----
+    # Seconds nginx's decision tier (conf/nginx.conf.template) may reuse an allowed
+    # /media/ X-Accel-Redirect answer for the same URI and credentials (X-Accel-Expires);
+    # a revoked or expired token can read that much longer. 0 = every request asks the app.
+    "MEDIA_ACCEL_CACHE": 1,
+    # --- end media offload decisions ------------------------------------------------
     # --- end of deployment behind nginx ---------------------------------------
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).

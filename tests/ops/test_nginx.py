@@ -84,7 +84,7 @@ def accel_front(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
                            {"FLASKSTREAM_MEDIA_ACCEL": "/_accel/"})
 
 
-def test_render_substitutes_only_the_four_placeholders(tmp_path: Path) -> None:
+def test_render_substitutes_only_its_placeholders(tmp_path: Path) -> None:
     text = nginx.render({name: f"/{name.lower()}" for name in nginx.PLACEHOLDERS})
     assert "${" not in text
     for name in nginx.PLACEHOLDERS:
