@@ -87,7 +87,7 @@ def test_query_token_and_path_are_part_of_the_key(cached_front: Front) -> None:
 
 def test_an_expired_token_reads_at_most_the_validity_longer(cached_front: Front) -> None:
     expires = int(time.time()) + 2
-    short = token(ttl=None, exp=expires, read=["/media/*"])
+    short = token(exp=expires, read=["/media/*"])
     assert get(cached_front, bearer(short)).status_code == 206
     time.sleep(max(0.0, expires - time.time()) + VALIDITY + 0.5)
     res = get(cached_front, bearer(short))
