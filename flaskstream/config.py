@@ -131,6 +131,12 @@ DEFAULTS: dict[str, Any] = {
     # Descriptors the media fast path keeps open per worker (0 = open every time);
     # each request still stats the path and reopens anything replaced or changed.
     "MEDIA_OPEN_FILE_CACHE": 256,
+    # --- open-file cache validity (issue 17, session 4: p-media) ------------------
+    # Seconds a cached descriptor's path stat is trusted (nginx's open_file_cache_valid):
+    # meanwhile each request fstats the descriptor (a rewrite in place shows at once);
+    # a file renamed over or deleted is served as its old snapshot that long. 0 = stat always.
+    "MEDIA_OPEN_FILE_CACHE_VALID": 1.0,
+    # --- end open-file cache validity ---------------------------------------------
     # Trusted proxy hops in front of the app (werkzeug ProxyFix for X-Forwarded-
     # For/Proto/Host/Port/Prefix); 0 = off. With it, Location headers are absolute.
     "PROXY_FIX": 0,

@@ -98,7 +98,7 @@ def serve_descriptor(
 
 def _response(plan: files.Plan | serve.Plan) -> Response:
     status, headers, body = plan
-    metrics.MEDIA_RESPONSES.labels(str(status)).inc()
+    metrics.media_response(status)
     if status == 416:
         return error_response(416, "RANGE_NOT_SATISFIABLE",
                               "no requested range overlaps the file", headers)
