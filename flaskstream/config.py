@@ -146,7 +146,8 @@ DEFAULTS: dict[str, Any] = {
     # --- media offload decisions cached by nginx (issue 17, session 4: p-media) ----
     # Seconds nginx's decision tier (conf/nginx.conf.template) may reuse an allowed
     # /media/ X-Accel-Redirect answer for the same URI and credentials (X-Accel-Expires);
-    # a revoked or expired token can read that much longer. 0 = every request asks the app.
+    # capped at an expiring token's time left; a revoked token can read that much longer.
+    # 0 = every request asks the app.
     "MEDIA_ACCEL_CACHE": 1,
     # --- end media offload decisions ------------------------------------------------
     # --- end of deployment behind nginx ---------------------------------------
