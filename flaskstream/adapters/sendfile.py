@@ -51,6 +51,14 @@ def _check_zero_copy() -> str | None:
 
 
 ZERO_COPY = capability("gunicorn.zero_copy", _check_zero_copy, "pread + send")
+
+
+class RangeShrunk(RuntimeError):
+    """The file ended inside the range after the headers went out: gunicorn logs it and
+    closes the connection, so the client sees a short body (not an OSError, which
+    gunicorn would take for the client's socket failing)."""
+
+
 class RangeFile(gunicorn_wsgi.FileWrapper):
     """One byte range of a (shared) descriptor, as a ``wsgi.file_wrapper`` body.
 
@@ -58,20 +66,16 @@ class RangeFile(gunicorn_wsgi.FileWrapper):
     workers test to call ``Response.sendfile``. Iterated (gunicorn decided not
     to sendfile: TLS, ``sendfile = False``), it yields ``read()``, the caller's
     own read of the range. ``on_sent(n)`` counts the bytes that went out;
-    ``shrunk(message)`` is the exception for a file that ends inside the range
-    (the caller's own, which gunicorn must not take for a socket error);
     ``close`` runs ``release`` once, whichever way the body went.
     """
 
     def __init__(self, fd: int, offset: int, count: int, *, release: Callable[[], None],
-                 read: Callable[[], bytes], on_sent: Callable[[int], None],
-                 shrunk: Callable[[str], Exception]) -> None:
+                 read: Callable[[], bytes], on_sent: Callable[[int], None]) -> None:
         self.filelike = None
         self.fd, self.offset, self.count = fd, offset, count
         self.release: Callable[[], None] | None = release
         self.read = read
         self.on_sent = on_sent
-        self.shrunk = shrunk
 
     def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
         yield self.read()
@@ -82,17 +86,18 @@ class RangeFile(gunicorn_wsgi.FileWrapper):
             release()
 
 
-def send_range(sock: Any, body: RangeFile) -> int:
-    """``os.sendfile`` ``body``'s range to gevent socket ``sock``, waiting cooperatively
-    whenever its buffer is full; the bytes sent (each counted by ``body.on_sent``).
+def send_range(sock: Any, fd: int, offset: int, count: int,
+               on_sent: Callable[[int], None]) -> int:
+    """``os.sendfile`` ``count`` bytes of ``fd`` from ``offset`` to gevent socket ``sock``,
+    waiting cooperatively whenever its buffer is full; the bytes sent.
 
     A client that stops reading parks only this greenlet (as ``sendall``
-    would); ``body.shrunk`` if the file ends early (the client then sees a short
+    would); ``RangeShrunk`` if the file ends early (the client then sees a short
     body and a closed connection, as with the ``pread`` path).
     """
     from gevent.socket import wait_write
 
-    out, fd, offset, count = sock.fileno(), body.fd, body.offset, body.count
+    out = sock.fileno()
     sent = 0
     try:
         while sent < count:
@@ -102,35 +107,37 @@ def send_range(sock: Any, body: RangeFile) -> int:
                 wait_write(out, timeout=sock.gettimeout())
                 continue
             if n == 0:
-                raise body.shrunk(f"file ended at {offset + sent}, {count - sent} bytes short")
+                raise RangeShrunk(f"file ended at {offset + sent}, {count - sent} bytes short")
             sent += n
     finally:
-        body.on_sent(sent)
+        on_sent(sent)
     return sent
 
 
-#: gunicorn's own ``Response.sendfile``, kept once the wrapper is in (a fact of the process).
-_ORIGINAL: dict[str, Callable[..., bool]] = {}
+_original_sendfile: Callable[..., bool] | None = None
 
 
 def _sendfile(self: Any, respiter: Any) -> bool:
     """``Response.sendfile``: ``RangeFile`` bodies by ``send_range``, others by gunicorn."""
     if not isinstance(respiter, RangeFile):
-        return _ORIGINAL["sendfile"](self, respiter)
+        assert _original_sendfile is not None
+        return _original_sendfile(self, respiter)
     if self.cfg.is_ssl or not self.can_sendfile() or self.is_chunked():
         return False  # gunicorn iterates the body: RangeFile reads it itself
     self.send_headers()
-    if not getattr(self, "_omits_body", False) and respiter.count:  # HEAD never gets here
-        self.sent += send_range(self.sock, respiter)
+    if not self._omits_body and respiter.count:
+        self.sent += send_range(self.sock, respiter.fd, respiter.offset, respiter.count,
+                                 respiter.on_sent)
     return True
 
 
 def _enable() -> bool:
     """Wrap ``Response.sendfile`` once per process (idempotent); True if in place."""
-    if "sendfile" not in _ORIGINAL:
+    global _original_sendfile
+    if _original_sendfile is None:
         if not ZERO_COPY.ok():
             return False
-        _ORIGINAL["sendfile"] = gunicorn_wsgi.Response.sendfile
+        _original_sendfile = gunicorn_wsgi.Response.sendfile
         gunicorn_wsgi.Response.sendfile = _sendfile  # type: ignore[method-assign]
     return True
 

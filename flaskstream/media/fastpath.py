@@ -147,7 +147,7 @@ class MediaFastPath:
         return RangeFile(entry.fd, start, stop - start,
                          release=functools.partial(self.cache.release, entry),
                          read=functools.partial(_read_exactly, entry.fd, start, stop, None),
-                         on_sent=metrics.MEDIA_BYTES.inc, shrunk=FileShrunk)
+                         on_sent=metrics.MEDIA_BYTES.inc)
 
     @functools.cached_property
     def offload(self) -> Offload | None:
