@@ -273,17 +273,12 @@ def main() -> None:
         def node_for(name: str) -> int | None:
             return node_ports.get(name)
 
-        # The same fast path with MEDIA_SENDFILE off (pread + send), for a same-run A/B.
-        nocopy, pport = start_gunicorn(folder, base / "instance-pread",
-                                       {"FLASKSTREAM_MEDIA_SENDFILE": "false"})
-        procs.append(nocopy)
         proxies: dict[str, int] = {}
         # Whose CPU serves each target: the µs of server CPU per request are the
         # figure a loaded, shared machine cannot distort (req/s it can).
         pids: dict[str, list[int]] = {label: serving_pids(gunicorn) for label in (
             "flaskstream", "send_file", "flaskstream-via-flask", "flask-ceiling", "wsgi-pread",
             "wsgi-ceiling")}
-        pids["fast-path-pread"] = serving_pids(nocopy)
         if args.nginx:
             accel, aport = start_gunicorn(folder, base / "instance-accel",
                                           {"FLASKSTREAM_MEDIA_ACCEL": "/_accel/"})
@@ -310,8 +305,7 @@ def main() -> None:
             targets += [(label, port, f"/media/{name}", None) for label, port in proxies.items()]
             if size == 16 * MiB:  # the ceilings next to the fast path they bound
                 targets[1:1] = [("wsgi-ceiling", gport, "/bench/raw", None),
-                                ("wsgi-pread", gport, "/bench/raw-pread", None),
-                                ("fast-path-pread", pport, f"/media/{name}", None)]
+                                ("wsgi-pread", gport, "/bench/raw-pread", None)]
                 targets += [("flaskstream-via-flask", gport, f"/media/{name}", origin),
                             ("flask-ceiling", gport, "/bench/ceiling", None)]
             results: dict[str, list[float]] = {t[0]: [] for t in targets}
@@ -341,9 +335,7 @@ def main() -> None:
                 summary = {label: statistics.median(v) for label, v in results.items()}
                 cpu_per_request = {label: statistics.median(v) for label, v in cpu.items()}
         ratios = [f"fast path / wsgi-ceiling {summary['flaskstream'] / summary['wsgi-ceiling']:.2f}",
-                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}",
-                  f"fast path / fast-path-pread "
-                  f"{summary['flaskstream'] / summary['fast-path-pread']:.2f}"]
+                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}"]
         if "node" in summary and "accel-via-nginx" in summary:
             ratios.append(f"accel-via-nginx / node {summary['accel-via-nginx'] / summary['node']:.2f}")
         if "node" in summary:
@@ -351,8 +343,7 @@ def main() -> None:
         print("16 MiB ratios (req/s): " + " | ".join(ratios), flush=True)
         c = cpu_per_request
         ratios = [f"fast path / wsgi-ceiling {c['wsgi-ceiling'] / c['flaskstream']:.2f}",
-                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}",
-                  f"fast path / fast-path-pread {c['fast-path-pread'] / c['flaskstream']:.2f}"]
+                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}"]
         if "node" in c and "accel-via-nginx" in c:
             ratios.append(f"accel-via-nginx / node {c['node'] / c['accel-via-nginx']:.2f}")
         if "node" in c:

@@ -137,11 +137,6 @@ DEFAULTS: dict[str, Any] = {
     # a file renamed over or deleted is served as its old snapshot that long. 0 = stat always.
     "MEDIA_OPEN_FILE_CACHE_VALID": 1.0,
     # --- end open-file cache validity ---------------------------------------------
-    # --- zero-copy media ranges (issue 17, session 4: p-fast) -------------------------
-    # Under gunicorn's gevent worker, the fast path's one-chunk ranges already in the page
-    # cache go out by os.sendfile (flaskstream/adapters/sendfile.py) instead of pread + send.
-    "MEDIA_SENDFILE": True,
-    # --- end zero-copy media ranges -------------------------------------------------
     # Trusted proxy hops in front of the app (werkzeug ProxyFix for X-Forwarded-
     # For/Proto/Host/Port/Prefix); 0 = off. With it, Location headers are absolute.
     "PROXY_FIX": 0,

@@ -36,7 +36,7 @@ __all__ = ["ENV_DISABLE", "Capability", "capability", "check_all", "configure", 
 
 def check_all(packages: tuple[str, ...] = ("gunicorn", "pg8000", "pgserver")) -> dict[str, bool]:
     """Run the checks of ``packages``' capabilities (each logs once if it fails); name → holds."""
-    from flaskstream.adapters import gunicorn, pg8000, pgserver, sendfile  # noqa: F401 - they register
+    from flaskstream.adapters import gunicorn, pg8000, pgserver  # noqa: F401 - they register
 
     return {name: cap.ok() for name, cap in sorted(registered().items())
             if name.split(".")[0] in packages}

@@ -33,11 +33,10 @@ from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
 from flaskstream import metrics
-from flaskstream.adapters.sendfile import RangeFile, zero_copy_applies
 from flaskstream.errors import ApiError
 from flaskstream.media import files, ranges
 from flaskstream.media.cache import CachedFile, OpenFileCache
-from flaskstream.media.stream import FileShrunk, Offload, gevent_offload, in_page_cache, read_chunk
+from flaskstream.media.stream import FileShrunk, Offload, gevent_offload, read_chunk
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ PREFIX = "/media/"
 STATUS_LINES = {code: f"{code} {HTTP_STATUS_CODES[code]}" for code in (200, 206, 304, 412)}
 #: Request headers that make a range request more than a range request.
 PRECONDITIONS = tuple(key for name, key in files.CONDITIONAL_HEADERS if name != "Range")
-FastPlan = tuple[int, dict[str, str] | list[tuple[str, str]], files.Body | RangeFile]
+FastPlan = tuple[int, dict[str, str] | list[tuple[str, str]], files.Body]
 
 
 class MediaFastPath:
@@ -100,17 +99,16 @@ class MediaFastPath:
             byte_range = ranges.single_range(header, entry.info.size)
             if byte_range is not None and byte_range[1] - byte_range[0] <= \
                     int(config["MEDIA_CHUNK_SIZE"]):
-                return self.one_chunk(entry, method, byte_range, subpath, environ, config)
+                return self.one_chunk(entry, method, byte_range, subpath, config)
         return files.plan(entry.fd, entry.info, functools.partial(self.cache.release, entry),
                           method, files.conditional_headers(environ), config,
                           files.content_type_for(subpath))
 
     def one_chunk(self, entry: CachedFile, method: str, byte_range: ranges.ByteRange,
-                  subpath: str, environ: dict[str, Any], config: Any) -> FastPlan:
+                  subpath: str, config: Any) -> FastPlan:
         """The commonest request — one range of at most a chunk, no precondition —
         with the entry's precomputed headers: what ``files.plan`` answers to it
         (tests/media/test_views.py compares them), without the general machinery."""
-        owned = True  # released here unless a zero-copy body takes it over
         try:
             start, stop = byte_range
             cache_control = config["MEDIA_CACHE_CONTROL"]
@@ -126,43 +124,19 @@ class MediaFastPath:
             if method == "HEAD":
                 return 206, headers, None
             offload = self.offload if config.get("MEDIA_OFFLOAD_COLD_READS", True) else None
-            body = self.zero_copy(environ, entry, start, stop, offload, config)
-            if body is not None:
-                owned = False  # the body releases it when gunicorn closes it
-                return 206, headers, body
-            return 206, headers, [_read_exactly(entry.fd, start, stop, offload)]
+            data = read_chunk(entry.fd, start, stop - start, offload)
+            if len(data) != stop - start:
+                raise FileShrunk(f"file ended before {stop}")
+            metrics.MEDIA_BYTES.inc(len(data))
+            return 206, headers, [data]
         finally:
-            if owned:
-                self.cache.release(entry)
-
-    def zero_copy(self, environ: dict[str, Any], entry: CachedFile, start: int, stop: int,
-                  offload: Offload | None, config: Any) -> RangeFile | None:
-        """A body gunicorn sends with ``os.sendfile`` (adapters/sendfile.py) when the
-        range is in the page cache, else None. Only under gevent (``offload``): a cold
-        range must stay in the thread pool's ``pread``, never block the loop."""
-        if offload is None or not config.get("MEDIA_SENDFILE", True) \
-                or not zero_copy_applies(environ) \
-                or in_page_cache(entry.fd, start, stop - start) is not True:
-            return None
-        return RangeFile(entry.fd, start, stop - start,
-                         release=functools.partial(self.cache.release, entry),
-                         read=functools.partial(_read_exactly, entry.fd, start, stop, None),
-                         on_sent=metrics.MEDIA_BYTES.inc)
+            self.cache.release(entry)
 
     @functools.cached_property
     def offload(self) -> Offload | None:
         """gevent's pool when this worker is patched; asked once, at the first request
         (the worker patches before it loads the app, but not before the master does)."""
         return gevent_offload()
-
-
-def _read_exactly(fd: int, start: int, stop: int, offload: Offload | None) -> bytes:
-    """Bytes ``[start, stop)`` of ``fd``, counted as sent; ``FileShrunk`` if the file is shorter."""
-    data = read_chunk(fd, start, stop - start, offload)
-    if len(data) != stop - start:
-        raise FileShrunk(f"file ended before {stop}")
-    metrics.MEDIA_BYTES.inc(len(data))
-    return data
 
 
 def _credential_in(environ: dict[str, Any]) -> bool:

@@ -57,24 +57,15 @@ def read_chunk(fd: int, offset: int, length: int, offload: Offload | None) -> by
     with ``RWF_NOWAIT`` instead would cost a second copy of every chunk. A
     filesystem without ``RWF_NOWAIT`` gets plain reads.
     """
-    if offload is not None and in_page_cache(fd, offset, length) is False:
-        return offload(os.pread, (fd, length, offset))  # would wait for the disk: off the loop
+    if offload is not None:
+        try:
+            os.preadv(fd, _PROBE, offset + length - 1, os.RWF_NOWAIT)
+        except BlockingIOError:  # would wait for the disk: do it off the loop
+            return offload(os.pread, (fd, length, offset))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
     return os.pread(fd, length, offset)
-
-
-def in_page_cache(fd: int, offset: int, length: int) -> bool | None:
-    """Whether the chunk ``[offset, offset + length)`` is in the page cache, by a one-byte
-    ``RWF_NOWAIT`` probe of its last byte (see ``read_chunk``); None where the
-    filesystem cannot tell (no ``RWF_NOWAIT`` there)."""
-    try:
-        os.preadv(fd, _PROBE, offset + length - 1, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        return None
-    return True
 
 
 class PreadStream:
