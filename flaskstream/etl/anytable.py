@@ -110,10 +110,17 @@ class CsvDialect:
         return type("LoadDialect", (csv.excel,), attrs)
 
 
-def mark_quoted_empty(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str]:
-    """Replace each field written ``""`` by ``SENTINEL`` (see the module docstring)."""
+def mark_quoted_empty(texts: Iterable[str], dialect: CsvDialect,
+                      marked: list[bool] | None = None) -> Iterator[str]:
+    """Replace each field written ``""`` by ``SENTINEL`` (see the module docstring).
+
+    ``marked[0]`` becomes True at the first replacement: until then no record
+    parsed from the texts yielded so far holds ``SENTINEL``, and the encoder
+    skips looking for it (a scan per column per block).
+    """
+    marked = marked if marked is not None else [False]
     if dialect.escape not in (None, dialect.quote):
-        yield from _mark_escaped(texts, dialect)
+        yield from _mark_escaped(texts, dialect, marked)
         return
     d, q = re.escape(dialect.delimiter), re.escape(dialect.quote)
     # The literal first (the lookbehind after it) lets re skip ahead at C speed.
@@ -131,6 +138,7 @@ def mark_quoted_empty(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str
             inside ^= text.count(quote, counted, start) % 2 == 1  # each quote toggles
             counted = start
             if not inside:  # a field of its own, not an escaped quote inside one
+                marked[0] = True
                 out.append(text[last:start])
                 out.append(SENTINEL)
                 last = counted = match.end()
@@ -148,7 +156,7 @@ def _refuse_marker(text: str) -> None:
                          "tell quoted empty fields from NULLs")
 
 
-def _mark_escaped(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str]:
+def _mark_escaped(texts: Iterable[str], dialect: CsvDialect, marked: list[bool]) -> Iterator[str]:
     """``mark_quoted_empty`` with an escape character other than the quote: quote
     parity no longer tells the state, so a tokenizer consumes whole quoted fields."""
     d, q, e = (re.escape(c) for c in (dialect.delimiter, dialect.quote, dialect.escape or ""))
@@ -170,6 +178,7 @@ def _mark_escaped(texts: Iterable[str], dialect: CsvDialect) -> Iterator[str]:
         out, last = [], 0
         for match in token.finditer(text, pos):
             if match.group("empty"):
+                marked[0] = True
                 out.append(text[last:match.start()])
                 out.append(SENTINEL)
                 last, inside = match.end(), False
@@ -200,6 +209,7 @@ class TableCsv:
         self.name = f"{table.schema}.{table.name}"
         self.plan: LoadPlan | None = None
         self._lower = frozenset(self.dialect.lower)
+        self._marked = [False]  # mark_quoted_empty replaced a field (see there)
 
     def copy_target(self, upsert: bool = False) -> CopyTarget:
         """The sink's target; call after the first block (the plan is known then)."""
@@ -233,7 +243,7 @@ class TableCsv:
         texts = decode(gunzip_if_needed(chunks, bounds=bounds), encoding, progress,
                        max_line=bounds.max_line)
         records = _skip_lines(read_records(
-            mark_quoted_empty(texts, self.dialect), field_size_limit=field_size_limit,
+            mark_quoted_empty(texts, self.dialect, self._marked), field_size_limit=field_size_limit,
             dialect=self.dialect.csv_dialect(), encoding=encoding, line_base=line_base,
             base_offset=base_offset, bounds=bounds), self.dialect.skip_lines)
         if self.dialect.header:
@@ -266,32 +276,35 @@ class TableCsv:
             errors: dict[int, list[str]] = {}
             columns: list[Sequence[str]] = []
             for source, codec, target in zip(plan.sources, plan.codecs, plan.targets, strict=True):
-                values = self._values(fields[source], target.name)
-                columns.append(codec.encode(values, errors) if codec is not None
+                values, nulls = self._values(fields[source], target.name)
+                columns.append(codec.encode(values, errors, nulls=nulls) if codec is not None
                                else list(map(_copy_escape, values)))
             rows = list(map("\t".join, zip(*columns, strict=True)))
             if errors:
-                for i in sorted(errors):
+                lines = list(lines)
+                for i in sorted(errors, reverse=True):  # a few deletes (memmove) per block
                     rejects.append(Reject(lines[i], "; ".join(errors[i]),
                                           csv_text(v.replace(SENTINEL, '""') for v in records[i])))
-                rows = [row for i, row in enumerate(rows) if i not in errors]
-                lines = [line for i, line in enumerate(lines) if i not in errors]
+                    del rows[i], lines[i]
             if rows:
                 text = "\n".join(rows) + "\n"
         rejects.sort(key=lambda r: r.line)
         progress.rows_read += len(lines) + len(rejects)
         return CopyBlock(text, lines, rejects, block.end_line, block.position)
 
-    def _values(self, raw: Sequence[str], column: str) -> list[str | None]:
-        """Trimmed (unless ``--no-trim``), lower-cased if asked, NULLs as None."""
+    def _values(self, raw: Sequence[str], column: str) -> tuple[list[str | None], list[int]]:
+        """Trimmed (unless ``--no-trim``), lower-cased if asked, NULLs as None; and
+        where the NULLs are (the codec need not look for them again)."""
         values: list[Any] = list(map(str.strip, raw)) if self.dialect.trim else list(raw)
         if column in self._lower:
             values = list(map(str.lower, values))
-        for i in _positions(values, self.dialect.null):
+        nulls = _positions(values, self.dialect.null)
+        for i in nulls:
             values[i] = None
-        for i in _positions(values, SENTINEL):
-            values[i] = ""
-        return values
+        if self._marked[0]:
+            for i in _positions(values, SENTINEL):
+                values[i] = ""
+        return values, nulls
 
     @staticmethod
     def _well_formed(records: list[list[str]], lines: list[int], width: int,

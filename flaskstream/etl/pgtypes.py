@@ -273,11 +273,14 @@ class ColumnCodec:
         except Invalid as exc:
             raise Invalid(f"{self.name}: {exc}") from None
 
-    def encode(self, values: Sequence[str | None], errors: dict[int, list[str]]) -> list[str]:
+    def encode(self, values: Sequence[str | None], errors: dict[int, list[str]], *,
+               nulls: list[int] | None = None) -> list[str]:
         """COPY text for a block's column; a bad value's reason goes to ``errors[row]``
-        and its slot holds ``""`` (the row is dropped, the column stays joinable)."""
+        and its slot holds ``""`` (the row is dropped, the column stays joinable).
+        ``nulls``: where the ``None`` values are, if the caller knows."""
         out: list[str | None] = list(values)
-        nulls = _positions(out, None)
+        if nulls is None:
+            nulls = _positions(out, None)
         work: list[str] = out  # type: ignore[assignment]
         if nulls:
             work = list(out)  # type: ignore[arg-type]

@@ -39,7 +39,8 @@ TYPES = ("text", "int", "email")
 # Plausible, not RFC 5322: one @, no spaces, a dot in the domain, 254 characters at most.
 EMAIL_PATTERN = r"[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\.]+"
 EMAIL_RE = re.compile(EMAIL_PATTERN)
-_EMAIL_RUN = re.compile(f"(?:(?>{EMAIL_PATTERN})\n)*+")  # a run of valid lines, in one call; atomic, see pgtypes
+# A run of valid lines, matched in one call (atomic and possessive: see pgtypes.ColumnCodec)
+_EMAIL_RUN = re.compile(f"(?:(?>{EMAIL_PATTERN})\n)*+")
 _SMALL_RANGE = 100_000  # int columns with fewer values than this validate by dict lookup
 MAX_EMAIL = 254
 _SPECIALS = ("\\", "\t", "\n", "\r")
