@@ -74,6 +74,17 @@ def test_random_records_keep_null_and_empty_apart_at_every_chunking():
         assert values(data, pieces=pieces) == expected, pieces
 
 
+@pytest.mark.parametrize("dialect", [CsvDialect(), CsvDialect(escape="\\")])
+def test_a_quoted_empty_first_seen_blocks_after_the_start_is_still_an_empty_string(dialect):
+    """The encoder looks for quoted empties only once one was marked: the first
+    may come many blocks and pieces into the input."""
+    rows = ["id,name,spot", *(f"{i},n{i}," for i in range(20_000)), '20000,"",', "20001,,"]
+    data = ("\n".join(rows) + "\n").encode()
+    out = values(data, dialect, pieces=40)
+    assert out[-2:] == [["20000", "", "\\N"], ["20001", "\\N", "\\N"]]
+    assert out[:2] == [["0", "n0", "\\N"], ["1", "n1", "\\N"]] and len(out) == 20_002
+
+
 def test_escape_character_other_than_the_quote():
     dialect = CsvDialect(escape="\\")
     data = b'id,name,spot\n1,"say \\"hi\\"",\n2,"",\n'
