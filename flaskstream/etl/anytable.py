@@ -276,9 +276,12 @@ class TableCsv:
             errors: dict[int, list[str]] = {}
             columns: list[Sequence[str]] = []
             for source, codec, target in zip(plan.sources, plan.codecs, plan.targets, strict=True):
-                values, nulls = self._values(fields[source], target.name)
-                columns.append(codec.encode(values, errors, nulls=nulls) if codec is not None
-                               else list(map(_copy_escape, values)))
+                lazy = codec is not None and codec.trims_lazily and self.dialect.trim and \
+                    target.name not in self._lower
+                values, nulls = self._values(fields[source], target.name, trim=not lazy)
+                columns.append(codec.encode(values, errors, nulls=nulls,
+                                            prepare=self._trimmed if lazy else None)
+                               if codec is not None else list(map(_copy_escape, values)))
             rows = list(map("\t".join, zip(*columns, strict=True)))
             if errors:
                 lines = list(lines)
@@ -292,10 +295,13 @@ class TableCsv:
         progress.rows_read += len(lines) + len(rejects)
         return CopyBlock(text, lines, rejects, block.end_line, block.position)
 
-    def _values(self, raw: Sequence[str], column: str) -> tuple[list[str | None], list[int]]:
-        """Trimmed (unless ``--no-trim``), lower-cased if asked, NULLs as None; and
-        where the NULLs are (the codec need not look for them again)."""
-        values: list[Any] = list(map(str.strip, raw)) if self.dialect.trim else list(raw)
+    def _values(self, raw: Sequence[str], column: str,
+                trim: bool = True) -> tuple[list[str | None], list[int]]:
+        """Trimmed (unless ``--no-trim``, or ``trim`` False: the codec trims the values
+        its fast path does not settle, with ``_trimmed``), lower-cased if asked, NULLs
+        as None; and where the NULLs are (the codec need not look for them again)."""
+        trim = trim and self.dialect.trim
+        values: list[Any] = list(map(str.strip, raw)) if trim else list(raw)
         if column in self._lower:
             values = list(map(str.lower, values))
         nulls = _positions(values, self.dialect.null)
@@ -305,6 +311,12 @@ class TableCsv:
             for i in _positions(values, SENTINEL):
                 values[i] = ""
         return values, nulls
+
+    def _trimmed(self, value: str) -> str | None:
+        """What ``_values`` makes of one value when trimming: a value that is all
+        spaces, or the NULL string in spaces, is NULL."""
+        value = value.strip()
+        return None if value == self.dialect.null else value
 
     @staticmethod
     def _well_formed(records: list[list[str]], lines: list[int], width: int,
