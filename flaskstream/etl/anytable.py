@@ -268,6 +268,8 @@ class TableCsv:
         plan, width = self.plan, self.plan.width
         records, lines = block.records, block.lines
         rejects: list[Reject] = list(block.rejects)
+        # As many records as physical lines: none spans two, so no field holds a line break.
+        one_line_each = bool(lines) and not rejects and block.end_line - lines[0] + 1 == len(lines)
         if list(map(len, records)).count(width) != len(records) or progress.dirty:
             records, lines = self._well_formed(records, lines, width, rejects, progress.dirty)
         text = ""
@@ -279,7 +281,7 @@ class TableCsv:
                 lazy = codec is not None and codec.trims_lazily and self.dialect.trim and \
                     target.name not in self._lower
                 values, nulls = self._values(fields[source], target.name, trim=not lazy)
-                columns.append(codec.encode(values, errors, nulls=nulls,
+                columns.append(codec.encode(values, errors, nulls=nulls, newline_free=one_line_each,
                                             prepare=self._trimmed if lazy else None)
                                if codec is not None else list(map(_copy_escape, values)))
             rows = list(map("\t".join, zip(*columns, strict=True)))

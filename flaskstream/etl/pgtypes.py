@@ -279,10 +279,12 @@ class ColumnCodec:
 
     def encode(self, values: Sequence[str | None], errors: dict[int, list[str]], *,
                nulls: list[int] | None = None,
-               prepare: Callable[[str], str | None] | None = None) -> list[str]:
+               prepare: Callable[[str], str | None] | None = None,
+               newline_free: bool = False) -> list[str]:
         """COPY text for a block's column; a bad value's reason goes to ``errors[row]``
         and its slot holds ``""`` (the row is dropped, the column stays joinable).
-        ``nulls``: where the ``None`` values are, if the caller knows.
+        ``nulls``: where the ``None`` values are, if the caller knows;
+        ``newline_free``: no value holds a line break (the caller knows it).
 
         ``prepare`` (only where ``trims_lazily``): the caller's normalisation
         (trimming, its NULL string), applied only to the values the fast path
@@ -302,7 +304,7 @@ class ColumnCodec:
             out = list(map(self._bools.get, work))
             slow = _positions(out, None)
         elif self._fast is not None and self._run is not None:
-            slow = run_misfits(self._fast, self._run, work)  # tables.py's scan
+            slow = run_misfits(self._fast, self._run, work, newline_free)  # tables.py's scan
             if self.type.name in pgcheck.INT_RANGES and work:
                 slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
         elif self.type.name in ("text", "varchar", "bpchar"):

@@ -85,6 +85,31 @@ def test_a_quoted_empty_first_seen_blocks_after_the_start_is_still_an_empty_stri
     assert out[:2] == [["0", "n0", "\\N"], ["1", "n1", "\\N"]] and len(out) == 20_002
 
 
+def test_multi_line_fields_keep_each_bad_value_on_its_own_row_and_line():
+    """The column scans skip their line-break check for blocks of one-line records
+    only: a block holding a multi-line field is judged value by value."""
+    table = TargetTable("s", "j", (TableColumn("id", PgType("int4"), "integer", not_null=True),
+                                   TableColumn("doc", PgType("jsonb"), "jsonb")))
+    rows = ["id,doc"]
+    for i in range(3000):
+        doc = f'"{{""a"":{chr(10) if i % 7 == 0 else ""} {i}}}"'
+        rows.append(f"{'x' if i % 11 == 5 else i},{doc if i % 13 else '{bad'}")
+    progress = Progress()
+    blocks = list(TableCsv(table).blocks(iter([("\n".join(rows) + "\n").encode()]),
+                                         progress=progress))
+    rejects = [(r.line, r.reason.split(":")[0]) for b in blocks for r in b.rejects]
+    line, expected, loaded = 2, [], []
+    for i in range(3000):
+        reasons = (["id"] if i % 11 == 5 else []) + ([] if i % 13 else ["doc"])
+        if reasons:
+            expected.append((line, reasons[0]))
+        else:
+            loaded.append(line)
+        line += 2 if i % 7 == 0 and i % 13 else 1
+    assert rejects == expected
+    assert [n for b in blocks for n in b.lines] == loaded
+
+
 def test_escape_character_other_than_the_quote():
     dialect = CsvDialect(escape="\\")
     data = b'id,name,spot\n1,"say \\"hi\\"",\n2,"",\n'
