@@ -159,7 +159,8 @@ def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
             r["cpu_s"] = round(LAST_CPU[0], 2)
             runs.setdefault(kind, []).append(r)
             print(f"round {round_ + 1} typed {kind}: {r['seconds']} s, {r['rows_per_s']:,} "
-                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s", flush=True)
+                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
     best = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
     print(f"\n{etl_typed.TABLE} (16 columns, 14 types), best of {args.repeat}")
     print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")
@@ -232,7 +233,7 @@ def main() -> None:
                     else run_loader(kind, url, str(csv_path))
                 runs.setdefault(kind, []).append(r)
                 print(f"round {round_ + 1} {kind}: {r['seconds']} s, {r['rows_per_s']:,} rows/s, "
-                      f"{r['peak_rss_mib']} MiB", flush=True)
+                      f"{r['peak_rss_mib']} MiB, load average {os.getloadavg()[0]:.1f}", flush=True)
         results = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
         if args.big_gb > 0:
             results["big"] = run_loader("pipeline-dry" if args.big_dry_run else "pipeline", url, "-",
