@@ -327,7 +327,10 @@ class TableCsv:
 
     def _trimmed(self, value: str) -> str | None:
         """What ``_values`` makes of one value when trimming: a value that is all
-        spaces, or the NULL string in spaces, is NULL."""
+        spaces, or the NULL string in spaces, is NULL. An empty one is a quoted
+        empty field (``_values`` made the unquoted ones NULL): it stays empty."""
+        if not value:
+            return value
         value = value.strip()
         return None if value == self.dialect.null else value
 

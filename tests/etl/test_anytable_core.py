@@ -129,6 +129,19 @@ def test_a_wide_table_parses_in_smaller_blocks_so_memory_stays_bounded():
     assert peak < 15 << 20, peak
 
 
+def test_a_quoted_empty_field_is_an_empty_string_for_typed_columns_too():
+    """``""`` is not NULL for a column the fast path trims lazily either: an empty
+    integer or date is refused, as COPY's CSV mode would; ``,,`` is NULL."""
+    table = TargetTable("s", "t", (TableColumn("id", PgType("int4"), "integer"),
+                                   TableColumn("d", PgType("date"), "date")))
+    blocks = list(TableCsv(table).blocks(iter([
+        b'id,d\n1,""\n"",2024-01-01\n,\n 4 , 2024-01-02 \n"  ",x\n'])))
+    assert "".join(b.text for b in blocks) == "\\N\t\\N\n4\t2024-01-02\n"
+    assert [(r.line, r.reason) for b in blocks for r in b.rejects] == [
+        (2, "d: not an ISO date (YYYY-MM-DD): ''"), (3, "id: not a valid integer: ''"),
+        (6, "d: not an ISO date (YYYY-MM-DD): 'x'")]
+
+
 def test_escape_character_other_than_the_quote():
     dialect = CsvDialect(escape="\\")
     data = b'id,name,spot\n1,"say \\"hi\\"",\n2,"",\n'
