@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flaskstream.etl.anytable import (
     SENTINEL,
@@ -16,7 +20,7 @@ from flaskstream.etl.anytable import (
 )
 from flaskstream.etl.bounds import InputError
 from flaskstream.etl.mapping import TableColumn, TargetTable
-from flaskstream.etl.pgtypes import PgType
+from flaskstream.etl.pgtypes import ColumnCodec, PgType
 from flaskstream.etl.pipeline import Progress
 
 TABLE = TargetTable("s", "t", (
@@ -140,6 +144,39 @@ def test_a_quoted_empty_field_is_an_empty_string_for_typed_columns_too():
     assert [(r.line, r.reason) for b in blocks for r in b.rejects] == [
         (2, "d: not an ISO date (YYYY-MM-DD): ''"), (3, "id: not a valid integer: ''"),
         (6, "d: not an ISO date (YYYY-MM-DD): 'x'")]
+
+
+LAZY_TABLE = TargetTable("s", "z", (
+    TableColumn("n", PgType("int2"), "smallint", not_null=True),
+    TableColumn("d", PgType("date"), "date"),
+    TableColumn("b", PgType("bool"), "boolean"),
+    TableColumn("e", PgType("enum", labels=("free", "pro")), "tier"),
+))
+_CELLS = st.sampled_from(["", '""', '"  "', " ", "7", " 7 ", "\t7", "x", "1e3", "99999",
+                          "2024-01-02", " 2024-01-02", "2024-02-30", "t", " yes ", "maybe",
+                          "pro", " free", "Pro", "NA", " NA "])
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(rows=st.lists(st.lists(_CELLS, min_size=4, max_size=4), min_size=1, max_size=40),
+       null=st.sampled_from(["", "NA"]))
+def test_lazy_trimming_judges_exactly_as_trimming_first(rows, null):
+    """Columns with a fast path strip only the values it does not settle; the
+    COPY text and every reject are those of stripping every value first."""
+    data = ("n,d,b,e\n" + "".join(",".join(r) + "\n" for r in rows)).encode()
+    original = ColumnCodec.__init__
+
+    def run(lazy: bool) -> tuple[str, list]:
+        def init(codec: ColumnCodec, *args: Any, **kwargs: Any) -> None:
+            original(codec, *args, **kwargs)
+            assert codec.trims_lazily
+            codec.trims_lazily = lazy
+
+        with mock.patch.object(ColumnCodec, "__init__", init):
+            blocks = list(TableCsv(LAZY_TABLE, CsvDialect(null=null)).blocks(iter([data])))
+        return "".join(b.text for b in blocks), [(r.line, r.reason) for b in blocks for r in b.rejects]
+
+    assert run(True) == run(False)
 
 
 def test_escape_character_other_than_the_quote():
