@@ -53,7 +53,7 @@ from flaskstream.storage.base import (
     run_blocking,
 )
 from flaskstream.storage.s3jobs import PartBudget, PartJob
-from flaskstream.storage.s3read import S3Object, remote_errors
+from flaskstream.storage.s3read import SIGNED_URL_EXPIRES, S3Object, SignedReads, remote_errors
 from flaskstream.storage.s3sweep import OrphanSweeper
 from flaskstream.uploads.records import is_upload_id, new_upload_id
 
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
 STAT_CACHE_MAX = 4096
 ADOPT_READ = 1 << 20
+POOL_CONNECTIONS = 64  # per worker and pool: ~parts in flight x uploads, and reads, at once
 
 
 def _b64_sha256(data: bytes | bytearray) -> str:
@@ -100,6 +101,7 @@ class S3Storage:
         self._stats: dict[str, tuple[float, ObjectInfo]] = {}
         self._sweeper = OrphanSweeper(self)
         self._threads: ThreadPoolExecutor | None = None
+        self.reads = SignedReads(self._sign_get, POOL_CONNECTIONS)
 
     @classmethod
     def from_url(cls, url: str, config: Any,
@@ -115,7 +117,7 @@ class S3Storage:
         endpoint = query.get("endpoint_url")
         client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=query.get("region"),
-            config=Config(retries={"mode": "standard"}, max_pool_connections=64,
+            config=Config(retries={"mode": "standard"}, max_pool_connections=POOL_CONNECTIONS,
                           s3={"addressing_style": "path"} if endpoint else {}))
         return cls(client, parts.netloc, parts.path, part_size=config["STORAGE_PART_SIZE"],
                    parts_in_flight=config["STORAGE_PARTS_IN_FLIGHT"],
@@ -191,6 +193,12 @@ class S3Storage:
     def open(self, key: str) -> S3Object | None:
         info = self.stat(key)
         return None if info is None else S3Object(self, key, info)
+
+    def _sign_get(self, object_key: str) -> str:
+        """A presigned GET of ``object_key`` for ``reads`` (ranged reads in this worker)."""
+        return str(self.client.generate_presigned_url(
+            "get_object", ExpiresIn=SIGNED_URL_EXPIRES,
+            Params={"Bucket": self.bucket, "Key": object_key}))
 
     def presigned_url(self, key: str, content_type: str, disposition: str) -> str:
         return str(self.client.generate_presigned_url(
