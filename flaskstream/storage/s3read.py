@@ -13,8 +13,11 @@ rest of the request. ``SignedReads`` asks botocore for the signature once per
 object and minute (``generate_presigned_url``: botocore's own signer, the same
 credentials chain) and sends the ranged GETs on one keep-alive urllib3 pool
 (botocore's own HTTP library), with urllib3's ``Retry`` for what botocore's
-standard retry mode would retry before the first byte. A 403 on a cached URL
-(credentials rotated) signs again once.
+standard retry mode would retry before the first byte. A URL is used for at most
+``SIGNED_URL_TTL`` (60 s) after it was signed and is valid for 15 min: botocore
+refreshes temporary credentials 10-15 min before they expire, so a cached URL
+never outlives the credentials that signed it (revoked credentials fail a fresh
+signature just the same).
 """
 
 from __future__ import annotations
@@ -54,9 +57,9 @@ class SignedReads:
         self._pool: Any | None = None
         self._urls: dict[str, tuple[float, str]] = {}
 
-    def _url(self, object_key: str, fresh: bool) -> str:
+    def _url(self, object_key: str) -> str:
         now = time.monotonic()
-        cached = None if fresh else self._urls.get(object_key)
+        cached = self._urls.get(object_key)
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
@@ -83,19 +86,15 @@ class SignedReads:
     def get(self, object_key: str, start: int, stop: int, etag: str) -> Any:
         """The open urllib3 response of ``[start, stop)``; its body is not read yet."""
         headers = {"Range": f"bytes={start}-{stop - 1}", "If-Match": etag}
-        for fresh in (False, True):
-            try:
-                answer = self.http().request("GET", self._url(object_key, fresh),
-                                             headers=headers, preload_content=False,
-                                             decode_content=False)
-            except http_errors() as exc:
-                raise StorageUnavailable("object storage: get_object failed") from exc
-            if answer.status == 206 or (answer.status == 200 and start == 0
-                                        and answer.headers.get("Content-Length") == str(stop)):
-                return answer
-            discard(answer)
-            if answer.status != 403:
-                break
+        try:
+            answer = self.http().request("GET", self._url(object_key), headers=headers,
+                                         preload_content=False, decode_content=False)
+        except http_errors() as exc:
+            raise StorageUnavailable("object storage: get_object failed") from exc
+        if answer.status == 206 or (answer.status == 200 and start == 0
+                                    and answer.headers.get("Content-Length") == str(stop)):
+            return answer
+        discard(answer)  # 404/412: gone or replaced since the HEAD; 403: refused
         raise StorageUnavailable(f"object storage: get_object answered {answer.status}")
 
 
