@@ -260,6 +260,8 @@ def main() -> None:
     parser.add_argument("--ranges", type=int, default=200, help="ranges per round")
     parser.add_argument("--moto", choices=("keepalive", "werkzeug"), default="keepalive")
     parser.add_argument("--only", choices=("all", "uploads", "ranges"), default="all")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a flaskstream setting for the worker, e.g. STORAGE_PARTS_IN_FLIGHT=3")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     import boto3
@@ -275,7 +277,8 @@ def main() -> None:
         s3.create_bucket(Bucket=BUCKET)
         server = LiveServer(work / "instance", workers=1, env={
             "FLASKSTREAM_STORAGE_URL": f"s3://{BUCKET}/bench?endpoint_url={endpoint}",
-            "FLASKSTREAM_LIMIT_FILE_SIZE": str(8 << 30), "GUNICORN_TIMEOUT": "120"})
+            "FLASKSTREAM_LIMIT_FILE_SIZE": str(8 << 30), "GUNICORN_TIMEOUT": "120",
+            **{"FLASKSTREAM_" + k: v for k, v in (item.split("=", 1) for item in args.set)}})
         with server:
             requests.put(server.url + "/uploads/warm.bin", data=os.urandom(9 * MiB), timeout=60)
             moto, worker = CpuMeter([moto_proc.pid]), CpuMeter(server.worker_pids())
@@ -296,6 +299,7 @@ def main() -> None:
         for path in work.glob("*.bin"):
             path.unlink()
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, moto server: {args.moto}, "
+          f"settings: {' '.join(args.set) or 'defaults'}, "
           f"load average (1 min) {' / '.join(f'{x:.1f}' for x in loads)}\n")
     print("| what | figure (per round) | notes |\n|---|---:|---|")
     for row in rows:
