@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from flaskstream.config import DEFAULTS
 from flaskstream.storage.base import StorageUnavailable
 from flaskstream.storage.s3 import S3Storage
 from tests.live import free_port
@@ -84,3 +85,31 @@ def test_a_missing_object_or_a_dead_endpoint_is_storage_unavailable(s3_bucket: S
                         region_name="us-east-1")
     with pytest.raises(StorageUnavailable):  # connection refused, after urllib3's retries
         S3Storage(dead, BUCKET, "gone").reads.get(f"gone/{KEY}", 0, 10, '"x"')
+
+
+def test_parts_are_bound_by_their_checksum_not_hashed_again(s3_bucket: S3Bucket) -> None:
+    """botocore's SigV4 payload hash was a third SHA-256 of every byte, on the event loop:
+    parts and small objects go UNSIGNED-PAYLOAD, bound by the signed x-amz-checksum-sha256
+    (which the bucket verifies); the other calls keep a signed payload."""
+    url = s3_bucket.url()
+    storage = S3Storage.from_url(url, {**DEFAULTS, "STORAGE_PART_SIZE": 5 * MiB})
+    sent: list[tuple[str, str, bool]] = []
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        payload = request.headers["X-Amz-Content-SHA256"]
+        sent.append((event_name.rsplit(".", 1)[1], payload.decode() if isinstance(payload, bytes)
+                     else payload, "x-amz-checksum-sha256" in request.headers))
+
+    for client in (storage.client, storage.part_client):
+        client.meta.events.register("before-send.s3", record)
+    data = random.Random(3).randbytes(11 * MiB)
+    for body in (data, b"small"):
+        staged = storage.stage()
+        for i in range(0, len(body), MiB):
+            staged.write(body[i:i + MiB])
+        staged.finalize()
+        assert s3_bucket.body(S3Bucket.prefix_of(url), staged.key) == body
+    signed = {op: payload for op, payload, _ in sent if payload != "UNSIGNED-PAYLOAD"}
+    unsigned = {(op, checked) for op, payload, checked in sent if payload == "UNSIGNED-PAYLOAD"}
+    assert unsigned == {("UploadPart", True), ("PutObject", True)}
+    assert set(signed) == {"CreateMultipartUpload", "CompleteMultipartUpload"}
