@@ -166,7 +166,18 @@ def upload_rows(server: LiveServer, s3: Any, big: Path, rounds: int, moto: CpuMe
     rows.append(("upload ratio flaskstream / boto3 (median of rounds)",
                  f"**{statistics.median(ratios):.2f}x** ({', '.join(f'{r:.2f}' for r in ratios)})",
                  ""))
+    rows.append(cpu_ratio_row("upload", runs["ours"], runs["theirs"]))
     return rows
+
+
+def cpu_ratio_row(what: str, ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> Row:
+    """CPU seconds of all processes of each side, per round, as a ratio: what the wall-clock
+    ratio would be on a machine whose cores were all ours, and less moved by other load."""
+    ratios = [sum(t[k] for k in ("moto", "worker", "client"))
+              / sum(o[k] for k in ("moto", "worker", "client"))
+              for o, t in zip(ours, theirs, strict=True)]
+    return (f"{what} CPU ratio: all processes' CPU of the direct side / of flaskstream's",
+            f"{statistics.median(ratios):.2f}x ({_join(ratios, '.2f')})", "")
 
 
 def clean_bucket(s3: Any) -> None:
@@ -238,6 +249,11 @@ def range_rows(server: LiveServer, s3: Any, n: int, rounds: int, moto: CpuMeter,
          f"client {med('client-theirs') / n * 1e3:.2f}"),
         ("range ratio flaskstream / direct (median of rounds)",
          f"**{statistics.median(ratios):.2f}x** ({_join(ratios, '.2f')})", ""),
+        cpu_ratio_row("range",
+                      [{"moto": a["moto-ours"], "worker": a["worker"], "client": a["client-ours"]}
+                       for a in per_round],
+                      [{"moto": a["moto-theirs"], "worker": 0.0, "client": a["client-theirs"]}
+                       for a in per_round]),
     ]
 
 
