@@ -263,13 +263,11 @@ class Tee:
 
 
 def append_body(sink: os.PathLike[str] | str | ResumableWriter, stream: Any,
-                keeper: LeaseKeeper, *,
-                chunk_size: int | Callable[[], int], budget: int | None, hasher: Any | None,
-                declared: int | None = None,
+                keeper: LeaseKeeper, *, chunk_size: int | Callable[[], int],
+                budget: int | None, hasher: Any | None, declared: int | None = None,
                 on_chunk: Callable[[int], None] | None = None,
                 salvage: Callable[[], bytes] | None = None) -> int:
-    """Append the body to ``sink`` (a writer, or a local file's path); return how many
-    bytes were written (all of them fully).
+    """Append the body to ``sink`` (a writer, or a file's path); return the bytes written.
 
     ``budget`` bounds the body (the upload's remaining length): one byte more
     raises ``LengthExceeded``; a body shorter than its ``declared`` Content-Length
@@ -322,7 +320,7 @@ def append_body(sink: os.PathLike[str] | str | ResumableWriter, stream: Any,
         exc.written = written  # type: ignore[attr-defined]
         raise
     finally:
-        if own:
+        if own:  # a writer of the caller's is the caller's to close
             writer.close(None)
 
 
