@@ -249,6 +249,8 @@ def reconcile(con: Any, resumable: Resumable, row: TusUpload, token: str) -> Tus
     unconfirmed and dropped. Shorter (the folder lost data, a tail object went):
     the offset falls back to what is really there, so the client re-sends the rest.
     """
+    if row.complete:
+        return row  # every byte is in (S3: as parts, no tail); finalize hands it over
     kept = resumable.reconcile(row.staging_name, row.id, row.offset)
     if kept < row.offset:
         row = commit_offset(con, row.id, token, kept, row.length,
