@@ -40,3 +40,17 @@ def kept_bytes(app: Any, row: store.TusUpload) -> int:
     tails = files.client.list_objects_v2(Bucket=files.bucket, Prefix=obj + s3tus.TAIL)
     return int(sum(p["Size"] for p in parts.get("Parts", []))
                + sum(t["Size"] for t in tails.get("Contents", [])))
+
+
+def durable_bytes(client: Any, bucket: str, obj: str, name: str, offset: int) -> int:
+    """How many of the first ``offset`` bytes the bucket really holds for an upload: the
+    whole parts before it plus its tail object (``offset`` when the offset is durable)."""
+    part_size, upload_id = s3tus.parse_name(name)
+    whole, rest = divmod(offset, part_size)
+    parts = client.list_parts(Bucket=bucket, Key=obj, UploadId=upload_id).get("Parts", [])
+    size = sum(p["Size"] for p in parts if p["PartNumber"] <= whole and p["Size"] == part_size)
+    if rest:
+        tails = client.list_objects_v2(Bucket=bucket, Prefix=f"{obj}{s3tus.TAIL}{whole + 1}")
+        size += min([rest, *[int(t["Size"]) for t in tails.get("Contents", [])]]) \
+            if tails.get("Contents") else 0
+    return int(size)
