@@ -11,15 +11,19 @@ run against this module's ``server`` and ``staging_size``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.live import LiveServer
 from tests.tus.backends import durable_bytes
-from tests.tus.live_support import TOKEN, MiB
+from tests.tus.live_support import TOKEN, MiB, stored, upload_id, uploader
 from tests.tus.test_live import (
+    RssSampler,
     test_frozen_worker_is_waited_out_and_cannot_write_after,
     test_killed_worker_loses_only_unconfirmed_bytes,
     test_takeover_from_a_client_that_vanished,
@@ -79,3 +83,29 @@ def staging_size(server: LiveServer, database_url: str, s3_bucket: Any, storage_
         return durable_bytes(s3_bucket.client, BUCKET, f"{prefix}/{uid}", name, offset)
 
     return size
+
+
+def test_tuspy_upload_into_parts_with_bounded_memory(server: LiveServer, tmp_path: Path,
+                                                     s3_bucket: Any, storage_url: str) -> None:
+    """96 MiB in one PATCH: 20 parts out of the worker's part budget, not its memory; the
+    running hash is the object's; nothing but the object is left in the bucket."""
+    path = tmp_path / "parts.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(24):
+            block = os.urandom(4 * MiB)
+            f.write(block)
+            digest.update(block)
+        f.write(b"tail")
+        digest.update(b"tail")
+    sampler = RssSampler(server)
+    sampler.start()
+    up = uploader(server.url, path)
+    up.upload()
+    growth = sampler.growth()
+    uid = upload_id(up.url)
+    assert stored(server, uid)["sha256"] == digest.hexdigest()
+    assert growth < 32 * MiB, f"worker RSS grew {growth / MiB:.1f} MiB"
+    prefix = s3_bucket.prefix_of(storage_url)
+    assert [k for k in s3_bucket.keys(prefix) if k.startswith(uid)] == [uid]
+    assert [k for k in s3_bucket.open_uploads(prefix) if uid in k] == []
