@@ -43,6 +43,7 @@ import collections
 import hashlib
 from typing import Any
 
+from flaskstream.errorbase import FixedError
 from flaskstream.storage.base import StorageUnavailable, run_blocking
 from flaskstream.storage.s3jobs import PartJob
 from flaskstream.storage.s3read import remote_errors
@@ -53,11 +54,21 @@ TAIL = ".part."
 READ_BACK = 1 << 20
 
 
+class StartedElsewhere(FixedError):
+    """An upload created before ``STORAGE_URL`` named this bucket: its bytes are in a
+    staging file of some host, not here. 410: the client starts a new upload."""
+
+    code, status = "UPLOAD_ON_OTHER_BACKEND", 410
+
+    def __init__(self) -> None:
+        super().__init__("this upload was started on another storage backend; start it again")
+
+
 def parse_name(name: str) -> tuple[int, str]:
     """``<part size>:<UploadId>`` → (part size, UploadId)."""
     size, _, upload_id = name.partition(":")
     if not size.isdigit() or not upload_id:
-        raise ValueError("not the staging name of an S3 tus upload")
+        raise StartedElsewhere()
     return int(size), upload_id
 
 
@@ -172,7 +183,10 @@ class S3Resumable:
         return hasher.hexdigest()
 
     def remove(self, name: str, key: str) -> None:
-        _, upload_id = parse_name(name)
+        try:
+            _, upload_id = parse_name(name)
+        except StartedElsewhere:
+            return  # nothing of it is in the bucket
         obj = self.storage.object_key(key)
         try:
             self.storage.call("abort_multipart_upload", Key=obj, UploadId=upload_id)

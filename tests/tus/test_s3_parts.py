@@ -216,3 +216,23 @@ def test_the_orphan_sweeper_leaves_a_paused_tus_upload_alone(client: FlaskClient
     assert files.sweep(0) == []  # stood still, but it is a tus upload's
     assert patch(client, url, PART, data[PART:]).status_code == 204
     assert stored_object(app, uid) == data
+
+
+def test_an_upload_started_on_the_local_backend_is_gone_on_s3(client: FlaskClient, app: Any
+                                                              ) -> None:
+    """After STORAGE_URL moved to a bucket, an upload whose bytes are a host's staging file
+    answers 410 in the JSON shape to every request (clients start again: tus-js-client
+    does on a 410 HEAD), and the janitor expires it without touching the bucket."""
+    first, second = create(client, 10), create(client, 10)
+    with app.app_context(), db.connection() as con:
+        con.run("UPDATE flaskstream.tus_uploads SET staging_name = 'tus-0_1@h.part'")
+    response = patch(client, first, 0, b"0123456789")
+    assert response.status_code == 410
+    assert response.get_json()["error"]["code"] == "UPLOAD_ON_OTHER_BACKEND"
+    for method in (client.head, client.delete):
+        assert method(first, headers=TUS).status_code == 410
+    with app.app_context(), db.connection() as con:
+        con.run("UPDATE flaskstream.tus_uploads SET expires = clock_timestamp() - "
+                "interval '1 second' WHERE id = :id", id=second.rsplit("/", 1)[1])
+    assert janitor.expire_and_purge(app) == (1, 0)
+    assert client.head(second, headers=TUS).status_code == 410
