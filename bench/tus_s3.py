@@ -128,12 +128,13 @@ def main() -> None:
     base = speeds[next(iter(rows))]
     print(f"\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — {args.size_mib} MiB, "
           f"{args.rounds} interleaved rounds, load average {min(loads):.1f}–{max(loads):.1f}\n")
-    print("| upload into S3 | MB/s (median) | × PUT | worker peak RSS growth (MiB) |")
+    print("| upload into S3 | MB/s: median (rounds) | × PUT | worker peak RSS growth (MiB) |")
     print("|---|---:|---:|---:|")
     for name in rows:
         median = statistics.median(speeds[name])
         ratio = statistics.median(x / b for x, b in zip(speeds[name], base, strict=True))
-        print(f"| {name} | {median:.0f} | {ratio:.2f} | {growth[name]:.1f} |")
+        rounds = " ".join(f"{x:.0f}" for x in speeds[name])
+        print(f"| {name} | {median:.0f} ({rounds}) | {ratio:.2f} | {growth[name]:.1f} |")
 
 
 if __name__ == "__main__":
