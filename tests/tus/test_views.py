@@ -314,7 +314,7 @@ def test_random_chunking_reassembles_exactly(client: FlaskClient) -> None:
                 extra["Upload-Checksum"] = "sha256 " + base64.b64encode(
                     hashlib.sha256(piece).digest()).decode()
             response = patch(client, url, offset, piece, **extra)
-            assert response.status_code == 204
+            assert response.status_code == 204, (response.status_code, response.get_data())
             assert response.headers["Upload-Offset"] == str(point)
             if offset:
                 assert patch(client, url, 0, data[:offset]).status_code == 409
