@@ -269,8 +269,10 @@ class S3Writer:
 
     def _upload_part(self, number: int, part: bytearray) -> None:
         checksum = run_blocking(lambda: _b64(hashlib.sha256(part).digest()))
-        self.storage.call("upload_part", Key=self.obj, UploadId=self.upload_id,
-                          PartNumber=number, Body=part, ChecksumSHA256=checksum)
+        # part_client: UNSIGNED-PAYLOAD, bound by the signed checksum (see S3Storage).
+        self.storage.call("upload_part", client=self.storage.part_client, Key=self.obj,
+                          UploadId=self.upload_id, PartNumber=number, Body=part,
+                          ChecksumSHA256=checksum)
         self._done.add(number)
 
     def durable(self, written: int) -> int:
@@ -295,9 +297,10 @@ class S3Writer:
             elif written:
                 body = self._buffer
                 del body[self._filled:]  # in place: no copy (a short buffer is not reused)
-                self.storage.call("put_object", Key=f"{self.obj}{TAIL}{self.number}",
-                                  Body=body, Tagging=TAGGING,
-                                  ChecksumSHA256=_b64(hashlib.sha256(body).digest()))
+                checksum = run_blocking(lambda: _b64(hashlib.sha256(body).digest()))
+                self.storage.call("put_object", client=self.storage.part_client,
+                                  Key=f"{self.obj}{TAIL}{self.number}", Body=body,
+                                  Tagging=TAGGING, ChecksumSHA256=checksum)
         self._release()
         return self.start + written
 

@@ -236,3 +236,35 @@ def test_an_upload_started_on_the_local_backend_is_gone_on_s3(client: FlaskClien
                 "interval '1 second' WHERE id = :id", id=second.rsplit("/", 1)[1])
     assert janitor.expire_and_purge(app) == (1, 0)
     assert client.head(second, headers=TUS).status_code == 410
+
+
+def test_tus_parts_and_tails_are_bound_by_their_checksum_not_hashed_again(
+        client: FlaskClient, app: Any) -> None:
+    """As for uploads (tests/storage/test_s3_reads.py): botocore's SigV4 payload hash would
+    be one more SHA-256 of every byte on the event loop; a tus part or tail goes
+    UNSIGNED-PAYLOAD on the part client, bound by its signed x-amz-checksum-sha256."""
+    files = app.extensions["flaskstream"]["storage"]
+    sent: list[tuple[str, str, bool]] = []
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        payload = request.headers["X-Amz-Content-SHA256"]
+        sent.append((event_name.rsplit(".", 1)[1],
+                     payload.decode() if isinstance(payload, bytes) else payload,
+                     "x-amz-checksum-sha256" in request.headers))
+
+    clients = {id(files.client): files.client, id(files.part_client): files.part_client}
+    for each in clients.values():
+        each.meta.events.register("before-send.s3", record)
+    try:
+        data = os.urandom(PART + 2 * MiB)
+        url = create(client, len(data))
+        for start, stop in ((0, PART + MiB), (PART + MiB, len(data))):  # a part, a tail, the rest
+            assert patch(client, url, start, data[start:stop]).status_code == 204
+    finally:
+        for each in clients.values():
+            each.meta.events.unregister("before-send.s3", record)
+    assert stored_object(app, url.rsplit("/", 1)[1]) == data
+    checked = [(op, payload) for op, payload, has_checksum in sent if has_checksum]
+    assert {op for op, _ in checked} == {"UploadPart", "PutObject"}  # parts and the tail
+    assert all(payload == "UNSIGNED-PAYLOAD" for _, payload in checked), checked
+    assert all(payload != "UNSIGNED-PAYLOAD" for _, payload, has in sent if not has)
