@@ -104,6 +104,12 @@ def _metrics_dir() -> str:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # Imported here, in the master, once the variable is set (prometheus_client reads
+    # it at import): the one lock its multiprocess values share is then an OS lock,
+    # inherited by every worker. Imported first in a gevent worker it would be
+    # gevent's, which made each increment ~2.5x dearer on the media fast path
+    # (bench/README.md); the sections it guards (an mmap write) never yield.
+    import prometheus_client  # noqa: F401
     return path
 
 

@@ -131,12 +131,25 @@ DEFAULTS: dict[str, Any] = {
     # Descriptors the media fast path keeps open per worker (0 = open every time);
     # each request still stats the path and reopens anything replaced or changed.
     "MEDIA_OPEN_FILE_CACHE": 256,
+    # --- open-file cache validity (issue 17, session 4: p-media) ------------------
+    # Seconds a cached descriptor's path stat is trusted (nginx's open_file_cache_valid):
+    # meanwhile each request fstats the descriptor (a rewrite in place shows at once);
+    # a file renamed over or deleted is served as its old snapshot that long. 0 = stat always.
+    "MEDIA_OPEN_FILE_CACHE_VALID": 1.0,
+    # --- end open-file cache validity ---------------------------------------------
     # Trusted proxy hops in front of the app (werkzeug ProxyFix for X-Forwarded-
     # For/Proto/Host/Port/Prefix); 0 = off. With it, Location headers are absolute.
     "PROXY_FIX": 0,
     # X-Accel-Redirect prefix (e.g. "/_accel/"): /media/<path> and /uploads/<id>/content
     # check in Python and let nginx send the bytes. None = off (needs nginx in front).
     "MEDIA_ACCEL": None,
+    # --- media offload decisions cached by nginx (issue 17, session 4: p-media) ----
+    # Seconds nginx's decision tier (conf/nginx.conf.template) may reuse an allowed
+    # /media/ X-Accel-Redirect answer for the same URI and credentials (X-Accel-Expires);
+    # capped at an expiring token's time left; a revoked token can read that much longer.
+    # 0 = every request asks the app.
+    "MEDIA_ACCEL_CACHE": 1,
+    # --- end media offload decisions ------------------------------------------------
     # --- end of deployment behind nginx ---------------------------------------
     # --- etl --------------------------------------------------------------
     # Rows per COPY statement (one savepoint each; the unit of a bad-row retry).

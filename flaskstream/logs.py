@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -47,11 +48,31 @@ def request_id() -> str | None:
     return None if environ is None else environ.get(ENVIRON_KEY)
 
 
+class _IdSource:
+    """32 hex digits per id: 16 random per process, then a 64-bit counter — unique
+    like a random id, at a quarter of ``os.urandom``'s cost (a syscall per request).
+    A forked child draws its own prefix (``os.register_at_fork``)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_ids = _IdSource()
+os.register_at_fork(after_in_child=_ids.reset)
+
+
 def accept_request_id(value: str | None) -> str:
-    """The client's id if it is 1-128 plain characters, else a new random one."""
+    """The client's id if it is 1-128 plain characters, else a new unique one."""
     if value and _VALID_ID.fullmatch(value):
         return value
-    return os.urandom(16).hex()
+    return _ids.next()
 
 
 def scrub_query(query: str) -> str:

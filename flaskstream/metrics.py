@@ -96,9 +96,24 @@ def uploads_stored(sizes: list[int]) -> None:
     UPLOAD_BYTES.inc(sum(sizes))
 
 
+# Label children looked up once per process: ``labels()`` takes a lock and builds a
+# key on every call, a third of an increment's cost on the media fast path. Filled
+# lazily (a child made at import would export a zero series for every label value).
+_MEDIA_BY_STATUS: dict[int, Any] = {}
+_REQUESTS_BY_BLUEPRINT: dict[str | None, Any] = {}
+
+
+def media_response(status: int) -> None:
+    """One ranged file response with ``status`` (``MEDIA_RESPONSES``)."""
+    child = _MEDIA_BY_STATUS.get(status)
+    if child is None:
+        child = _MEDIA_BY_STATUS[status] = MEDIA_RESPONSES.labels(str(status))
+    child.inc()
+
+
 def media_fast_path(environ: dict[str, Any], status: int) -> None:
     """A response of the WSGI fast path (``media/fastpath.py``): Flask never saw it."""
-    MEDIA_RESPONSES.labels(str(status)).inc()
+    media_response(status)
     environ[BLUEPRINT_ENVIRON_KEY] = "media"
 
 
@@ -150,5 +165,8 @@ def render() -> tuple[bytes, str]:
 
 
 def observe_request(blueprint: str | None, seconds: float) -> None:
-    REQUEST_SECONDS.labels(blueprint or "none").observe(seconds)
+    child = _REQUESTS_BY_BLUEPRINT.get(blueprint)
+    if child is None:
+        child = _REQUESTS_BY_BLUEPRINT[blueprint] = REQUEST_SECONDS.labels(blueprint or "none")
+    child.observe(seconds)
 

@@ -54,7 +54,8 @@ class MediaFastPath:
     def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
-        self.cache = OpenFileCache(int(app.config["MEDIA_OPEN_FILE_CACHE"]))
+        self.cache = OpenFileCache(int(app.config["MEDIA_OPEN_FILE_CACHE"]),
+                                   valid=float(app.config["MEDIA_OPEN_FILE_CACHE_VALID"]))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")

@@ -376,7 +376,11 @@ def accel_media(root: str, subpath: str, config: Mapping[str, Any]) -> Plan | No
 
 
 def accel_media_plan(root: str, real: str, subpath: str, config: Mapping[str, Any]) -> Plan:
-    """``accel_plan`` for the contained regular file ``real`` requested as ``subpath``."""
+    """``accel_plan`` for the contained regular file ``real`` requested as ``subpath``,
+    with ``X-Accel-Expires``: how long nginx's decision tier may reuse it
+    (``MEDIA_ACCEL_CACHE``; 0 tells nginx never to keep it, whatever Cache-Control says)."""
     relative = real[len(real_root(root)) + 1:]
-    return accel_plan(accel_location(str(config["MEDIA_ACCEL"]), "media", relative), config,
-                      content_type_for(subpath))
+    status, headers, body = accel_plan(accel_location(str(config["MEDIA_ACCEL"]), "media",
+                                                      relative), config, content_type_for(subpath))
+    headers["X-Accel-Expires"] = str(max(0, int(config["MEDIA_ACCEL_CACHE"] or 0)))
+    return status, headers, body

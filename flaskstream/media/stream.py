@@ -44,7 +44,7 @@ def gevent_offload() -> Offload | None:
     return gevent.get_hub().threadpool.apply
 
 
-_PROBE = bytearray(1)  # the probe's byte is discarded; sharing it is harmless
+_PROBE = [bytearray(1)]  # the probe's byte is discarded; sharing it is harmless
 
 
 def read_chunk(fd: int, offset: int, length: int, offload: Offload | None) -> bytes:
@@ -59,7 +59,7 @@ def read_chunk(fd: int, offset: int, length: int, offload: Offload | None) -> by
     """
     if offload is not None:
         try:
-            os.preadv(fd, [_PROBE], offset + length - 1, os.RWF_NOWAIT)
+            os.preadv(fd, _PROBE, offset + length - 1, os.RWF_NOWAIT)
         except BlockingIOError:  # would wait for the disk: do it off the loop
             return offload(os.pread, (fd, length, offset))
         except OSError as exc:

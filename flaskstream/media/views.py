@@ -18,11 +18,12 @@ werkzeug never re-wraps or re-evaluates it.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from flaskstream import metrics
+from flaskstream import auth, metrics
 from flaskstream.errors import ApiError, error_response
 from flaskstream.media import files
 from flaskstream.media.files import (
@@ -98,13 +99,27 @@ def serve_descriptor(
 
 def _response(plan: files.Plan | serve.Plan) -> Response:
     status, headers, body = plan
-    metrics.MEDIA_RESPONSES.labels(str(status)).inc()
+    metrics.media_response(status)
     if status == 416:
         return error_response(416, "RANGE_NOT_SATISFIABLE",
                               "no requested range overlaps the file", headers)
     if body is None:
         return Response(status=status, headers=headers)
     return Response(body, status=status, headers=headers, direct_passthrough=True)
+
+
+def _within_token_life(plan: files.Plan) -> files.Plan:
+    """An answer allowed by an expiring token (JWT ``exp``, a signed URL's expiry)
+    is reused by nginx's decision tier no later than that expiry: ``X-Accel-Expires``
+    is capped at the whole seconds left (0: not reused at all). A revoked token can
+    still read for up to ``MEDIA_ACCEL_CACHE`` s; an expired one cannot."""
+    found = auth.claims() if auth.token_mode("READ") else None  # checked by the access hook
+    if found is None or found.exp is None:
+        return plan
+    status, headers, body = plan
+    left = max(0, int(found.exp - time.time()))
+    headers["X-Accel-Expires"] = str(min(int(headers.get("X-Accel-Expires", "0")), left))
+    return status, headers, body
 
 
 @bp.route("/media/<path:subpath>", methods=["GET", "HEAD"])
@@ -117,7 +132,7 @@ def media_file(subpath: str) -> Response:
         plan = files.accel_media(config["MEDIA_DIR"], subpath, config)
         if plan is None:
             raise ApiError(404, "NOT_FOUND", "no such media file")
-        return _response(plan)
+        return _response(_within_token_life(plan))
     fd = open_media_file(config["MEDIA_DIR"], subpath)
     if fd is None:
         raise ApiError(404, "NOT_FOUND", "no such media file")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from flask import Flask
 
+from flaskstream import create_app
+from flaskstream.media import cache as cache_module
 from flaskstream.media import files
 from flaskstream.media.cache import OpenFileCache
 
@@ -112,8 +114,9 @@ def test_size_zero_means_no_caching(media_dir: Path, opens: list[str]) -> None:
     assert opens == ["a.bin", "a.bin"] and open_fds() == before
 
 
-def test_fast_path_serves_the_new_file_after_a_replace(app: Flask, media_dir: Path) -> None:
-    client = app.test_client()
+def test_fast_path_serves_the_new_file_after_a_replace(app_config: dict[str, Any],
+                                                      media_dir: Path) -> None:
+    client = create_app({**app_config, "MEDIA_OPEN_FILE_CACHE_VALID": 0}).test_client()
     path = media_dir / "clip.mp4"
     path.write_bytes(b"a" * 1000)
     first = client.get("/media/clip.mp4", headers={"Range": "bytes=0-9"})
@@ -136,4 +139,47 @@ def test_idle_entries_are_closed_at_the_next_request(media_dir: Path) -> None:
     time.sleep(0.3)
     assert read_all(cache, media_dir, "b.bin") == b"two"  # a.bin is closed on the way
     assert list(cache.entries) == [(str(media_dir), "b.bin")] and open_fds() == before + 1
+    cache.clear()
+
+
+@pytest.fixture
+def path_stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the cache ``stat``s (its descriptor ``fstat``s are not counted)."""
+    calls: list[str] = []
+    real = os.stat
+
+    def spy(path: str, *args: Any, **kwargs: Any) -> os.stat_result:
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module.os, "stat", spy)
+    return calls
+
+
+def test_within_validity_no_path_stat_and_a_rewrite_in_place_shows_at_once(
+        media_dir: Path, path_stats: list[str]) -> None:
+    path = media_dir / "a.bin"
+    path.write_bytes(b"one")
+    cache = OpenFileCache(8, valid=30)
+    assert [read_all(cache, media_dir, "a.bin") for _ in range(5)] == [b"one"] * 5
+    assert len(path_stats) == 1  # the first request's; the next four fstat the descriptor
+    with open(path, "r+b") as f:  # same inode, new size: the descriptor's fstat sees it
+        f.write(b"three")
+    assert read_all(cache, media_dir, "a.bin") == b"three"
+
+
+def test_a_rename_over_is_served_as_its_old_snapshot_until_the_validity_ends(
+        media_dir: Path) -> None:
+    path = media_dir / "a.bin"
+    path.write_bytes(b"one")
+    cache = OpenFileCache(8, valid=0.3)
+    assert read_all(cache, media_dir, "a.bin") == b"one"
+    (media_dir / "new").write_bytes(b"two")
+    os.replace(media_dir / "new", path)
+    assert read_all(cache, media_dir, "a.bin") == b"one"  # consistent, old, within 0.3 s
+    time.sleep(0.4)
+    assert read_all(cache, media_dir, "a.bin") == b"two"
+    path.unlink()
+    time.sleep(0.4)
+    assert read_all(cache, media_dir, "a.bin") is None
     cache.clear()

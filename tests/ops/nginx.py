@@ -1,7 +1,7 @@
 """A real nginx (Debian's nginx-light) in front of a live gunicorn, for tests/ops.
 
 The site is ``conf/nginx.conf.template`` rendered by ``envsubst`` with only its
-four placeholders (as the README tells operators to), included inside an
+five placeholders (as the README tells operators to), included inside an
 ``http {}`` of a minimal ``nginx.conf`` written here: its own prefix, pid, logs
 and temp folders under the test's tmp folder, ``daemon off``, listening on a
 free 127.0.0.1 port. Started as a subprocess, ready once the port accepts,
@@ -23,7 +23,7 @@ from tests.live import ROOT, free_port, wait_for
 NGINX = Path("/usr/sbin/nginx")
 TEMPLATE = ROOT / "conf" / "nginx.conf.template"
 PLACEHOLDERS = ("NGINX_LISTEN", "FLASKSTREAM_UPSTREAM", "FLASKSTREAM_MEDIA_DIR",
-                "FLASKSTREAM_UPLOAD_DIR")
+                "FLASKSTREAM_UPLOAD_DIR", "NGINX_CACHE_DIR", "NGINX_ACCESS_LOG")
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -76,8 +76,17 @@ class Nginx:
             "FLASKSTREAM_UPSTREAM": upstream,
             "FLASKSTREAM_MEDIA_DIR": str(media_dir),
             "FLASKSTREAM_UPLOAD_DIR": str(upload_dir),
+            # The media decision tier's socket and cache (a unix socket path must stay
+            # under 108 bytes: the test's own folder, kept short).
+            "NGINX_CACHE_DIR": str(self.base / "cache"),
+            "NGINX_ACCESS_LOG": str(self.access_log),
         }
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def access_log(self) -> Path:
+        """The site's access log (the template's own format, query strings left out)."""
+        return self.base / "site-access.log"
 
     @property
     def body_temp(self) -> Path:
@@ -115,7 +124,7 @@ class Nginx:
 
     def write_config(self) -> Path:
         self.base.mkdir(parents=True, exist_ok=True)
-        for name in TEMP_DIRS:
+        for name in (*TEMP_DIRS, "cache"):
             (self.base / name).mkdir(exist_ok=True)
         (self.base / "site.conf").write_text(render(self.values))
         # As root, nginx's workers would drop to "nobody", who cannot read pytest's
