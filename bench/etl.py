@@ -4,6 +4,7 @@ pipeline (same stages, batched multi-row INSERTs of 1,000 rows), in one run.
     .venv/bin/python bench/etl.py                    # 1M rows + a 1 GB on-the-fly run
     .venv/bin/python bench/etl.py --big-gb 10        # the full 10 GB run (long)
     .venv/bin/python bench/etl.py --big-gb 0 --rows 200000
+    .venv/bin/python bench/etl.py --big-gb 1 --typed only --repeat 0   # 1 GB into the typed table
 
 Each loader runs in its own process (bench/etl_loader.py or psql) and its
 peak RSS is read from ``wait4``. The big input is generated while it is piped
@@ -144,6 +145,8 @@ def line(name: str, r: dict) -> str:
 
 def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
     """1M rows into a site's typed table: flaskstream vs psql \\copy, interleaved rounds."""
+    if args.repeat < 1:  # --repeat 0: only the big run
+        return
     etl_typed.create(url)
     csv_path, clean_path, valid = etl_typed.write_inputs(work, args.rows, args.invalid)
     print(f"typed input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
@@ -156,7 +159,8 @@ def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
             r["cpu_s"] = round(LAST_CPU[0], 2)
             runs.setdefault(kind, []).append(r)
             print(f"round {round_ + 1} typed {kind}: {r['seconds']} s, {r['rows_per_s']:,} "
-                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s", flush=True)
+                  f"rows/s, {r['peak_rss_mib']} MiB, client CPU {r['cpu_s']} s, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
     best = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
     print(f"\n{etl_typed.TABLE} (16 columns, 14 types), best of {args.repeat}")
     print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")
@@ -166,6 +170,19 @@ def typed_comparison(url: str, work: Path, args: argparse.Namespace) -> None:
     print(f"\ntyped: flaskstream / psql \\copy (same valid rows): "
           f"{best['typed']['rows_loaded'] / best['typed']['seconds'] / (valid / best['psql']['seconds']):.0%}"
           " (rows loaded per second)\n", flush=True)
+
+
+def typed_big(url: str, args: argparse.Namespace) -> None:
+    """``--big-gb`` of customers CSV generated while it is piped into the typed loader."""
+    etl_typed.create(url)  # empty, with its indexes
+    r = run_loader("typed", url, "-", feed=etl_typed.big_input(int(args.big_gb * 1e9), args.invalid))
+    r["cpu_s"] = round(LAST_CPU[0], 2)
+    print(f"typed load, {args.big_gb:g} GB on the fly (load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}):", r, flush=True)
+    print("| loader | rows read | rejected | s | rows/s | MB/s | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(line(f"flaskstream `etl load --table {etl_typed.TABLE}`, {args.big_gb:g} GB on the fly", r))
+    print(flush=True)
 
 
 def main() -> None:
@@ -180,7 +197,8 @@ def main() -> None:
                         help="drop users' unique/primary key/check constraints first (COPY "
                              "then costs the server much less: shows the Python side's limit)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds of the 1M-row comparison; the best of each is reported")
+                        help="rounds of the 1M-row comparison; the best of each is reported "
+                             "(0: none, only the --big-gb run)")
     parser.add_argument("--typed", choices=("also", "only", "no"), default="also",
                         help="the typed site table (public.customers, etl_typed.py) too, "
                              "only, or not")
@@ -200,6 +218,8 @@ def main() -> None:
             con.close()
         if args.typed != "no":
             typed_comparison(url, work, args)
+            if args.big_gb > 0:
+                typed_big(url, args)
         if args.typed == "only":
             return
         csv_path, clean_path, valid = write_inputs(work, args.rows, args.invalid)
@@ -213,7 +233,7 @@ def main() -> None:
                     else run_loader(kind, url, str(csv_path))
                 runs.setdefault(kind, []).append(r)
                 print(f"round {round_ + 1} {kind}: {r['seconds']} s, {r['rows_per_s']:,} rows/s, "
-                      f"{r['peak_rss_mib']} MiB", flush=True)
+                      f"{r['peak_rss_mib']} MiB, load average {os.getloadavg()[0]:.1f}", flush=True)
         results = {kind: min(samples, key=lambda r: r["seconds"]) for kind, samples in runs.items()}
         if args.big_gb > 0:
             results["big"] = run_loader("pipeline-dry" if args.big_dry_run else "pipeline", url, "-",

@@ -9,6 +9,7 @@ of the valid rows pre-cleaned into the same table, in one run.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pg8000.native
@@ -97,6 +98,21 @@ def write_inputs(folder: Path, rows: int, invalid: float) -> tuple[Path, Path, i
             valid += len(good)
             clean.write("".join(good))
     return csv_path, clean_path, valid
+
+
+def big_input(total_bytes: int, invalid: float) -> Iterator[bytes]:
+    """~total_bytes of customers CSV, never stored: a template block of 20,000 rows
+    stamped with a block number in every email (the column is unique)."""
+    rng = random.Random(8)
+    template = "".join(row(i, rng, invalid)[0].replace("@example.com", "@b@@@@@@@@.example.com", 1)
+                       for i in range(20_000)).encode()
+    yield (",".join(COLUMNS) + "\n").encode()
+    sent, block = 0, 0
+    while sent < total_bytes:
+        data = template.replace(b"@@@@@@@@", b"%08d" % block)
+        block += 1
+        sent += len(data)
+        yield data
 
 
 def psql_copy(clean: Path) -> str:

@@ -47,6 +47,12 @@ from flaskstream.etl.tables import Table, csv_copy_blocks
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 8 << 20  # COPY text of one batch, at most about (see LoadJob._bound_batches)
+# Parsed blocks waiting for the sink, in COPY text (see LoadJob._prefetch_depth): a few
+# keep the parser ahead while the COPY is in flight; a queue of eight 1 MiB blocks of
+# wide rows held 11.6 MB of input when the server stalled.
+PREFETCH_BYTES = 2 << 20
+PREFETCH_DEPTH = (2, 8)  # blocks queued, at least and at most
+
 
 class Throttle:
     """Calls ``fn`` at most every ``interval`` seconds (plus when forced)."""
@@ -173,7 +179,8 @@ class LoadJob:
         first = next(blocks, None)  # header checked (and mapped) here: before any write
         if first is not None:
             self._bound_batches(first)
-            blocks = itertools.chain([first], prefetch(blocks, on_idle=self.throttled,
+            blocks = itertools.chain([first], prefetch(blocks, depth=self._prefetch_depth(first),
+                                                       on_idle=self.throttled,
                                                        idle_interval=self.interval))
         if not self.options.dry_run:
             assert self.database is not None
@@ -194,6 +201,13 @@ class LoadJob:
         if first.lines and first.text:
             width = max(1, len(first.text) // len(first.lines))
             self.options.batch_rows = max(1000, min(self.options.batch_rows, BATCH_BYTES // width))
+
+    @staticmethod
+    def _prefetch_depth(first: CopyBlock) -> int:
+        """Blocks the parser may run ahead: ``PREFETCH_BYTES`` of COPY text (eight of
+        the presets' ~160 KB blocks; two of 1 MiB blocks of wide rows)."""
+        low, high = PREFETCH_DEPTH
+        return max(low, min(high, PREFETCH_BYTES // max(1, len(first.text))))
 
     def checkpoint(self, batch: Batch) -> None:
         """A commit went through: what is loaded so far stays, and a resume starts here."""

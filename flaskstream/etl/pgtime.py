@@ -37,9 +37,9 @@ from datetime import date
 from flaskstream.etl.tables import Invalid
 
 PG_SPACE = " \t\n\r\v\f"  # isspace() in the C locale: what PostgreSQL trims
-_DATE = r"(\d{4})-(\d{1,2})-(\d{1,2})"
-_TIME = r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-_OFFSET = r"(Z|z|[+-]\d{1,2}(?::\d{2}(?::\d{2})?|\d{2})?)"
+_DATE = r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})"
+_TIME = r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?"
+_OFFSET = r"(Z|z|[+-][0-9]{1,2}(?::[0-9]{2}(?::[0-9]{2})?|[0-9]{2})?)"
 DATE_RE = re.compile(_DATE)
 TIME_RE = re.compile(_TIME)
 TIMESTAMP_RE = re.compile(f"{_DATE}(?:[T ]{_TIME})?")
@@ -47,11 +47,11 @@ TIMESTAMPTZ_RE = re.compile(f"{_DATE}(?:[T ]{_TIME}{_OFFSET}?)?")
 INFINITIES = ("infinity", "-infinity", "+infinity")
 MAX_OFFSET = 15 * 3600 + 59 * 60 + 59  # PostgreSQL's TZDISP_LIMIT - 1
 # Fast paths (values matching need no further check): 4-digit year, days <= 28.
-FAST_DATE = r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+FAST_DATE = r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
 # Any fraction: rounding one up at most carries into the next day, which is valid.
-FAST_CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?"
+FAST_CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]+)?)?"
 FAST_TIMESTAMP = f"{FAST_DATE}(?:[ T]{FAST_CLOCK})?"
-FAST_TIMESTAMPTZ = f"{FAST_DATE}(?:[ T]{FAST_CLOCK}(?:Z|[+-](?:0\\d|1[0-4])(?::?[0-5]\\d)?)?)?"
+FAST_TIMESTAMPTZ = f"{FAST_DATE}(?:[ T]{FAST_CLOCK}(?:Z|[+-](?:0[0-9]|1[0-4])(?::?[0-5][0-9])?)?)?"
 
 
 def _date(year: str, month: str, day: str, value: str) -> None:
@@ -136,10 +136,10 @@ _UNITS = {
 }
 _UNIT_OF = {spelling: unit for unit, spellings in _UNITS.items() for spelling in spellings}
 _UNIT_ALTERNATIVES = "|".join(sorted(_UNIT_OF, key=len, reverse=True))
-_VERBOSE_PART = re.compile(f"([+-]?\\d{{1,6}})[ \\t]*({_UNIT_ALTERNATIVES})(?![a-z])", re.I)
-_VERBOSE = re.compile(f"(?:@[ \\t]*)?(?:{_VERBOSE_PART.pattern}[ \\t]*)+(?:ago)?", re.I)
-_ISO_INTERVAL = re.compile(r"P(?=\d|T\d)(?:\d{1,6}Y)?(?:\d{1,6}M)?(?:\d{1,6}W)?(?:\d{1,6}D)?"
-                           r"(?:T(?=\d)(?:\d{1,6}H)?(?:\d{1,6}M)?(?:\d{1,6}(?:\.\d{1,6})?S)?)?")
+_VERBOSE_PART = re.compile(f"([+-]?[0-9]{{1,6}})[ \\t]*({_UNIT_ALTERNATIVES})(?![a-z])", re.I | re.A)
+_VERBOSE = re.compile(f"(?:@[ \\t]*)?(?:{_VERBOSE_PART.pattern}[ \\t]*)+(?:ago)?", re.I | re.A)
+_ISO_INTERVAL = re.compile(r"P(?=[0-9]|T[0-9])(?:[0-9]{1,6}Y)?(?:[0-9]{1,6}M)?(?:[0-9]{1,6}W)?"
+                           r"(?:[0-9]{1,6}D)?(?:T(?=[0-9])(?:[0-9]{1,6}H)?(?:[0-9]{1,6}M)?(?:[0-9]{1,6}(?:\.[0-9]{1,6})?S)?)?")
 
 
 def check_interval(value: str) -> str:

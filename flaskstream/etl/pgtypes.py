@@ -254,10 +254,17 @@ class ColumnCodec:
         self.check = scalar_check(pgtype)
         fast = _fast_pattern(pgtype)
         self._fast = re.compile(fast) if fast else None
-        self._run = re.compile(f"(?:(?:{fast})\n)*") if fast else None
+        # Atomic and possessive: the run never backtracks into a value it has
+        # matched (3x faster on timestamps and JSON). A value it gives up on is
+        # only re-checked exactly, never accepted, so this costs no correctness.
+        self._run = re.compile(f"(?:(?>{fast})\n)*+") if fast else None
         self._bools = pgcheck.BOOL_WORDS if pgtype.name == "bool" else None
         if pgtype.name == "enum":  # one dict lookup per value settles it, as for booleans
             self._bools = {label: _escape(label) for label in pgtype.labels}
+        # No fast path accepts a value with surrounding whitespace (an enum label
+        # may have some): such a column may be trimmed lazily, see ``encode``.
+        self.trims_lazily = (self._fast is not None or self._bools is not None) and \
+            all(label == label.strip() for label in pgtype.labels)
 
     def convert(self, value: str | None) -> str:
         """One value → its COPY text (escaped; ``\\N`` for NULL); ``Invalid`` if bad."""
@@ -270,11 +277,23 @@ class ColumnCodec:
         except Invalid as exc:
             raise Invalid(f"{self.name}: {exc}") from None
 
-    def encode(self, values: Sequence[str | None], errors: dict[int, list[str]]) -> list[str]:
+    def encode(self, values: Sequence[str | None], errors: dict[int, list[str]], *,
+               nulls: list[int] | None = None,
+               prepare: Callable[[str], str | None] | None = None,
+               newline_free: bool = False) -> list[str]:
         """COPY text for a block's column; a bad value's reason goes to ``errors[row]``
-        and its slot holds ``""`` (the row is dropped, the column stays joinable)."""
+        and its slot holds ``""`` (the row is dropped, the column stays joinable).
+        ``nulls``: where the ``None`` values are, if the caller knows;
+        ``newline_free``: no value holds a line break (the caller knows it).
+
+        ``prepare`` (only where ``trims_lazily``): the caller's normalisation
+        (trimming, its NULL string), applied only to the values the fast path
+        does not settle: a value it settles has no surrounding whitespace, so
+        trimming it first would change nothing, and costs ~0.13 us a value.
+        """
         out: list[str | None] = list(values)
-        nulls = _positions(out, None)
+        if nulls is None:
+            nulls = _positions(out, None)
         work: list[str] = out  # type: ignore[assignment]
         if nulls:
             work = list(out)  # type: ignore[arg-type]
@@ -285,7 +304,7 @@ class ColumnCodec:
             out = list(map(self._bools.get, work))
             slow = _positions(out, None)
         elif self._fast is not None and self._run is not None:
-            slow = run_misfits(self._fast, self._run, work)  # tables.py's scan
+            slow = run_misfits(self._fast, self._run, work, newline_free)  # tables.py's scan
             if self.type.name in pgcheck.INT_RANGES and work:
                 slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
         elif self.type.name in ("text", "varchar", "bpchar"):
@@ -297,7 +316,9 @@ class ColumnCodec:
             slow = range(len(work))
         for i in slow:
             try:
-                out[i] = self.convert(values[i])
+                value = values[i]
+                out[i] = self.convert(prepare(value) if prepare is not None and value is not None
+                                      else value)
             except Invalid as exc:
                 errors.setdefault(i, []).append(str(exc))
                 out[i] = ""

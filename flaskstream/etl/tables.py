@@ -39,7 +39,8 @@ TYPES = ("text", "int", "email")
 # Plausible, not RFC 5322: one @, no spaces, a dot in the domain, 254 characters at most.
 EMAIL_PATTERN = r"[^@\s\"(),:;<>\[\]\\]+@[^@\s\"(),:;<>\[\]\\]+\.[^@\s\"(),:;<>\[\]\\.]+"
 EMAIL_RE = re.compile(EMAIL_PATTERN)
-_EMAIL_RUN = re.compile(f"(?:{EMAIL_PATTERN}\n)*")  # a run of valid lines, matched in one call
+# A run of valid lines, matched in one call (atomic and possessive: see pgtypes.ColumnCodec)
+_EMAIL_RUN = re.compile(f"(?:(?>{EMAIL_PATTERN})\n)*+")
 _SMALL_RANGE = 100_000  # int columns with fewer values than this validate by dict lookup
 MAX_EMAIL = 254
 _SPECIALS = ("\\", "\t", "\n", "\r")
@@ -156,12 +157,14 @@ def _email_failures(values: list[str]) -> list[int]:
     return run_misfits(EMAIL_RE, _EMAIL_RUN, values)
 
 
-def run_misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str]) -> list[int]:
+def run_misfits(pattern: re.Pattern[str], run: re.Pattern[str], values: list[str],
+                newline_free: bool = False) -> list[int]:
     """Indices of values ``pattern`` does not fully match, scanning the joined column
     with one ``run`` (a run of matching lines) call per stretch of valid values: a
-    regex call per value costs more than the match. Shared by ``pgtypes``."""
+    regex call per value costs more than the match. Shared by ``pgtypes``.
+    ``newline_free``: the caller knows no value holds a line break (skips a count)."""
     text = "\n".join(values) + "\n"
-    if text.count("\n") != len(values):  # a value holds a newline: go value by value
+    if not newline_free and text.count("\n") != len(values):  # a value holds one: one by one
         return _positions(list(map(pattern.fullmatch, values)), None)
     bad: list[int] = []
     pos = index = 0

@@ -24,14 +24,15 @@ from flaskstream import state
 from flaskstream.storage.base import (
     InsufficientStorage,
     ObjectInfo,
+    Resumable,
     StagedObject,
     Storage,
     StorageUnavailable,
     StoredObject,
 )
 
-__all__ = ["InsufficientStorage", "ObjectInfo", "StagedObject", "Storage", "StorageUnavailable",
-           "StoredObject", "from_config", "get_media_storage", "get_storage", "init_app",
+__all__ = ["InsufficientStorage", "ObjectInfo", "Resumable", "StagedObject", "Storage", "StorageUnavailable",
+           "StoredObject", "from_config", "get_media_storage", "get_resumable", "get_storage", "init_app",
            "media_from_config"]
 
 def from_config(config: Mapping[str, Any]) -> Storage:
@@ -84,3 +85,21 @@ def get_media_storage(app: Flask | None = None) -> Storage | None:
 def get_storage(app: Flask | None = None) -> Storage:
     """The app's backend (``current_app`` unless given)."""
     return state.get(app).storage  # type: ignore[no-any-return]
+
+
+def get_resumable(app: Flask | None = None) -> Resumable:
+    """Where unfinished tus uploads keep their bytes, for the app's backend.
+
+    S3: multipart parts and a tail object in the bucket (``s3tus.py``), so any host
+    resumes any upload. Local: today's staging file in ``UPLOAD_DIR/.staging``.
+    """
+    files = state.get(app).storage
+    if files.kind == "s3":
+        from flaskstream.storage.s3tus import S3Resumable
+
+        return S3Resumable(files)
+    from flask import current_app
+
+    from flaskstream.storage.localtus import LocalResumable
+
+    return LocalResumable(files, (app or current_app).config["UPLOAD_DIR"])

@@ -17,6 +17,9 @@ The shape follows what both backends can do without buffering a payload:
   ``body(pieces, chunk_size)`` streams byte ranges in chunks; a backend on this
   filesystem also answers ``local_path(key)`` so the media code can ``pread`` it.
 - ``delete(key)`` and ``keys()`` (listing) complete it.
+- A ``Resumable`` holds unfinished tus uploads (``storage.get_resumable``): a
+  staging file on this host (``localtus.py``), or S3 multipart parts plus a
+  tail object that any host can resume (``s3tus.py``).
 
 Keys are upload ids (32 hex digits, ``records.new_upload_id``), chosen when the
 object is staged: S3 needs an object's key before its first byte is sent.
@@ -133,6 +136,63 @@ class Storage(Protocol):
         ...
 
     def setup(self) -> None: ...
+
+
+class ResumableWriter(Protocol):
+    """One request's bytes appended to an unfinished upload, from its durable offset.
+
+    The tus code commits an offset to the database only after the writer said
+    it is durable, so ``HEAD`` on any host never reports a byte that is not kept.
+    """
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def durable(self, written: int) -> int:
+        """Mid-request checkpoint: make the first ``written`` bytes durable as far as this
+        backend can without waiting for the rest; the absolute offset that now is."""
+        ...
+
+    def flush(self, written: int, complete: bool) -> int:
+        """Make all ``written`` bytes durable (``complete``: they end the upload); the offset."""
+        ...
+
+    def rollback(self) -> None:
+        """Forget this request's bytes: the durable offset stays where the request began."""
+        ...
+
+    def close(self, committed: int | None) -> None:
+        """Release the writer; ``committed`` is the offset the database now holds (None if
+        unknown), so state that offset no longer needs can go."""
+        ...
+
+
+class Resumable(Protocol):
+    """The bytes of unfinished resumable (tus) uploads, by upload id (``key``) and the
+    backend's ``name`` for them (kept in the upload's row)."""
+
+    def create(self, key: str) -> str:
+        """Room for a new upload; its name."""
+        ...
+
+    def reconcile(self, name: str, key: str, offset: int) -> int:
+        """After taking the upload's lease: drop bytes past ``offset`` (a writer that died
+        before committing) and return how many are really kept (``offset``, or fewer)."""
+        ...
+
+    def writer(self, name: str, key: str, offset: int) -> ResumableWriter: ...
+
+    def exists(self, name: str, key: str) -> bool:
+        """Whether the unfinished bytes are still there (not yet handed to the storage)."""
+        ...
+
+    def finish(self, name: str, key: str, size: int, sha256: str | None) -> str:
+        """Make the whole upload the stored object ``key``; its SHA-256 (``sha256`` if the
+        caller hashed every byte). Idempotent with ``exists``: a retry after it went."""
+        ...
+
+    def remove(self, name: str, key: str) -> None:
+        """Remove the unfinished bytes (never the finished object). Idempotent."""
+        ...
 
 
 def gevent_threadpool() -> Any | None:

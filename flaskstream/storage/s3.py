@@ -53,7 +53,7 @@ from flaskstream.storage.base import (
     run_blocking,
 )
 from flaskstream.storage.s3jobs import PartBudget, PartJob
-from flaskstream.storage.s3read import S3Object, remote_errors
+from flaskstream.storage.s3read import SIGNED_URL_EXPIRES, S3Object, SignedReads, remote_errors
 from flaskstream.storage.s3sweep import OrphanSweeper
 from flaskstream.uploads.records import is_upload_id, new_upload_id
 
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
 STAT_CACHE_MAX = 4096
 ADOPT_READ = 1 << 20
+POOL_CONNECTIONS = 64  # per worker and pool: ~parts in flight x uploads, and reads, at once
 
 
 def _b64_sha256(data: bytes | bytearray) -> str:
@@ -84,10 +85,14 @@ class S3Storage:
                  part_size: int = 8 * 1024 * 1024, parts_in_flight: int = 2,
                  stat_ttl: float = 5.0, presign_seconds: int = 300,
                  buffer_budget: int = 48 * 1024 * 1024,
-                 key_check: Callable[[str], bool] = is_upload_id) -> None:
+                 key_check: Callable[[str], bool] = is_upload_id,
+                 part_client: Any | None = None) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"STORAGE_PART_SIZE must be at least {MIN_PART_SIZE} (S3's minimum)")
         self.client = client
+        # The client of the calls whose body is bound by a signed x-amz-checksum-sha256
+        # (upload_part, put_object): see ``from_url``.
+        self.part_client = part_client or client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_size = int(part_size)
@@ -100,6 +105,7 @@ class S3Storage:
         self._stats: dict[str, tuple[float, ObjectInfo]] = {}
         self._sweeper = OrphanSweeper(self)
         self._threads: ThreadPoolExecutor | None = None
+        self.reads = SignedReads(self._sign_get, POOL_CONNECTIONS)
 
     @classmethod
     def from_url(cls, url: str, config: Any,
@@ -113,15 +119,24 @@ class S3Storage:
             raise ValueError("STORAGE_URL: s3:// needs a bucket (s3://bucket/prefix)")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         endpoint = query.get("endpoint_url")
-        client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint, region_name=query.get("region"),
-            config=Config(retries={"mode": "standard"}, max_pool_connections=64,
-                          s3={"addressing_style": "path"} if endpoint else {}))
-        return cls(client, parts.netloc, parts.path, part_size=config["STORAGE_PART_SIZE"],
+        session = boto3.session.Session()  # one session: the two clients share its models
+
+        def client(**s3: Any) -> Any:
+            return session.client(
+                "s3", endpoint_url=endpoint, region_name=query.get("region"),
+                config=Config(retries={"mode": "standard"}, max_pool_connections=POOL_CONNECTIONS,
+                              s3={**({"addressing_style": "path"} if endpoint else {}), **s3}))
+
+        # Parts and small objects carry our x-amz-checksum-sha256, a signed header S3 checks
+        # against the body, yet botocore hashes every byte again for SigV4's payload hash
+        # (whenever the caller gives the checksum, even over HTTPS), on the event loop:
+        # UNSIGNED-PAYLOAD on that client only; complete/abort/delete/list stay signed.
+        return cls(client(), parts.netloc, parts.path, part_size=config["STORAGE_PART_SIZE"],
                    parts_in_flight=config["STORAGE_PARTS_IN_FLIGHT"],
                    stat_ttl=config["STORAGE_STAT_CACHE_SECONDS"],
                    presign_seconds=config["STORAGE_PRESIGN_SECONDS"],
-                   buffer_budget=config["STORAGE_BUFFER_BUDGET"], key_check=key_check)
+                   buffer_budget=config["STORAGE_BUFFER_BUDGET"], key_check=key_check,
+                   part_client=client(payload_signing_enabled=False))
 
     def object_key(self, key: str) -> str:
         if not self.key_check(key):
@@ -139,10 +154,10 @@ class S3Storage:
             self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-part")
         return PartJob(self._threads.submit, release, func, *args)
 
-    def call(self, method: str, **kwargs: Any) -> Any:
+    def call(self, method: str, client: Any = None, **kwargs: Any) -> Any:
         """One S3 call; a failure of the service or the network becomes ``StorageUnavailable``."""
         try:
-            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
+            return getattr(client or self.client, method)(Bucket=self.bucket, **kwargs)
         except remote_errors() as exc:
             raise StorageUnavailable(f"object storage: {method} failed") from exc
 
@@ -191,6 +206,12 @@ class S3Storage:
     def open(self, key: str) -> S3Object | None:
         info = self.stat(key)
         return None if info is None else S3Object(self, key, info)
+
+    def _sign_get(self, object_key: str) -> str:
+        """A presigned GET of ``object_key`` for ``reads`` (ranged reads in this worker)."""
+        return str(self.client.generate_presigned_url(
+            "get_object", ExpiresIn=SIGNED_URL_EXPIRES,
+            Params={"Bucket": self.bucket, "Key": object_key}))
 
     def presigned_url(self, key: str, content_type: str, disposition: str) -> str:
         return str(self.client.generate_presigned_url(
@@ -297,8 +318,8 @@ class S3Upload:
     def _upload_part(self, number: int, part: bytearray) -> dict[str, Any]:
         checksum = run_blocking(_b64_sha256, part)  # hashlib frees the GIL: a pool thread
         answer = self.storage.call(
-            "upload_part", Key=self.storage.object_key(self.key), UploadId=self._upload_id,
-            PartNumber=number, Body=part, ChecksumSHA256=checksum)
+            "upload_part", client=self.storage.part_client, Key=self.storage.object_key(self.key),
+            UploadId=self._upload_id, PartNumber=number, Body=part, ChecksumSHA256=checksum)
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
     def finalize(self, key: str | None = None) -> str:
@@ -315,7 +336,8 @@ class S3Upload:
             if self._upload_id is None:  # smaller than one part: one PutObject
                 held, body = self._part is not None, self._rest()
                 try:
-                    self.storage.call("put_object", Key=object_key, Body=body,
+                    self.storage.call("put_object", client=self.storage.part_client,
+                                      Key=object_key, Body=body,
                                       ChecksumSHA256=base64.b64encode(
                                           self._hasher.digest()).decode())
                 finally:

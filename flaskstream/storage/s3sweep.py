@@ -7,6 +7,10 @@ live upload adds a part every ``STORAGE_PART_SIZE`` bytes, so "no new part for
 this process's own: S3-compatible servers' upload times cannot be trusted across
 vendors (moto reports a fixed 2010 ``Initiated``), nor the hosts' clocks to agree
 with the bucket's. So a fresh worker waits ``older_than`` before its first abort.
+
+A tus upload's multipart upload (``s3tus.py``) is not a request's: it waits for its
+client, maybe for hours, and goes with its expiry. Its key has a ``<key>.info``
+marker object, and the sweeper leaves such uploads alone.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 from flaskstream.storage.s3read import remote_errors
 
 log = logging.getLogger(__name__)
+
+TUS_MARKER = ".info"  # next to the key of a tus upload's multipart upload (s3tus.py)
 
 
 class OrphanSweeper:
@@ -40,7 +46,8 @@ class OrphanSweeper:
                     key, upload_id = upload["Key"], upload["UploadId"]
                     parts = self._part_count(key, upload_id)
                     last = self._progress.get(upload_id)
-                    if last is not None and last[0] == parts and now - last[1] >= older_than:
+                    if last is not None and last[0] == parts and now - last[1] >= older_than \
+                            and not self._is_tus(key):
                         storage.client.abort_multipart_upload(Bucket=storage.bucket, Key=key,
                                                               UploadId=upload_id)
                         aborted.append(key)
@@ -58,3 +65,14 @@ class OrphanSweeper:
         pages = self.storage.client.get_paginator("list_parts").paginate(
             Bucket=self.storage.bucket, Key=key, UploadId=upload_id)
         return sum(len(page.get("Parts", [])) for page in pages)
+
+    def _is_tus(self, key: str) -> bool:
+        try:
+            self.storage.client.head_object(Bucket=self.storage.bucket, Key=key + TUS_MARKER)
+        except remote_errors() as exc:
+            status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get(
+                "HTTPStatusCode")
+            if status == 404:
+                return False
+            raise
+        return True

@@ -1,19 +1,21 @@
 """Durability of a PATCH in progress: fsync by path, and periodic offset checkpoints.
 
-The offset a ``HEAD`` reports must be on disk, so every recorded offset follows
-an fsync of the staging file; ``Checkpointer`` does that every
+The offset a ``HEAD`` reports must be durable, so every recorded offset follows
+the writer's ``durable`` (an fsync of the staging file; acknowledged S3 parts);
+``Checkpointer`` does that every
 ``TUS_CHECKPOINT_BYTES`` of a long body, so a worker killed mid-PATCH loses at
 most that much (see ``transfer.receive_body``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
+from flaskstream.storage.localtus import fsync_path
 from flaskstream.tus.receive import gevent_active
-from flaskstream.uploads import storage
+
+__all__ = ["Checkpointer", "fsync_path"]
 
 
 class Checkpointer:
@@ -61,15 +63,3 @@ class Checkpointer:
             self._job = None
         if self._error is not None:
             raise self._error
-
-
-def fsync_path(path: os.PathLike[str] | str) -> None:
-    """fsync a file by path, off the gevent loop (a large fsync can take seconds)."""
-    def sync() -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    storage.run_blocking(sync)

@@ -14,6 +14,7 @@ import logging
 from flask import Flask
 
 from flaskstream import db, leases
+from flaskstream.storage import get_resumable
 from flaskstream.tus import store
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def expire_and_purge(app: Flask) -> tuple[int, int]:
     """One janitor pass: remove expired unfinished uploads, forget old tombstones."""
     with db.get_database(app).connection() as con:
-        expired = store.expire_due(con, app.config["UPLOAD_DIR"])
+        expired = store.expire_due(con, get_resumable(app))
         purged = store.purge(con, float(app.config["TUS_TOMBSTONE_SECONDS"]))
     if expired or purged:
         log.info("tus janitor: %d expired uploads removed, %d old records purged", expired, purged)

@@ -1,4 +1,4 @@
-"""Streaming a PATCH body into an upload's staging file while holding its lease.
+"""Streaming a PATCH body into an upload's bytes (a ``ResumableWriter``) while holding its lease.
 
 The request greenlet reads the body in chunks and appends them; one renewer
 greenlet per worker (``LeaseRenewer``) renews the leases of all its requests
@@ -21,13 +21,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flaskstream import metrics
 from flaskstream.adapters import gunicorn as gunicorn_adapter
 from flaskstream.errorbase import FixedError
+from flaskstream.storage.base import ResumableWriter
+from flaskstream.storage.localtus import LocalWriter
 from flaskstream.tus import store
-from flaskstream.uploads import storage
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +262,12 @@ class Tee:
             hasher.update(data)
 
 
-def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, *,
-                chunk_size: int | Callable[[], int], budget: int | None, hasher: Any | None,
-                declared: int | None = None,
+def append_body(sink: os.PathLike[str] | str | ResumableWriter, stream: Any,
+                keeper: LeaseKeeper, *, chunk_size: int | Callable[[], int],
+                budget: int | None, hasher: Any | None, declared: int | None = None,
                 on_chunk: Callable[[int], None] | None = None,
                 salvage: Callable[[], bytes] | None = None) -> int:
-    """Append the body to ``path``; return how many bytes were written (all of them fully).
+    """Append the body to ``sink`` (a writer, or a file's path); return the bytes written.
 
     ``budget`` bounds the body (the upload's remaining length): one byte more
     raises ``LengthExceeded``; a body shorter than its ``declared`` Content-Length
@@ -273,7 +275,8 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
     bytes appended before the stop) as an attribute; so do ``InsufficientStorage``
     and ``LengthExceeded``.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    own = isinstance(sink, str | os.PathLike)
+    writer = LocalWriter(Path(sink), 0) if isinstance(sink, str | os.PathLike) else sink
     written = 0
     try:
         while True:
@@ -290,7 +293,7 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
                 if budget is not None:
                     extra = extra[: budget - written]
                 if extra:
-                    _write_all(fd, extra)
+                    _write_all(writer, extra)
                     if hasher is not None:
                         hasher.update(extra)
                     written += len(extra)
@@ -307,7 +310,7 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
             if budget is not None and written + len(chunk) > budget:
                 raise LengthExceeded(f"the body is longer than the {budget} bytes left")
             keeper.check()
-            _write_all(fd, chunk)
+            _write_all(writer, chunk)
             if hasher is not None:
                 hasher.update(chunk)
             written += len(chunk)
@@ -317,7 +320,8 @@ def append_body(path: os.PathLike[str] | str, stream: Any, keeper: LeaseKeeper, 
         exc.written = written  # type: ignore[attr-defined]
         raise
     finally:
-        os.close(fd)
+        if own:  # a writer of the caller's is the caller's to close
+            writer.close(None)
 
 
 def salvage_gunicorn_buffers(raw_input: Any) -> bytes:
@@ -331,13 +335,6 @@ def salvage_gunicorn_buffers(raw_input: Any) -> bytes:
     return gunicorn_adapter.salvage_buffers(raw_input)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-        metrics.TUS_BYTES.inc(len(data))
-    except OSError as exc:
-        if exc.errno in storage.NO_SPACE_ERRNOS:
-            raise storage.InsufficientStorage(exc.errno, os.strerror(exc.errno or 0)) from exc
-        raise
+def _write_all(writer: ResumableWriter, data: bytes) -> None:
+    writer.write(data)  # a full disk raises InsufficientStorage (its written bytes: none)
+    metrics.TUS_BYTES.inc(len(data))

@@ -1,13 +1,15 @@
-"""State of tus uploads: a row in ``tus_uploads`` and a staging file in the shared upload folder.
+"""State of tus uploads: a row in ``tus_uploads``, and the bytes so far in a ``Resumable``.
 
 Why it is shaped like this:
 
 - **Nothing lives in process memory.** Any gunicorn worker (or host sharing
   the folder and the database) can serve any request of an upload.
-- **The row's offset is the durable offset.** A ``PATCH`` fsyncs the staging
-  file before it writes a new ``upload_offset``, so the offset ``HEAD`` reports
-  is on disk. Bytes past it (written by a worker that died before committing)
-  are unconfirmed: the next holder of the upload truncates them (``reconcile``).
+- **The row's offset is the durable offset.** A ``PATCH`` makes its bytes
+  durable (an fsync of the staging file; acknowledged S3 parts and a tail
+  object) before it writes a new ``upload_offset``, so the offset ``HEAD``
+  reports is kept. Bytes past it (written by a worker that died before
+  committing) are unconfirmed: the next holder drops or overwrites them
+  (``reconcile``).
 - **A lease, not a held connection, serialises writers.** ``lock_token`` +
   ``lock_expires`` mark the one request allowed to write; it renews the lease
   while it streams. A newer request sets ``release_requested``; a live holder
@@ -16,9 +18,10 @@ Why it is shaped like this:
   connection per upload in flight for the whole transfer.
 - **Completion reuses the uploads pattern's storage** (the app's ``Storage``
   backend: ``UPLOAD_DIR/<id>`` or a bucket), same ``uploads`` row, so finished tus
-  uploads are listed, served with ranges and deleted like any other. Staging
-  stays in ``UPLOAD_DIR/.staging`` on every backend (the bytes of an unfinished
-  upload are on the host that received them).
+  uploads are listed, served with ranges and deleted like any other. The
+  unfinished bytes are the backend's ``Resumable`` (``storage.get_resumable``):
+  locally a staging file in ``UPLOAD_DIR/.staging`` on the host that received
+  them; on S3 multipart parts plus a tail object, which any host resumes.
 
 Every function takes a pg8000.native connection; times come from the database
 clock (``clock_timestamp()``) so workers on different hosts agree.
@@ -26,10 +29,10 @@ clock (``clock_timestamp()``) so workers on different hosts agree.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -38,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from flaskstream import schema
-from flaskstream.errorbase import FixedError
-from flaskstream.storage.base import Storage
+from flaskstream.errorbase import FixedError, FlaskstreamError
+from flaskstream.storage.base import Resumable, Storage
 from flaskstream.uploads import storage
 
-STAGING_PREFIX = "tus-"
+log = logging.getLogger(__name__)
 COLUMNS = ("id, upload_length, upload_offset, metadata, filename, content_type, staging_name, "
            "state, created, updated, expires")
 SECONDS = "* interval '1 second'"
@@ -78,6 +81,7 @@ class TusUpload:
         return self.length is not None and self.offset >= self.length
 
     def staging_path(self, upload_dir: str | os.PathLike[str]) -> Path:
+        """The staging file on the local backend (``localtus.LocalResumable``)."""
         return storage.staging_dir(upload_dir) / self.staging_name
 
     def to_json(self) -> dict[str, Any]:
@@ -108,14 +112,13 @@ class LeaseLost(FixedError):
 # --- creation and reads ---------------------------------------------------------------
 
 
-def create(con: Any, upload_dir: str | os.PathLike[str], *, length: int | None,
+def create(con: Any, resumable: Resumable, *, length: int | None,
            metadata: str | None, filename: str, content_type: str, expires_in: float,
            lock_token: str | None = None, lease: float = 0) -> TusUpload:
-    """A new upload with an empty staging file; locked by ``lock_token`` if given
+    """A new upload with empty room for its bytes; locked by ``lock_token`` if given
     (creation-with-upload writes right away)."""
     upload_id = storage.new_upload_id()
-    staging = storage.StagingFile.create(upload_dir, prefix=STAGING_PREFIX)
-    staging.close()
+    name = resumable.create(upload_id)
     try:
         rows = con.run(
             f"INSERT INTO {_table(con)} (id, upload_length, metadata, filename, content_type, "
@@ -124,10 +127,10 @@ def create(con: Any, upload_dir: str | os.PathLike[str], *, length: int | None,
             f":token, CASE WHEN CAST(:token AS text) IS NULL THEN NULL "
             f"ELSE clock_timestamp() + :lease {SECONDS} END) RETURNING {COLUMNS}",
             id=upload_id, length=length, metadata=metadata, filename=filename,
-            content_type=content_type, staging=staging.name, expires_in=float(expires_in),
+            content_type=content_type, staging=name, expires_in=float(expires_in),
             token=lock_token, lease=float(lease))
     except BaseException:
-        staging.discard()
+        resumable.remove(name, upload_id)
         raise
     return TusUpload.from_row(rows[0])
 
@@ -225,7 +228,7 @@ def release(con: Any, upload_id: str, token: str) -> None:
 
 def commit_offset(con: Any, upload_id: str, token: str, offset: int, length: int | None,
                   expires_in: float) -> TusUpload:
-    """Record a durable offset (the caller fsync'd up to it) and push the expiry back.
+    """Record a durable offset (the writer made it so) and push the expiry back.
 
     Only the lease holder can commit: raises ``LeaseLost`` otherwise.
     """
@@ -239,49 +242,44 @@ def commit_offset(con: Any, upload_id: str, token: str, offset: int, length: int
     return TusUpload.from_row(rows[0])
 
 
-def reconcile(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, token: str
-              ) -> TusUpload:
-    """Make the staging file agree with the durable offset, just after taking the lease.
+def reconcile(con: Any, resumable: Resumable, row: TusUpload, token: str) -> TusUpload:
+    """Make the stored bytes agree with the durable offset, just after taking the lease.
 
-    Longer: a writer died between writing and committing — its tail is
-    unconfirmed and cut off. Shorter (the folder lost data): the offset falls
-    back to what is really there, so the client re-sends the rest.
+    Longer: a writer died between writing and committing; its tail is
+    unconfirmed and dropped. Shorter (the folder lost data, a tail object went):
+    the offset falls back to what is really there, so the client re-sends the rest.
     """
-    path = row.staging_path(upload_dir)
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        return row
-    if size > row.offset:
-        os.truncate(path, row.offset)
-    elif size < row.offset:
-        row = commit_offset(con, row.id, token, size, row.length,
+    if row.complete:
+        return row  # every byte is in (S3: as parts, no tail); finalize hands it over
+    kept = resumable.reconcile(row.staging_name, row.id, row.offset)
+    if kept < row.offset:
+        row = commit_offset(con, row.id, token, kept, row.length,
                             (row.expires - db_now(con)).total_seconds())
     return row
 
 
-def finalize(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, files: Storage,
-             hash_file: Callable[[Path], str] | None = None) -> storage.Upload:
-    """Turn a complete upload into an ordinary one: SHA-256, into ``files``, ``uploads`` row.
+def finalize(con: Any, resumable: Resumable, row: TusUpload, files: Storage,
+             sha256: str | None = None) -> storage.Upload:
+    """Turn a complete upload into an ordinary one: into ``files``, SHA-256, ``uploads`` row.
 
     Idempotent, so a worker that dies half-way is finished by the next request:
-    the hand-over to the storage backend (``adopt``: a rename locally, an upload
-    into the bucket) is skipped if it already happened, the row reused if it
-    exists. The staging file was fsync'd by the request that wrote its last byte.
+    the hand-over (``Resumable.finish``: a rename locally, completing the multipart
+    upload on S3) is skipped if it already happened, the row reused if it exists.
+    ``sha256`` is the hash of every byte when one request received them all.
     """
-    source = row.staging_path(upload_dir)
     upload = storage.get_upload(con, row.id)
-    if source.exists():
+    size = row.length if row.length is not None else row.offset
+    if resumable.exists(row.staging_name, row.id):
+        digest = resumable.finish(row.staging_name, row.id, size,
+                                  upload.sha256 if upload is not None else sha256)
         if upload is None:
-            digest = (hash_file or _sha256_hex)(source)
-            upload = storage.Upload(id=row.id, filename=row.filename,
-                                    size=os.stat(source).st_size, sha256=digest,
+            upload = storage.Upload(id=row.id, filename=row.filename, size=size, sha256=digest,
                                     content_type=row.content_type, field=None)
-        files.adopt(source, row.id)
     elif upload is None:
         info = files.stat(row.id)
         if info is None:
             raise FileNotFoundError(f"upload {row.id}: neither staging nor final file exists")
+        resumable.remove(row.staging_name, row.id)  # what a finish cut short left
         upload = storage.Upload(id=row.id, filename=row.filename, size=info.size,
                                 sha256=_stored_sha256(files, row.id), content_type=row.content_type,
                                 field=None)
@@ -318,26 +316,24 @@ def set_state(con: Any, upload_id: str, state: str) -> None:
             "lock_token = NULL, lock_expires = NULL WHERE id = :id", id=upload_id, state=state)
 
 
-def terminate(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload, files: Storage
-              ) -> None:
+def terminate(con: Any, resumable: Resumable, row: TusUpload, files: Storage) -> None:
     """Free everything of an upload (its finished file and row too); later requests get 410."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(row.staging_path(upload_dir))
+    if row.state == "active":
+        resumable.remove(row.staging_name, row.id)
     if row.state == "done":
         storage.delete_upload(con, files, row.id)
     set_state(con, row.id, "terminated")
 
 
-def expire(con: Any, upload_dir: str | os.PathLike[str], row: TusUpload) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(row.staging_path(upload_dir))
+def expire(con: Any, resumable: Resumable, row: TusUpload) -> None:
+    resumable.remove(row.staging_name, row.id)
     set_state(con, row.id, "expired")
 
 
 # --- the janitor ---------------------------------------------------------------------------
 
 
-def expire_due(con: Any, upload_dir: str | os.PathLike[str], limit: int = 500) -> int:
+def expire_due(con: Any, resumable: Resumable, limit: int = 500) -> int:
     """Remove unfinished uploads past their ``Upload-Expires`` that nobody is writing.
 
     Rows stay as ``expired`` tombstones (answered with 410) until ``purge``.
@@ -348,10 +344,13 @@ def expire_due(con: Any, upload_dir: str | os.PathLike[str], limit: int = 500) -
         f"lock_token = NULL, lock_expires = NULL WHERE id IN (SELECT id FROM {_table(con)} "
         "WHERE state = 'active' AND expires < clock_timestamp() AND (lock_token IS NULL "
         "OR lock_expires < clock_timestamp()) ORDER BY expires LIMIT :limit "
-        "FOR UPDATE SKIP LOCKED) RETURNING staging_name", limit=limit)
-    for (name,) in rows:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(storage.staging_dir(upload_dir) / name)
+        "FOR UPDATE SKIP LOCKED) RETURNING id, staging_name", limit=limit)
+    for upload_id, name in rows:
+        try:
+            resumable.remove(name, upload_id)
+        except FlaskstreamError:  # the bucket is down: its lifecycle rule is the backstop
+            log.warning("tus upload %s expired but its bytes could not be removed", upload_id,
+                        exc_info=True)
     return len(rows)
 
 

@@ -1,8 +1,9 @@
 """The body of a PATCH (or a creation-with-upload POST): stream it in, keep it, finish it.
 
 The glue between ``request.stream`` and the pure/streaming parts: it holds the
-upload's lease while ``receive.append_body`` writes, makes what arrived durable
-(fsync, then the offset in the row), and when the last byte is in turns the
+upload's lease while ``receive.append_body`` writes into the backend's
+``ResumableWriter``, makes what arrived durable (an fsync, or S3 parts and a tail
+object; then the offset in the row), and when the last byte is in turns the
 upload into an ordinary one and publishes ``done`` on ``uploads.<id>``. On an
 interrupted body it keeps what arrived (checksummed bodies excepted, which the
 spec says to discard) and closes the connection.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from typing import Any
 
@@ -21,7 +21,8 @@ from flask import current_app, request, url_for
 
 from flaskstream import db, state
 from flaskstream.adapters import gunicorn as gunicorn_adapter
-from flaskstream.storage import get_storage
+from flaskstream.storage import get_resumable, get_storage
+from flaskstream.storage.base import ResumableWriter
 from flaskstream.tus import checkpoint, protocol, receive, store
 from flaskstream.uploads import digest, storage
 from flaskstream.uploads import receive as uploads_receive
@@ -106,7 +107,7 @@ class PatchTransfer:
                                               row.offset, max_size)
         self.budget = protocol.body_budget(row.offset, self.length, max_size)
         protocol.check_declared_body(request.content_length, self.budget)
-        self.path = row.staging_path(_cfg("UPLOAD_DIR"))
+        self.resumable = get_resumable()
         self.start = row.offset
         self.written = 0
         # Checkpoints run in their own greenlet, outside the app context: bind what they need.
@@ -117,6 +118,7 @@ class PatchTransfer:
         self.whole = hashlib.sha256() if self.start == 0 else None
 
     def __enter__(self) -> PatchTransfer:
+        self.writer = self.resumable.writer(self.row.staging_name, self.row.id, self.start)
         self.keeper = receive.LeaseKeeper(
             self.database.connection, self.row.id, self.token, lease=_cfg("TUS_LOCK_LEASE"),
             interval=_cfg("TUS_LOCK_POLL"), idle_timeout=_cfg("UPLOAD_IDLE_TIMEOUT") or None,
@@ -129,9 +131,9 @@ class PatchTransfer:
         return self
 
     def _durable(self, written: int) -> None:  # its own greenlet: no app context there
-        checkpoint.fsync_path(self.path)
+        offset = self.writer.durable(written)
         with self.database.connection() as con:
-            store.commit_offset(con, self.row.id, self.token, self.start + written, self.length,
+            store.commit_offset(con, self.row.id, self.token, offset, self.length,
                                 self.expires_in)
 
     def _on_chunk(self, written: int) -> None:
@@ -148,12 +150,12 @@ class PatchTransfer:
                                              int(_cfg("UPLOAD_CHUNK_SIZE")))
         with chunks:
             self.written = receive.append_body(
-                self.path, direct or request.stream, self.keeper, chunk_size=chunks.size,
+                self.writer, direct or request.stream, self.keeper, chunk_size=chunks.size,
                 budget=self.budget, hasher=receive.Tee(self.check, self.whole),
                 declared=request.content_length, on_chunk=self._on_chunk,
                 salvage=None if direct else raw_input_salvage)
         if self.checksum is not None and not self.checksum.matches(self.check):
-            os.truncate(self.path, self.start)
+            self.writer.rollback()
             if self.from_digest:
                 raise protocol.TusError(400, "DIGEST_MISMATCH", "the body does not match its "
                                         "Content-Digest; it was discarded")
@@ -163,11 +165,14 @@ class PatchTransfer:
                  traceback: Any) -> None:
         self.keeper.stop()
         _settle(self.checkpoints)
+        if exc is None:
+            return  # finish() closes the writer
         if not isinstance(exc, receive.Interrupted | receive.LengthExceeded
                           | storage.InsufficientStorage):
-            return  # success, or an error that kept nothing (checksum, lease, bug)
+            self.writer.close(None)
+            return  # an error that kept nothing (checksum, lease, storage, bug)
         # The bytes before an overrun or a full disk were within the length: kept too.
-        kept = _keep_partial(self.path, self.row, self.token, self.start, self.length, exc,
+        kept = _keep_partial(self.writer, self.row, self.token, self.start, self.length, exc,
                              self.checksum is not None)
         close_connection()
         if isinstance(exc, receive.Interrupted):
@@ -177,8 +182,15 @@ class PatchTransfer:
 
     def finish(self) -> store.TusUpload:
         """Wait for the last checkpoint, commit the offset, complete the upload if it is whole."""
-        self.checkpoints.wait()
-        row = _commit(self.path, self.row, self.token, self.start + self.written, self.length)
+        committed = None
+        try:
+            self.checkpoints.wait()
+            offset = self.writer.flush(self.written, _completes(self.start + self.written,
+                                                                self.length))
+            row = _commit(self.row, self.token, offset, self.length)
+            committed = row.offset
+        finally:
+            self.writer.close(committed)
         if row.complete:
             row = complete(row, self.whole.hexdigest() if self.whole is not None else None)
         return row
@@ -207,28 +219,36 @@ def raw_input_salvage() -> bytes:
     return receive.salvage_gunicorn_buffers(request.environ.get("wsgi.input"))
 
 
-def _keep_partial(path: os.PathLike[str], row: store.TusUpload, token: str, start: int,
+def _completes(offset: int, length: int | None) -> bool:
+    return length is not None and offset == length
+
+
+def _keep_partial(writer: ResumableWriter, row: store.TusUpload, token: str, start: int,
                   length: int | None, exc: BaseException, discard: bool) -> int:
-    """After an interrupted body: keep (fsync + commit) what arrived, or discard it if it
-    carried a checksum that can no longer be verified. Returns the durable offset."""
+    """After an interrupted body: keep (make durable + commit) what arrived, or discard it
+    if it carried a checksum that can no longer be verified. Returns the durable offset."""
     written = int(getattr(exc, "written", 0))
-    if isinstance(exc, receive.LeaseExpired):
-        return start  # another request may own the file now: touch nothing
+    committed = None
     try:
+        if isinstance(exc, receive.LeaseExpired):
+            return start  # another request may own the upload now: touch nothing
         if discard or written == 0:
-            os.truncate(path, start)
+            writer.rollback()
+            committed = start
             return start
-        os.truncate(path, start + written)  # a chunk the disk could not take in full
-        return _commit(path, row, token, start + written, length).offset
+        offset = writer.flush(written, _completes(start + written, length))
+        committed = _commit(row, token, offset, length).offset
+        return committed
     except store.LeaseLost:
         log.warning("tus upload %s: lease lost before committing %d bytes", row.id, written)
         return start
+    finally:
+        writer.close(committed)
 
 
-def _commit(path: os.PathLike[str], row: store.TusUpload, token: str, offset: int,
-            length: int | None) -> store.TusUpload:
-    """fsync the staging file, then record ``offset`` as durable."""
-    checkpoint.fsync_path(path)
+def _commit(row: store.TusUpload, token: str, offset: int, length: int | None
+            ) -> store.TusUpload:
+    """Record ``offset`` (made durable by the writer) in the upload's row."""
     with _connect() as con:
         return store.commit_offset(con, row.id, token, offset, length,
                                    _cfg("TUS_EXPIRATION_SECONDS"))
@@ -237,8 +257,7 @@ def _commit(path: os.PathLike[str], row: store.TusUpload, token: str, offset: in
 def complete(row: store.TusUpload, sha256: str | None = None) -> store.TusUpload:
     """Finalize into an ordinary upload and publish ``done`` on ``uploads.<id>``."""
     with _connect() as con:
-        upload = store.finalize(con, _cfg("UPLOAD_DIR"), row, get_storage(),
-                                (lambda _path: sha256) if sha256 else None)
+        upload = store.finalize(con, get_resumable(), row, get_storage(), sha256)
         row = store.get(con, row.id) or row
     file_json = upload.to_json(url_for("uploads.content", upload_id=upload.id))
     _publish(upload.id, "done", {"bytes": upload.size, "files": [file_json]})

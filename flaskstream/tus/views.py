@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from flaskstream import auth
 from flaskstream.errors import ApiError, FlaskstreamError
-from flaskstream.storage import get_storage
+from flaskstream.storage import get_resumable, get_storage
 from flaskstream.tus import janitor, protocol, store, transfer
 from flaskstream.uploads import multipart, names, storage
 
@@ -124,7 +124,7 @@ def create_upload() -> Response:
         protocol.check_patch_content_type(request.content_type)
     token = secrets.token_hex(16)
     with _connect() as con:
-        row = store.create(con, _cfg("UPLOAD_DIR"), length=creation.length,
+        row = store.create(con, get_resumable(), length=creation.length,
                            metadata=raw_metadata.strip() if metadata and raw_metadata else None,
                            filename=filename, content_type=content_type,
                            expires_in=_cfg("TUS_EXPIRATION_SECONDS"),
@@ -158,7 +158,7 @@ def _creation_failed(upload_id: str, exc: Exception, location: str) -> None:
             if row is None or row.state != "active":
                 return
             if row.offset == 0:
-                store.terminate(con, _cfg("UPLOAD_DIR"), row, get_storage())
+                store.terminate(con, get_resumable(), row, get_storage())
                 return
     except Exception:  # noqa: BLE001 - the body's own error is the one to answer
         log.warning("tus upload %s: could not settle a failed creation", upload_id, exc_info=True)
@@ -218,7 +218,7 @@ def delete_upload(upload_id: str) -> Response:
     row = _take(upload_id, token=token, keep=True)
     try:
         with _connect() as con:
-            store.terminate(con, _cfg("UPLOAD_DIR"), row, get_storage())
+            store.terminate(con, get_resumable(), row, get_storage())
     finally:
         _release(upload_id, token)
     return Response(status=204)
@@ -242,12 +242,12 @@ def _take(upload_id: str, *, token: str | None = None, keep: bool = False) -> st
     try:
         with _connect() as con:
             if row.state == "active" and protocol.expired(row.expires, store.db_now(con)):
-                store.expire(con, _cfg("UPLOAD_DIR"), row)
+                store.expire(con, get_resumable(), row)
                 row = store.get(con, upload_id) or row
             if row.state in ("terminated", "expired"):
                 raise ApiError(410, "GONE", f"this upload was {row.state}")
             if row.state == "active":
-                row = store.reconcile(con, _cfg("UPLOAD_DIR"), row, token)
+                row = store.reconcile(con, get_resumable(), row, token)
         if row.state == "active" and row.complete:  # a worker died before finishing it
             row = transfer.complete(row)
         if row.state == "done" and not _final_exists(row):

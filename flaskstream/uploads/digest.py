@@ -4,7 +4,9 @@ Every stored upload has its SHA-256 (computed while the bytes streamed in), so
 answers carry ``Repr-Digest: sha-256=:<base64>:`` for the whole stored
 representation — on a 206 too: it is the digest of the representation, not of
 the bytes of that response. A client that sends ``Content-Digest`` with a raw
-``PUT`` has it checked against the same running hash before anything is stored.
+``PUT``, on a file part of a multipart ``POST`` (a part header, as RFC 9530 §2
+allows for any message content), or with a tus ``PATCH`` has it checked against
+the same running hash before anything is stored.
 
 Both fields are Structured Field Dictionaries (RFC 8941) whose values are byte
 sequences (``:base64:``); only the parts of that grammar they use are parsed
@@ -29,6 +31,18 @@ class DigestError(FixedError, ValueError):
     """A ``Content-Digest`` field that does not parse as RFC 9530 says: 400."""
 
     code, status = "BAD_DIGEST", 400
+
+
+class DigestMismatch(FixedError):
+    """The content does not match the ``Content-Digest`` sent with it: 400, nothing kept."""
+
+    code, status = "DIGEST_MISMATCH", 400
+
+
+def expected_sha256(value: str | None) -> bytes | None:
+    """The SHA-256 a ``Content-Digest`` field promises (None: no field, or no algorithm we
+    verify); a malformed field raises ``DigestError``."""
+    return None if value is None else parse_digests(value).get("sha-256")
 
 
 def repr_digest(sha256_hex: str) -> str:

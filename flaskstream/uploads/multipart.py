@@ -110,6 +110,7 @@ class FileStart:
     field: str
     filename: str        # sanitised, for metadata and Content-Disposition
     content_type: str
+    content_digest: str | None = None  # the part's own Content-Digest header, verbatim
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,8 @@ class FormReader:
             if limits.file_count is not None and self.file_count > limits.file_count:
                 raise LimitExceeded("LIMIT_FILE_COUNT", f"more than {limits.file_count} files")
             out.append(FileStart(event.name, sanitize_filename(raw),
-                                 clean_content_type(event.headers.get("Content-Type"))))
+                                 clean_content_type(event.headers.get("Content-Type")),
+                                 event.headers.get("Content-Digest")))
         else:
             self.field_count += 1
             if limits.field_count is not None and self.field_count > limits.field_count:

@@ -23,7 +23,7 @@ from flaskstream.adapters.gunicorn import DirectBody
 from flaskstream.errorbase import FixedError
 from flaskstream.state import ProcessState
 from flaskstream.storage.base import StagedObject, Storage
-from flaskstream.uploads import multipart, storage
+from flaskstream.uploads import digest, multipart, storage
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +205,16 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
     """Stream a multipart body into staged objects; return them (unfinalized) and the fields.
 
     On any error every staging file of the request is discarded before the
-    error propagates.
+    error propagates. A file part with a ``Content-Digest`` header is checked at its
+    end against the SHA-256 computed on the way (400 ``DIGEST_MISMATCH``; malformed:
+    400 ``BAD_DIGEST``), so a corrupted part stores nothing of the request.
     """
     reader = multipart.FormReader(boundary, limits)
     staged: Staged = []
     fields: dict[str, Any] = {}
     current: StagedObject | None = None
     start: multipart.FileStart | None = None
+    expected: bytes | None = None
     try:
         for chunk in _with_end(_progressed(chunks, progress)):
             events = reader.feed(chunk)
@@ -223,12 +226,16 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
                         raise TypeNotAllowed(f"{event.filename!r} ({event.content_type}) "
                                              "is not an allowed upload type")
                     start = event
+                    expected = _part_digest(event)
                     current = files.stage()
                 elif isinstance(event, multipart.FileData):
                     assert current is not None
                     current.write(event.data)
                 elif isinstance(event, multipart.FileEnd):
                     assert current is not None and start is not None
+                    if expected is not None and bytes.fromhex(current.sha256) != expected:
+                        raise digest.DigestMismatch(f"file part {start.field!r} does not match "
+                                                    "its Content-Digest; nothing was stored")
                     staged.append((current, storage.Upload(
                         current.key, start.filename, current.size,
                         current.sha256, start.content_type, start.field)))
@@ -240,6 +247,14 @@ def receive_multipart(chunks: Iterator[bytes], boundary: bytes, limits: multipar
         for staging, _ in staged:
             staging.discard()
         raise
+
+
+def _part_digest(start: multipart.FileStart) -> bytes | None:
+    try:
+        return digest.expected_sha256(start.content_digest)
+    except digest.DigestError as exc:
+        raise digest.DigestError(f"the Content-Digest of file part {start.field!r}: "
+                                 f"{exc.message}") from exc
 
 
 def receive_raw(chunks: Iterator[bytes], filename: str, content_type: str,

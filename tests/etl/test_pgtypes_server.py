@@ -258,6 +258,14 @@ FAST_PATH_CASES = {  # block fast paths added for loads into any table (etl/pgty
     "text[]": ["{a,b}", "{}", "{NULL}", "{null,x}", "{a b}", '{"a"}', "{a,}", "{,}", "{{a}}"],
     "integer[]": ["{1,2}", "{}", "{-123456789}", "{1234567890}", "{99999999999}", "{1,x}"],
     "smallint[]": ["{1}", "{9999}", "{32767}", "{32768}", "{-32769}"],
+    # Digits of other scripts match Python's \\d and int(); the server reads ASCII only.
+    # So does its unit and month-name matching (no Unicode case folding: 'ſ' is not 's').
+    "date": ["2024-01-02", "\u0662\u0660\u0662\u0664-01-02", "2024-01-0\u0662", "2024-01-0\uff12"],
+    "time": ["12:00", "\u0661\u0662:00", "12:0\u0660:00"],
+    "timestamp": ["2024-01-02 12:00:00", "2024-01-02 1\u0662:00:00"],
+    "timestamptz": ["2024-01-02 12:00:00+00", "2024-01-02 1\u0662:00:00+00",
+                    "2024-01-02 12:00:00+0\u0661"],
+    "interval": ["1 second", "1 day \u0662 hours", "1 \u017fecond", "P\u0661D", "1 SECOND"],
 }
 
 

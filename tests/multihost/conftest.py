@@ -5,7 +5,7 @@ instance folders, ports and upload dirs) on one PostgreSQL (the session's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +16,23 @@ TOKEN = "multihost-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def host_env(path: Path, storage_url: str) -> dict[str, str]:
+    """A host's settings: the shared bucket, its own upload dir."""
+    return {"FLASKSTREAM_STORAGE_URL": storage_url, "FLASKSTREAM_API_TOKEN": TOKEN,
+            "FLASKSTREAM_UPLOAD_DIR": str(path / "uploads"),
+            "FLASKSTREAM_STORAGE_PART_SIZE": str(5 << 20)}
+
+
 class Hosts:
-    def __init__(self, a: LiveServer, b: LiveServer, bucket: S3Bucket, prefix: str) -> None:
+    def __init__(self, a: LiveServer, b: LiveServer, bucket: S3Bucket, prefix: str,
+                 storage_url: str, database_url: str) -> None:
         self.a, self.b, self.bucket, self.prefix = a, b, bucket, prefix
+        self.storage_url, self.database_url = storage_url, database_url
+
+    def another(self, path: Path, **env: str) -> LiveServer:
+        """One more host like A and B (the caller starts and stops it)."""
+        return LiveServer(path / "instance", database_url=self.database_url,
+                          env={**host_env(path, self.storage_url), **env})
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +46,10 @@ def hosts(database_url: str, s3_bucket: S3Bucket,
     try:
         for name in ("host-a", "host-b"):
             path = tmp_path_factory.mktemp(name)
-            env: dict[str, Any] = {
-                "FLASKSTREAM_STORAGE_URL": url, "FLASKSTREAM_API_TOKEN": TOKEN,
-                "FLASKSTREAM_UPLOAD_DIR": str(path / "uploads"),
-                "FLASKSTREAM_STORAGE_PART_SIZE": str(5 << 20)}
             servers.append(LiveServer(path / "instance", database_url=database_url,
-                                      env=env).start())
-        yield Hosts(servers[0], servers[1], s3_bucket, S3Bucket.prefix_of(url))
+                                      env=host_env(path, url)).start())
+        yield Hosts(servers[0], servers[1], s3_bucket, S3Bucket.prefix_of(url), url,
+                    database_url)
     finally:
         for server in servers:
             server.stop()

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import random
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import requests
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 from tests.etl.helpers import users_csv
 from tests.events.client import SSEClient
 from tests.live import wait_for
 from tests.multihost.conftest import AUTH, Hosts
+from tests.tus.live_support import OCTETS, uploader
 from tests.tus.live_support import upload_id as tus_id
-from tests.tus.live_support import uploader
+from tests.tus.proxy import BreakingProxy
+
+TUS = {"Tus-Resumable": "1.0.0", **AUTH}
 
 pytestmark = [pytest.mark.live, pytest.mark.db]
 
@@ -71,8 +81,7 @@ def test_etl_job_on_a_is_listed_on_b(hosts: Hosts) -> None:
 
 
 def test_tus_upload_finished_on_a_is_served_by_b(hosts: Hosts, tmp_path: Path) -> None:
-    """The bytes of a completed tus upload go to the bucket like any other upload's.
-    (Resuming an unfinished one on another host needs tus staging in the bucket: not yet.)"""
+    """The bytes of a completed tus upload go to the bucket like any other upload's."""
     path = tmp_path / "tus.bin"
     data = os.urandom(6 * MiB + 3)
     path.write_bytes(data)
@@ -84,3 +93,78 @@ def test_tus_upload_finished_on_a_is_served_by_b(hosts: Hosts, tmp_path: Path) -
                     .status_code == 200, 10)
     assert requests.get(f"{hosts.b.url}/uploads/{uid}/content", timeout=30).content == data
     assert uid in hosts.bucket.keys(hosts.prefix)
+
+
+def tus_leftovers(hosts: Hosts, uid: str) -> list[str]:
+    """What of a tus upload is in the bucket besides its object: tails, marker, open
+    multipart upload (``storage/s3tus.py``)."""
+    keys = [k for k in hosts.bucket.keys(hosts.prefix) if k.startswith(uid) and k != uid]
+    return keys + [f"mpu:{k}" for k in hosts.bucket.open_uploads(hosts.prefix) if uid in k]
+
+
+def host_uploader(base: str, path: Path, **kwargs: Any) -> Any:
+    """A tuspy uploader with these hosts' token (sent on its very first request)."""
+    from tusclient import client as tus_client
+
+    client = tus_client.TusClient(base + "/uploads/tus/", headers=dict(AUTH))
+    return client.uploader(file_path=str(path), metadata={"filename": path.name}, **kwargs)
+
+
+def test_tus_patch_on_a_head_and_rest_on_b(hosts: Hosts) -> None:
+    """The bytes of an unfinished upload are in the bucket (parts + tail), so B reports
+    the offset A committed and takes the rest of the upload."""
+    data = os.urandom(12 * MiB + 5)
+    created = requests.post(f"{hosts.a.url}/uploads/tus/", headers={
+        **TUS, "Upload-Length": str(len(data))}, timeout=10)
+    assert created.status_code == 201, created.text
+    path = created.headers["Location"]
+    uid = tus_id(path)
+    first = 7 * MiB + 3  # one whole part and a tail
+    sent = requests.patch(hosts.a.url + path, data=data[:first], headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTETS}, timeout=30)
+    assert sent.status_code == 204, sent.text
+    for headers in (TUS, {"Tus-Resumable": "1.0.0"}):  # taking the lease, or only reading
+        offset = requests.head(hosts.b.url + path, headers=headers, timeout=10)
+        assert offset.headers["Upload-Offset"] == str(first)
+    rest = requests.patch(hosts.b.url + path, data=data[first:], headers={
+        **TUS, "Upload-Offset": str(first), "Content-Type": OCTETS}, timeout=30)
+    assert rest.status_code == 204, rest.text
+    body = requests.get(f"{hosts.a.url}/uploads/{uid}", timeout=10).json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["size"] == len(data)
+    assert requests.get(f"{hosts.a.url}/uploads/{uid}/content", timeout=30).content == data
+    assert tus_leftovers(hosts, uid) == []
+
+
+def test_tus_start_on_a_kill_a_resume_on_b(hosts: Hosts, tmp_path: Path) -> None:
+    """tuspy starts on host A; A (master and worker) is SIGKILLed mid-PATCH; a new tuspy
+    client resumes on B from the offset A made durable, and the object is whole."""
+    path = tmp_path / "kill.bin"
+    data = os.urandom(24 * MiB + 11)
+    path.write_bytes(data)
+    a = hosts.another(tmp_path / "host-a-killed", FLASKSTREAM_TUS_LOCK_LEASE="3",
+                      FLASKSTREAM_TUS_LOCK_POLL="0.2",
+                      FLASKSTREAM_TUS_CHECKPOINT_BYTES=str(8 * MiB))
+    a.start()
+    try:
+        with BreakingProxy(a.port, 18 * MiB, mode="stall") as proxy:
+            first = host_uploader(proxy.url, path)
+            with pytest.raises((TusUploadFailed, TusCommunicationError)):
+                first.upload()
+            uid = tus_id(first.url)
+            time.sleep(0.5)  # A's PATCH is blocked reading the silent socket, lease held
+            victims = [a.pid, *a.worker_pids()]
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+            for pid in victims:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).wait(timeout=10)
+    finally:
+        a.stop()
+    second = host_uploader(hosts.b.url, path, url=f"{hosts.b.url}/uploads/tus/{uid}")
+    # durable on A: whole 5 MiB parts acknowledged by the bucket before a checkpoint
+    assert 0 < second.offset < 18 * MiB and second.offset % (5 * MiB) == 0, second.offset
+    second.upload()
+    body = requests.get(f"{hosts.b.url}/uploads/{uid}", timeout=10).json()
+    assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["size"] == len(data)
+    assert hosts.bucket.body(hosts.prefix, uid) == data
+    assert tus_leftovers(hosts, uid) == []

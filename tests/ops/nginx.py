@@ -23,7 +23,7 @@ from tests.live import ROOT, free_port, wait_for
 NGINX = Path("/usr/sbin/nginx")
 TEMPLATE = ROOT / "conf" / "nginx.conf.template"
 PLACEHOLDERS = ("NGINX_LISTEN", "FLASKSTREAM_UPSTREAM", "FLASKSTREAM_MEDIA_DIR",
-                "FLASKSTREAM_UPLOAD_DIR", "NGINX_CACHE_DIR")
+                "FLASKSTREAM_UPLOAD_DIR", "NGINX_CACHE_DIR", "NGINX_ACCESS_LOG")
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -79,8 +79,14 @@ class Nginx:
             # The media decision tier's socket and cache (a unix socket path must stay
             # under 108 bytes: the test's own folder, kept short).
             "NGINX_CACHE_DIR": str(self.base / "cache"),
+            "NGINX_ACCESS_LOG": str(self.access_log),
         }
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def access_log(self) -> Path:
+        """The site's access log (the template's own format, query strings left out)."""
+        return self.base / "site-access.log"
 
     @property
     def body_temp(self) -> Path:

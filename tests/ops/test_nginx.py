@@ -318,3 +318,23 @@ def test_accel_upload_content(accel_front: Front) -> None:
     unknown = requests.get(accel_front.url + "/uploads/" + "0" * 32 + "/content", timeout=10)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NOT_FOUND"
+
+
+# --- access log -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["front", "accel_front"])
+def test_nginx_access_log_keeps_no_credential_from_the_query(fixture: str,
+                                                             request: pytest.FixtureRequest) -> None:
+    """A read token or a signature in the query never reaches nginx's log on disk."""
+    site: Front = request.getfixturevalue(fixture)
+    url = site.url + "/media/blob.bin?access_token=SECRET-TOKEN-1&sig=SECRET-SIG-2&token=SECRET-3"
+    res = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=10)
+    assert res.status_code == 206 and res.content == BLOB[:10]
+    deadline = time.monotonic() + 5
+    while "/media/blob.bin " not in (log := site.proxy.access_log.read_text()):
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.05)
+    assert "SECRET" not in log
+    line = [entry for entry in log.splitlines() if "/media/blob.bin " in entry][-1]
+    assert '"GET /media/blob.bin HTTP/1.1" 206 10 ' in line  # the client's path, not /_accel/

@@ -120,3 +120,48 @@ def test_tus_patch_content_digest_is_verified(app: Flask) -> None:
     upload_id = location.rstrip("/").rsplit("/", 1)[1]
     got = client.get(f"/uploads/{upload_id}/content")
     assert got.data == data and got.headers["Repr-Digest"] == f"sha-256=:{b64(data)}:"
+
+
+def digest_form(boundary: str, *parts: tuple[str, bytes, str | None]) -> bytes:
+    """A multipart body of file parts ``(field, content, Content-Digest header or None)``."""
+    out = bytearray()
+    for field, content, header in parts:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+                f"filename=\"{field}.bin\"\r\n").encode()
+        if header is not None:
+            out += f"Content-Digest: {header}\r\n".encode()
+        out += b"\r\n" + content + b"\r\n"
+    return bytes(out + f"--{boundary}--\r\n".encode())
+
+
+def test_post_parts_with_matching_content_digests_are_stored(app: Flask) -> None:
+    """RFC 9530 §2: a part's Content-Digest is the digest of that part's content."""
+    a, b = os.urandom(6 << 20), os.urandom(1000)  # one over an S3 part, one small
+    body = digest_form("dg", ("a", a, f"sha-256=:{b64(a)}:"),
+                       ("b", b, f"sha-512=:{b64(b, 'sha512')}:, sha-256=:{b64(b)}:"),
+                       ("c", b"no digest", None))
+    res = app.test_client().post("/uploads", data=body,
+                                 headers={"Content-Type": "multipart/form-data; boundary=dg"})
+    assert res.status_code == 201, res.json
+    assert [f["sha256"] for f in res.json["files"]] == [
+        hashlib.sha256(x).hexdigest() for x in (a, b, b"no digest")]
+
+
+@pytest.mark.parametrize("which,header,code", [
+    (0, "sha-256=:" + b64(b"something else") + ":", "DIGEST_MISMATCH"),  # the big first part
+    (1, "sha-256=:" + b64(b"something else") + ":", "DIGEST_MISMATCH"),  # after one stored
+    (1, "sha-256=:bad!:", "BAD_DIGEST"),
+    (0, "sha-256=:YQ==:", "BAD_DIGEST"),  # 1 byte is no SHA-256
+])
+def test_post_part_with_a_wrong_content_digest_stores_nothing(app: Flask, which: int,
+                                                              header: str, code: str) -> None:
+    parts = [os.urandom(6 << 20), os.urandom(1000)]
+    body = digest_form("dg", *[(f"f{i}", part, header if i == which else f"sha-256=:{b64(part)}:")
+                               for i, part in enumerate(parts)])
+    res = app.test_client().post("/uploads", data=body,
+                                 headers={"Content-Type": "multipart/form-data; boundary=dg"})
+    assert (res.status_code, res.json["error"]["code"]) == (400, code), res.json
+    assert f"f{which}" in res.json["error"]["message"]
+    assert stored_leftovers(app) == []
+    with app.app_context(), db.connection() as con:
+        assert con.run("SELECT count(*) FROM flaskstream.uploads")[0][0] == 0

@@ -1,6 +1,8 @@
 """The live tus server: 2 gevent workers, a token, a 256 MiB maximum, short leases.
 
 Module-scoped: each live test module gets its own server (and instance folder).
+The test-client tests (``app``/``client``) run on both storage backends, with the
+uploads tests' ``storage_backend`` fixture (local ``UPLOAD_DIR``, a moto bucket).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import pytest
 
 from tests.live import LiveServer
 from tests.tus.live_support import TOKEN, MiB
+from tests.uploads.conftest import app_config, storage_backend
+
+__all__ = ["app_config", "storage_backend"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flaskstream import db
-from flaskstream.tus import janitor
+from flaskstream.tus import janitor, store
+from tests.tus.backends import unfinished
 
 pytestmark = pytest.mark.db
 
@@ -154,8 +154,10 @@ def test_a_failed_creation_with_nothing_kept_leaves_no_upload(app: Flask,
     assert response.status_code == 460 and "Location" not in response.headers
     (state, offset, staging_name), = uploads_rows(app)
     assert (state, offset) == ("terminated", 0)  # at once, not left for the janitor
-    staging = Path(app.config["UPLOAD_DIR"]) / ".staging" / staging_name
-    assert not staging.exists()
+    with app.app_context(), db.connection() as con:
+        row = con.run("SELECT id FROM flaskstream.tus_uploads WHERE staging_name = :n",
+                      n=staging_name)[0][0]
+        assert unfinished(app, store.get(con, row)) == []
 
 
 def test_a_failed_creation_that_kept_bytes_names_the_upload(app: Flask,

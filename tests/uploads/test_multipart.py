@@ -329,3 +329,16 @@ def test_content_type_cleaning_and_allow_list() -> None:
     assert type_allowed("a.bin", "image/jpeg", ["image/*"])
     assert not type_allowed("a.exe", "application/x-msdownload", ["image/*", ".png"])
     assert type_allowed("anything", "x/y", [])
+
+
+def test_a_file_part_carries_its_content_digest_header_verbatim() -> None:
+    """The pure core only reports the part's ``Content-Digest`` (any case); the receive
+    loop verifies it against the SHA-256 computed on the way."""
+    body = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n'
+            b"content-digest: sha-256=:abc=:\r\n\r\nxyz\r\n--" + BOUNDARY + b"--\r\n")
+    events = FormReader(BOUNDARY).feed(body)
+    starts = [e for e in events if isinstance(e, FileStart)]
+    assert [s.content_digest for s in starts] == ["sha-256=:abc=:"]
+    plain = [e for e in FormReader(BOUNDARY).feed(encode([("f", "a", b"x")]))
+             if isinstance(e, FileStart)]
+    assert [s.content_digest for s in plain] == [None]
