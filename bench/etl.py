@@ -226,7 +226,8 @@ def main() -> None:
         print(f"input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
               f"{args.rows - valid:,} invalid", flush=True)
         runs: dict[str, list[dict]] = {}
-        kinds = ["psql", "pipeline"] + ([] if args.skip_naive else ["naive", "insert-sink"])
+        kinds = ["psql", "pipeline", "pipeline-table"] + \
+            ([] if args.skip_naive else ["naive", "insert-sink"])
         for round_ in range(args.repeat):  # interleaved, so every loader sees the same noise
             for kind in kinds:
                 r = run_psql(url, clean_path, valid) if kind == "psql" \
@@ -245,6 +246,7 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(line("psql \\copy (pre-cleaned)", results["psql"]))
         print(line("flaskstream `etl load`", results["pipeline"]))
+        print(line("the same, hand-written `tables.USERS` stage", results["pipeline-table"]))
         if "naive" in results:
             print(line("naive: row-at-a-time stages + INSERT x1000", results["naive"]))
             print(line("flaskstream stages + INSERT x1000 sink", results["insert-sink"]))
@@ -252,7 +254,9 @@ def main() -> None:
             dry = " (--dry-run)" if args.big_dry_run else ""
             print(line(f"flaskstream, {args.big_gb:g} GB generated on the fly{dry}", results["big"]))
         p = results["pipeline"]["rows_per_s"]
-        print(f"\npipeline / psql \\copy: {p / results['psql']['rows_per_s']:.0%}", end="")
+        print(f"\npipeline / psql \\copy: {p / results['psql']['rows_per_s']:.0%}; catalog "
+              f"preset / hand-written table: {p / results['pipeline-table']['rows_per_s']:.2f}x",
+              end="")
         if "naive" in results:
             print(f"; pipeline / naive: {p / results['naive']['rows_per_s']:.1f}x; pipeline / "
                   f"INSERT sink: {p / results['insert-sink']['rows_per_s']:.1f}x", end="")
