@@ -112,7 +112,7 @@ def main() -> None:
         from flaskstream.etl.anytable import TableCsv
         from flaskstream.etl.catalog import describe_table
         from flaskstream.etl.jobs import run_load
-        from flaskstream.etl.rules import PRESETS
+        from flaskstream.etl.presets import PRESETS
         from flaskstream.etl.sink import LoadOptions
 
         table: Any = USERS

@@ -61,7 +61,8 @@ from flaskstream.etl.pipeline import (
     read_records,
     take_header,
 )
-from flaskstream.etl.rules import Lower, Preset
+from flaskstream.etl.presets import Preset
+from flaskstream.etl.rules import Lower
 from flaskstream.etl.tables import HeaderError, _positions, _undecodable_reason
 
 SENTINEL = "\x02\x03"

@@ -17,7 +17,7 @@ from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
 from flaskstream.etl.catalog import describe_table
 from flaskstream.etl.mapping import quote_ident
-from flaskstream.etl.rules import PRESETS
+from flaskstream.etl.presets import PRESETS
 from flaskstream.storage import get_storage
 from flaskstream.storage.reader import open_stored
 from flaskstream.uploads import records
@@ -25,7 +25,7 @@ from flaskstream.uploads import records
 
 def load_target(name: str, dialect: CsvDialect | None) -> TableCsv:
     """A preset (``users``, ``requests``: flaskstream's own, in its schema, with the
-    extra rules of ``rules.py``) or any table the catalog describes and the
+    extra rules of ``presets.py``) or any table the catalog describes and the
     connected role may INSERT into; its shape is read once, here, for the whole
     load. The CSV options apply to both."""
     preset = PRESETS.get(name)

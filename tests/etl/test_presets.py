@@ -1,4 +1,4 @@
-"""The presets as rules over catalog tables (etl/rules.py), judged by the pure core.
+"""The presets as rules over catalog tables (etl/presets.py, etl/rules.py), judged by the pure core.
 
 ``USERS_TABLE`` is ``flaskstream.users`` as ``catalog.describe_table`` reads it
 (checked against the real catalog in ``test_the_catalog_reads_users_as_the_tests_assume``).
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flaskstream.etl import rules
+from flaskstream.etl import presets, rules
 from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.mapping import TableColumn, TargetTable
 from flaskstream.etl.pgtypes import SMALL_RANGE, ColumnCodec, PgType
@@ -31,7 +31,7 @@ USERS_TABLE = TargetTable("flaskstream", "users", (
 
 def load(data: bytes) -> tuple[list[list[str]], list[tuple[int, str]], TableCsv]:
     """COPY rows and (line, reason) rejects of ``data`` loaded into the users preset."""
-    loader = TableCsv(USERS_TABLE, None, rules.USERS)
+    loader = TableCsv(USERS_TABLE, None, presets.USERS)
     rows, rejects = [], []
     for block in loader.blocks(iter([data]), progress=Progress()):
         rows.extend(line.split("\t") for line in block.text.splitlines())
@@ -79,7 +79,7 @@ def test_an_empty_file_into_a_preset_loads_nothing_without_an_error() -> None:
 
 
 def test_a_rule_on_a_column_the_table_lacks_is_a_bug_not_bad_input() -> None:
-    preset = rules.Preset("users", (("mail", (rules.Required(),)),))
+    preset = presets.Preset("users", (("mail", (rules.Required(),)),))
     with pytest.raises(ValueError, match="no column"):
         preset.apply(USERS_TABLE)
 
