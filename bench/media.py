@@ -278,7 +278,7 @@ def main() -> None:
         # figure a loaded, shared machine cannot distort (req/s it can).
         pids: dict[str, list[int]] = {label: serving_pids(gunicorn) for label in (
             "flaskstream", "send_file", "flaskstream-via-flask", "flask-ceiling", "wsgi-pread",
-            "wsgi-ceiling")}
+            "wsgi-ceiling", "pread-inner")}
         if args.nginx:
             accel, aport = start_gunicorn(folder, base / "instance-accel",
                                           {"FLASKSTREAM_MEDIA_ACCEL": "/_accel/"})
@@ -305,7 +305,8 @@ def main() -> None:
             targets += [(label, port, f"/media/{name}", None) for label, port in proxies.items()]
             if size == 16 * MiB:  # the ceilings next to the fast path they bound
                 targets[1:1] = [("wsgi-ceiling", gport, "/bench/raw", None),
-                                ("wsgi-pread", gport, "/bench/raw-pread", None)]
+                                ("wsgi-pread", gport, "/bench/raw-pread", None),
+                                ("pread-inner", gport, "/bench/raw-pread-inner", None)]
                 targets += [("flaskstream-via-flask", gport, f"/media/{name}", origin),
                             ("flask-ceiling", gport, "/bench/ceiling", None)]
             results: dict[str, list[float]] = {t[0]: [] for t in targets}
@@ -335,7 +336,10 @@ def main() -> None:
                 summary = {label: statistics.median(v) for label, v in results.items()}
                 cpu_per_request = {label: statistics.median(v) for label, v in cpu.items()}
         ratios = [f"fast path / wsgi-ceiling {summary['flaskstream'] / summary['wsgi-ceiling']:.2f}",
-                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}"]
+                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}",
+                  f"fast path / pread-inner {summary['flaskstream'] / summary['pread-inner']:.2f}",
+                  f"wsgi-pread / wsgi-ceiling "
+                  f"{summary['wsgi-pread'] / summary['wsgi-ceiling']:.2f}"]
         if "node" in summary and "accel-via-nginx" in summary:
             ratios.append(f"accel-via-nginx / node {summary['accel-via-nginx'] / summary['node']:.2f}")
         if "node" in summary:
@@ -343,7 +347,9 @@ def main() -> None:
         print("16 MiB ratios (req/s): " + " | ".join(ratios), flush=True)
         c = cpu_per_request
         ratios = [f"fast path / wsgi-ceiling {c['wsgi-ceiling'] / c['flaskstream']:.2f}",
-                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}"]
+                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}",
+                  f"fast path / pread-inner {c['pread-inner'] / c['flaskstream']:.2f}",
+                  f"wsgi-pread / wsgi-ceiling {c['wsgi-ceiling'] / c['wsgi-pread']:.2f}"]
         if "node" in c and "accel-via-nginx" in c:
             ratios.append(f"accel-via-nginx / node {c['node'] / c['accel-via-nginx']:.2f}")
         if "node" in c:
