@@ -133,8 +133,12 @@ def measured(run: Callable[[], float], moto: CpuMeter, worker: CpuMeter) -> dict
 
 
 def upload_rows(server: LiveServer, s3: Any, big: Path, rounds: int, moto: CpuMeter,
-                worker: CpuMeter) -> list[Row]:
+                worker: CpuMeter, baseline_checksum: str = "crc32") -> list[Row]:
     size = big.stat().st_size
+    # boto3's own default is CRC32 per part; "sha256" asks upload_file for the SHA-256
+    # checksums flaskstream sends (x-amz-checksum-sha256 on every part), so that the bucket
+    # verifies the same thing for both sides.
+    extra = {"ChecksumAlgorithm": "SHA256"} if baseline_checksum == "sha256" else None
 
     def ours() -> float:
         before = children_cpu()
@@ -144,7 +148,7 @@ def upload_rows(server: LiveServer, s3: Any, big: Path, rounds: int, moto: CpuMe
 
     def theirs() -> float:
         before = time.process_time()
-        s3.upload_file(str(big), BUCKET, "direct/big.bin")
+        s3.upload_file(str(big), BUCKET, "direct/big.bin", ExtraArgs=extra)
         return time.process_time() - before
 
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
@@ -155,7 +159,8 @@ def upload_rows(server: LiveServer, s3: Any, big: Path, rounds: int, moto: CpuMe
             clean_bucket(s3)  # moto keeps objects in memory: one at a time
     ratios = [t["s"] / o["s"] for o, t in zip(runs["ours"], runs["theirs"], strict=True)]
     rows = []
-    for side, name in (("ours", "flaskstream (`curl -T`)"), ("theirs", "boto3 `upload_file`")):
+    for side, name in (("ours", "flaskstream (`curl -T`)"),
+                       ("theirs", f"boto3 `upload_file` ({baseline_checksum} checksums)")):
         speeds = [size / r["s"] / 1e6 for r in runs[side]]
         cpu = {k: statistics.median(r[k] for r in runs[side]) * GiB / size
                for k in ("moto", "worker", "client")}
@@ -277,6 +282,8 @@ def main() -> None:
     parser.add_argument("--ranges", type=int, default=200, help="ranges per round")
     parser.add_argument("--moto", choices=("keepalive", "werkzeug"), default="keepalive")
     parser.add_argument("--only", choices=("all", "uploads", "ranges"), default="all")
+    parser.add_argument("--baseline-checksum", choices=("crc32", "sha256"), default="crc32",
+                        help="the checksum boto3's upload_file sends (its default: crc32)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a flaskstream setting for the worker, e.g. STORAGE_PARTS_IN_FLIGHT=3")
     args = parser.parse_args()
@@ -307,7 +314,8 @@ def main() -> None:
             rows: list[Row] = []
             if args.only in ("all", "uploads"):
                 big = make_file(work / "big.bin", args.size_mib * MiB)
-                rows += upload_rows(server, s3, big, args.rounds, moto, worker)
+                rows += upload_rows(server, s3, big, args.rounds, moto, worker,
+                                    args.baseline_checksum)
                 loads.append(os.getloadavg()[0])
                 small = make_file(work / "small.bin", args.concurrent_mib * MiB)
                 rows.append(concurrent_row(server, small, args.concurrency))
