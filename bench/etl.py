@@ -5,6 +5,7 @@ pipeline (same stages, batched multi-row INSERTs of 1,000 rows), in one run.
     .venv/bin/python bench/etl.py --big-gb 10        # the full 10 GB run (long)
     .venv/bin/python bench/etl.py --big-gb 0 --rows 200000
     .venv/bin/python bench/etl.py --big-gb 1 --typed only --repeat 0   # 1 GB into the typed table
+    .venv/bin/python bench/etl.py --big-gb 0 --typed no --repeat 2 --presets-in-process 200000  # presets
 
 Each loader runs in its own process (bench/etl_loader.py or psql) and its
 peak RSS is read from ``wait4``. The big input is generated while it is piped
@@ -185,6 +186,44 @@ def typed_big(url: str, args: argparse.Namespace) -> None:
     print(flush=True)
 
 
+def presets_in_process(rows: int, rounds: int) -> None:
+    """The users preset's parse + validate stage in this process, no database:
+    the catalog path (``TableCsv`` + ``presets.USERS``) against the hand-written
+    ``tables.USERS`` stage, interleaved rounds, best of each; same COPY text."""
+    from flaskstream.etl.anytable import TableCsv
+    from flaskstream.etl.mapping import TableColumn, TargetTable
+    from flaskstream.etl.pgtypes import PgType
+    from flaskstream.etl.pipeline import Progress
+    from flaskstream.etl.presets import USERS
+    from flaskstream.etl.tables import USERS as HAND_WRITTEN
+    from flaskstream.etl.tables import csv_copy_blocks
+
+    table = TargetTable("flaskstream", "users", (  # as the catalog reads it (tests/etl/test_presets.py)
+        TableColumn("id", PgType("int8"), "bigint", not_null=True, identity="always"),
+        TableColumn("email", PgType("text"), "text", not_null=True),
+        TableColumn("age", PgType("int4"), "integer"), TableColumn("name", PgType("text"), "text")),
+        primary_key=("id",), unique_keys=(("id",), ("email",)))
+    rng = random.Random(1)
+    data = ("email,age,name\n" + "".join(row(i, rng, 0.02)[0] for i in range(rows))).encode()
+    chunks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    stages = {
+        "catalog preset": lambda: "".join(b.text for b in TableCsv(table, None, USERS).blocks(
+            iter(chunks), progress=Progress())),
+        "hand-written table": lambda: "".join(b.text for b in csv_copy_blocks(
+            iter(chunks), HAND_WRITTEN, progress=Progress()))}
+    texts = {name: stage() for name, stage in stages.items()}
+    print(f"in-process, {rows:,} users rows: same COPY text: {len(set(texts.values())) == 1}")
+    best = dict.fromkeys(stages, float("inf"))
+    for round_ in range(rounds):
+        for name in sorted(stages, reverse=round_ % 2 == 1):
+            started = time.perf_counter()
+            stages[name]()
+            best[name] = min(best[name], time.perf_counter() - started)
+    print(", ".join(f"{name} {s:.3f} s" for name, s in best.items()) +
+          f"; catalog / hand-written time: {best['catalog preset'] / best['hand-written table']:.2f}"
+          f" (best of {rounds}, load average {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -202,6 +241,10 @@ def main() -> None:
     parser.add_argument("--typed", choices=("also", "only", "no"), default="also",
                         help="the typed site table (public.customers, etl_typed.py) too, "
                              "only, or not")
+    parser.add_argument("--presets-in-process", type=int, default=0, metavar="ROWS",
+                        help="then time the users preset's stage in this process on ROWS "
+                             "rows (200000): catalog path vs the hand-written table (run "
+                             "last: a loader forked after it would start at our peak RSS)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fs-etl-bench-"))
@@ -226,7 +269,8 @@ def main() -> None:
         print(f"input: {args.rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB, "
               f"{args.rows - valid:,} invalid", flush=True)
         runs: dict[str, list[dict]] = {}
-        kinds = ["psql", "pipeline"] + ([] if args.skip_naive else ["naive", "insert-sink"])
+        kinds = ["psql", "pipeline", "pipeline-table"] + \
+            ([] if args.skip_naive else ["naive", "insert-sink"])
         for round_ in range(args.repeat):  # interleaved, so every loader sees the same noise
             for kind in kinds:
                 r = run_psql(url, clean_path, valid) if kind == "psql" \
@@ -245,6 +289,7 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         print(line("psql \\copy (pre-cleaned)", results["psql"]))
         print(line("flaskstream `etl load`", results["pipeline"]))
+        print(line("the same, hand-written `tables.USERS` stage", results["pipeline-table"]))
         if "naive" in results:
             print(line("naive: row-at-a-time stages + INSERT x1000", results["naive"]))
             print(line("flaskstream stages + INSERT x1000 sink", results["insert-sink"]))
@@ -252,11 +297,15 @@ def main() -> None:
             dry = " (--dry-run)" if args.big_dry_run else ""
             print(line(f"flaskstream, {args.big_gb:g} GB generated on the fly{dry}", results["big"]))
         p = results["pipeline"]["rows_per_s"]
-        print(f"\npipeline / psql \\copy: {p / results['psql']['rows_per_s']:.0%}", end="")
+        print(f"\npipeline / psql \\copy: {p / results['psql']['rows_per_s']:.0%}; catalog "
+              f"preset / hand-written table: {p / results['pipeline-table']['rows_per_s']:.2f}x",
+              end="")
         if "naive" in results:
             print(f"; pipeline / naive: {p / results['naive']['rows_per_s']:.1f}x; pipeline / "
                   f"INSERT sink: {p / results['insert-sink']['rows_per_s']:.1f}x", end="")
         print()
+        if args.presets_in_process:
+            presets_in_process(args.presets_in_process, max(args.repeat, 1) * 2 + 1)
     finally:
         if pgdata.exists():
             embedded.stop(pgdata)

@@ -2,7 +2,10 @@
 
     python bench/etl_loader.py pipeline|pipeline-dry|naive|insert-sink|typed DATABASE_URL PATH|-
 
-``pipeline`` is flaskstream's load (``run_load``: COPY sink, rejects, jobs);
+``pipeline`` is flaskstream's load (``run_load``: COPY sink, rejects, jobs) of the
+``users`` preset as ``etl load`` does it (the catalog read once, the preset's rules);
+``pipeline-table`` the same load through the hand-written ``tables.USERS`` stage
+(the presets' path before the catalog took them over, kept for this comparison);
 ``pipeline-dry`` the same with ``--dry-run`` (every stage, no database writes);
 ``typed`` is ``etl load --table public.customers`` (catalog read once, TableCsv).
 ``naive`` is the lesson's pipeline in Python: row-at-a-time generator stages
@@ -106,16 +109,17 @@ def main() -> None:
     if kind in ("naive", "insert-sink"):
         result = naive(url, source, columnar=kind == "insert-sink")
     else:
+        from flaskstream.etl.anytable import TableCsv
+        from flaskstream.etl.catalog import describe_table
         from flaskstream.etl.jobs import run_load
+        from flaskstream.etl.presets import PRESETS
         from flaskstream.etl.sink import LoadOptions
 
         table: Any = USERS
-        if kind == "typed":
-            from flaskstream.etl.anytable import TableCsv
-            from flaskstream.etl.catalog import describe_table
-
+        if kind != "pipeline-table":
             con = pg8000.native.Connection(**db.connect_kwargs(url))
-            table = TableCsv(describe_table(con, "public.customers"))
+            table = TableCsv(describe_table(con, "public.customers")) if kind == "typed" else \
+                TableCsv(describe_table(con, "flaskstream.users"), None, PRESETS["users"])
             con.close()
         result = run_load(UrlDatabase(url), source, table,
                           LoadOptions(dry_run=kind == "pipeline-dry"), source_name=path)

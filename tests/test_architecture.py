@@ -39,7 +39,7 @@ PURE_CORES = {
     "flaskstream.etl.pipeline", "flaskstream.etl.tables", "flaskstream.etl.logs",
     "flaskstream.etl.bounds", "flaskstream.etl.source", "flaskstream.etl.csvsafe",
     "flaskstream.etl.pgtypes", "flaskstream.etl.pgcheck", "flaskstream.etl.pgtime", "flaskstream.etl.mapping",
-    "flaskstream.etl.anytable",
+    "flaskstream.etl.anytable", "flaskstream.etl.rules", "flaskstream.etl.presets",
     "flaskstream.tus.protocol", "flaskstream.errorbase",
     "flaskstream.access.claims", "flaskstream.access.signing", "flaskstream.access.jwts",
 }

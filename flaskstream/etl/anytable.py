@@ -42,6 +42,7 @@ from flaskstream.etl.mapping import (
     CopyTarget,
     LoadPlan,
     MappingError,
+    MissingColumns,
     TargetTable,
     _copy_escape,
     plan_load,
@@ -60,7 +61,9 @@ from flaskstream.etl.pipeline import (
     read_records,
     take_header,
 )
-from flaskstream.etl.tables import _positions, _undecodable_reason
+from flaskstream.etl.presets import Preset
+from flaskstream.etl.rules import Lower
+from flaskstream.etl.tables import HeaderError, _positions, _undecodable_reason
 
 SENTINEL = "\x02\x03"
 FIELDS_PER_BLOCK = 32_768  # parsed fields per record block (see TableCsv._block_rows)
@@ -205,12 +208,15 @@ class TableCsv:
     """A CSV load into one catalog-described table; ``blocks`` is the parser,
     ``plan`` is known once the header (or ``--columns``) has been mapped."""
 
-    def __init__(self, table: TargetTable, dialect: CsvDialect | None = None) -> None:
-        self.table = table
+    def __init__(self, table: TargetTable, dialect: CsvDialect | None = None,
+                 preset: Preset | None = None) -> None:
+        self.preset = preset
+        self.table = preset.apply(table) if preset is not None else table
         self.dialect = dialect or CsvDialect()
-        self.name = f"{table.schema}.{table.name}"
+        self.name = preset.name if preset is not None else f"{table.schema}.{table.name}"
         self.plan: LoadPlan | None = None
-        self._lower = frozenset(self.dialect.lower)
+        self._lower = frozenset(self.dialect.lower).union(
+            c.name for c in self.table.columns if any(isinstance(r, Lower) for r in c.rules))
         self._marked = [False]  # mark_quoted_empty replaced a field (see there)
 
     def _block_rows(self) -> int:
@@ -222,7 +228,11 @@ class TableCsv:
         return max(256, min(BLOCK_ROWS, FIELDS_PER_BLOCK // width))
 
     def copy_target(self, upsert: bool = False) -> CopyTarget:
-        """The sink's target; call after the first block (the plan is known then)."""
+        """The sink's target; call after the first block (the plan is known then).
+        An empty file into a preset loads nothing into the preset's columns (as
+        since 0.1); into another table it is an error (no field feeds a column)."""
+        if self.plan is None and self.preset is not None:
+            self.plan = self._plan([name for name, _ in self.preset.rules])
         if self.plan is None:
             raise MappingError(f"no field of the CSV feeds a column of {self.name}")
         columns = tuple(c.name for c in self.plan.targets)
@@ -231,7 +241,7 @@ class TableCsv:
 
     def _key(self, columns: Sequence[str]) -> tuple[str, ...]:
         """The upsert conflict target: ``--key`` naming a unique index, else the primary key."""
-        key = self.dialect.key or self.table.primary_key
+        key = self.dialect.key or (self.preset.key if self.preset else ()) or self.table.primary_key
         if not key:
             return ()
         if self.dialect.key and frozenset(key) not in map(frozenset, self.table.unique_keys):
@@ -264,14 +274,27 @@ class TableCsv:
             names: Sequence[str] = [h.replace(SENTINEL, "").strip() for h in header]
         else:
             names = self.dialect.columns
-        self.plan = plan_load(self.table, names, overrides=self.dialect.overrides,
-                              ignore_extra=self.dialect.ignore_extra)
-        unknown = sorted(self._lower - {c.name for c in self.plan.targets})
+        self.plan = self._plan(names)
+        unknown = sorted(frozenset(self.dialect.lower) - {c.name for c in self.plan.targets})
         if unknown:
             raise MappingError(f"--lower names column(s) {', '.join(map(quote_ident, unknown))} "
                                "the load does not write", unknown)
         for block in records:
             yield self.encode_block(block, progress)
+
+    def _plan(self, names: Sequence[str]) -> LoadPlan:
+        """``plan_load``; a preset skips extra fields and, as since 0.1, reports a
+        missing required column as ``BAD_HEADER`` naming the header it found."""
+        ignore_extra = self.dialect.ignore_extra or bool(self.preset and self.preset.ignore_extra)
+        try:
+            return plan_load(self.table, names, overrides=self.dialect.overrides,
+                             ignore_extra=ignore_extra)
+        except MissingColumns as exc:
+            if self.preset is None:
+                raise
+            found = ", ".join(names) or "(nothing)"
+            raise HeaderError(f"header is missing required column(s) {', '.join(exc.columns)} "
+                              f"for table {self.name}; found: {found}") from None
 
     def encode_block(self, block: RecordBlock, progress: Progress) -> CopyBlock:
         """One block of records → COPY text of its good rows + a reject per bad row."""

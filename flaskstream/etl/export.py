@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from flaskstream.db import Database, close_quietly
+from flaskstream.etl.presets import PRESETS
 from flaskstream.etl.sink import quote_ident
-from flaskstream.etl.tables import TABLES
 from flaskstream.schema import of as names_of
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def split_name(con: Any, name: str) -> tuple[str, str]:
     ``requests``) is flaskstream's own, in ``con``'s schema; any other is ``public``'s."""
     schema, _, relation = name.rpartition(".")
     if not schema:
-        schema = names_of(con).schema if relation in TABLES else DEFAULT_SCHEMA
+        schema = names_of(con).schema if relation in PRESETS else DEFAULT_SCHEMA
     return schema, relation
 
 

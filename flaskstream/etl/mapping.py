@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from flaskstream.errorbase import FixedError
 from flaskstream.etl.pgtypes import ColumnCodec, PgType
+from flaskstream.etl.rules import Rule
 from flaskstream.etl.tables import _escape
 
 
@@ -40,6 +41,7 @@ class TableColumn:
     has_default: bool = False  # a DEFAULT expression (not counting generated ones)
     identity: str = ""  # "", "always" or "by default"
     generated: bool = False
+    rules: tuple[Rule, ...] = ()  # extra rules beyond the type (rules.py: the presets')
 
     @property
     def writable(self) -> bool:
@@ -70,7 +72,7 @@ class TargetTable:
 class CopyTarget:
     """What the sink writes: a relation (SQL text, quoted, maybe schema-qualified),
     the COPY column list, the upsert conflict key and each column's SQL type (for
-    the upsert stage). Built from a preset ``Table`` or a ``LoadPlan``."""
+    the upsert stage). Built from a ``LoadPlan`` (or the log pipeline's ``Table``)."""
 
     relation: str
     columns: tuple[str, ...]
@@ -130,8 +132,8 @@ class LoadPlan:
     codecs: tuple[ColumnCodec | None, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        codecs = tuple(ColumnCodec(c.name, c.type, not_null=c.not_null) if c.type else None
-                       for c in self.targets)
+        codecs = tuple(ColumnCodec(c.name, c.type, not_null=c.not_null, rules=c.rules)
+                       if c.type else None for c in self.targets)
         object.__setattr__(self, "codecs", codecs)
 
     @property

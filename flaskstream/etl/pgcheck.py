@@ -41,6 +41,13 @@ def _short(value: str, limit: int = 60) -> str:
 
 
 def check_int(value: str, *, name: str) -> str:
+    int_value(value, name=name)
+    return value.strip(PG_SPACE)
+
+
+def int_value(value: str, *, name: str) -> int:
+    """The number an integer column of type ``name`` reads from ``value``, as
+    PostgreSQL 16 reads it; ``Invalid`` if it does not or it is out of range."""
     text = value.strip(PG_SPACE)
     match = _INT.fullmatch(text)
     if match is None:
@@ -50,9 +57,10 @@ def check_int(value: str, *, name: str) -> str:
                         if d is not None)
     digits = digits.replace("_", "").lstrip("0") or "0"
     lo, hi = INT_RANGES[name]
-    if len(digits) > 64 or not lo <= int(sign + digits, base) <= hi:  # 64: int() stays cheap
+    number = int(sign + digits, base) if len(digits) <= 64 else hi + 1  # 64: int() stays cheap
+    if not lo <= number <= hi:
         raise Invalid(f"{_short(value)} out of range for {INT_LABELS[name]}")
-    return text
+    return number
 
 
 def check_numeric(value: str, *, precision: int | None, scale: int | None) -> str:

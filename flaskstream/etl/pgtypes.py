@@ -65,10 +65,13 @@ from flaskstream.etl.pgtime import (
     check_time,
     check_timestamp,
 )
-from flaskstream.etl.tables import Invalid, _escape, _positions, run_misfits
+from flaskstream.etl.rules import IntRange, Lower, Matches, MaxLength, Required, Rule
+from flaskstream.etl.tables import Invalid, _escape, _int_strings, _positions, run_misfits
 
 Check = Callable[[str], str]
 NULL = "\\N"
+SMALL_RANGE = 100_000  # an IntRange narrower than this validates by dict lookup
+_TEXTS = ("text", "varchar", "bpchar")
 _SPECIALS = ("\\", "\t", "\n", "\r")
 # SQL spellings → the catalog's typname
 ALIASES = {
@@ -229,7 +232,9 @@ def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -
     """Add the canonical decimals outside ``bounds`` to ``slow``: ``min``/``max``
     over ``map(int, ...)`` in C, a Python scan only when one is out."""
     lo, hi = bounds
-    if max(map(len, values)) < len(str(hi)):  # fewer digits than the bound: all in range
+    longest = max(map(len, values))
+    # Canonical decimals of ``longest`` characters lie in -(10**(longest-1) - 1)..10**longest - 1.
+    if longest < len(str(hi)) and lo <= min(0, 1 - 10 ** (longest - 1)):
         return slow
     numbers = values
     if slow:
@@ -242,6 +247,19 @@ def _out_of_range(values: list[str], slow: list[int], bounds: tuple[int, int]) -
     return sorted(set(slow).union(i for i, n in enumerate(ints) if not lo <= n <= hi))
 
 
+def _int_bounds(t: PgType, rules: Sequence[Rule]) -> tuple[int, int] | None:
+    """The narrowest ``IntRange`` of an integer column within its type's range."""
+    ranges = [r for r in rules if isinstance(r, IntRange)]
+    if not ranges:
+        return None
+    if t.name not in pgcheck.INT_RANGES:
+        raise ValueError(f"an integer range rule on a {t.name} column")
+    lo, hi = pgcheck.INT_RANGES[t.name]
+    for r in ranges:
+        lo, hi = max(lo, lo if r.lo is None else r.lo), min(hi, hi if r.hi is None else r.hi)
+    return lo, hi
+
+
 class ColumnCodec:
     """CSV strings of one column → COPY text values, or reasons.
 
@@ -249,10 +267,22 @@ class ColumnCodec:
     column refuses it. Messages start with the column name.
     """
 
-    def __init__(self, name: str, pgtype: PgType, *, not_null: bool = False) -> None:
+    def __init__(self, name: str, pgtype: PgType, *, not_null: bool = False,
+                 rules: Sequence[Rule] = ()) -> None:
         self.name, self.type, self.not_null = name, pgtype, not_null
-        self.check = scalar_check(pgtype)
+        self.required = any(isinstance(r, Required) for r in rules)
+        self.not_null = not_null or self.required
+        self._matches = tuple(r for r in rules if isinstance(r, Matches))
+        self._patterns = tuple(re.compile(r.pattern) for r in self._matches)
+        self._max_length = min((r.length for r in rules if isinstance(r, MaxLength)), default=None)
+        self._range = _int_bounds(pgtype, rules)
+        self.lowers = any(isinstance(r, Lower) for r in rules)
+        self._type_check = scalar_check(pgtype)
+        self.check = self._ruled if rules else self._type_check
         fast = _fast_pattern(pgtype)
+        if self._matches:  # the rule's pattern proves a text valid; other types: one by one
+            fast = self._matches[0].pattern if pgtype.name in _TEXTS and \
+                len(self._matches) == 1 else None
         self._fast = re.compile(fast) if fast else None
         # Atomic and possessive: the run never backtracks into a value it has
         # matched (3x faster on timestamps and JSON). A value it gives up on is
@@ -261,16 +291,34 @@ class ColumnCodec:
         self._bools = pgcheck.BOOL_WORDS if pgtype.name == "bool" else None
         if pgtype.name == "enum":  # one dict lookup per value settles it, as for booleans
             self._bools = {label: _escape(label) for label in pgtype.labels}
+        if self._range is not None and self._range[1] - self._range[0] < SMALL_RANGE:
+            self._bools = _int_strings(*self._range)  # canonical decimals in range
         # No fast path accepts a value with surrounding whitespace (an enum label
         # may have some): such a column may be trimmed lazily, see ``encode``.
         self.trims_lazily = (self._fast is not None or self._bools is not None) and \
             all(label == label.strip() for label in pgtype.labels)
 
+    def _ruled(self, value: str) -> str:
+        """The type's check, then the column's rules (``rules.py``), in their order."""
+        value = self._type_check(value)
+        if self.required and value == "":
+            raise Invalid("required")
+        for rule, pattern in zip(self._matches, self._patterns, strict=True):
+            if pattern.fullmatch(value) is None:
+                raise Invalid(f"not {rule.what}: {pgcheck._short(value)}")
+        if self._max_length is not None and len(value) > self._max_length:
+            raise Invalid(f"longer than {self._max_length} characters")
+        if self._range is not None:
+            number = pgcheck.int_value(value, name=self.type.name)
+            if not self._range[0] <= number <= self._range[1]:
+                raise Invalid(f"{number} out of range {self._range[0]}..{self._range[1]}")
+        return value
+
     def convert(self, value: str | None) -> str:
         """One value → its COPY text (escaped; ``\\N`` for NULL); ``Invalid`` if bad."""
         if value is None:
             if self.not_null:
-                raise Invalid(f"{self.name}: required (NOT NULL)")
+                raise Invalid(f"{self.name}: required" + ("" if self.required else " (NOT NULL)"))
             return NULL
         try:
             return _escape(self.check(value))
@@ -306,7 +354,7 @@ class ColumnCodec:
         elif self._fast is not None and self._run is not None:
             slow = run_misfits(self._fast, self._run, work, newline_free)  # tables.py's scan
             if self.type.name in pgcheck.INT_RANGES and work:
-                slow = _out_of_range(work, slow, pgcheck.INT_RANGES[self.type.name])
+                slow = _out_of_range(work, slow, self._range or pgcheck.INT_RANGES[self.type.name])
         elif self.type.name in ("text", "varchar", "bpchar"):
             slow = pgcheck.text_misfits(work, self.type.length)
             joined = "".join(work)
@@ -314,6 +362,9 @@ class ColumnCodec:
                 out = list(map(_escape, work))
         else:
             slow = range(len(work))
+        limit = self._max_length
+        if limit is not None and work and max(map(len, work)) > limit:
+            slow = sorted(set(slow).union(i for i, v in enumerate(work) if len(v) > limit))
         for i in slow:
             try:
                 value = values[i]

@@ -11,35 +11,34 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from flaskstream import db
+from flaskstream import db, schema
 from flaskstream.errors import ApiError
 from flaskstream.etl import export as exporting
 from flaskstream.etl.anytable import BadDialect, CsvDialect, TableCsv
 from flaskstream.etl.catalog import describe_table
-from flaskstream.etl.tables import TABLES, Table
+from flaskstream.etl.mapping import quote_ident
+from flaskstream.etl.presets import PRESETS
 from flaskstream.storage import get_storage
 from flaskstream.storage.reader import open_stored
 from flaskstream.uploads import records
 
 
-def load_target(name: str, dialect: CsvDialect | None) -> Table | TableCsv:
-    """A preset (``users``, ``requests``: flaskstream's own, unqualified) or any
-    table the catalog describes and the connected role may INSERT into; its
-    shape is read once, here, for the whole load."""
-    if name in TABLES:
-        if dialect is not None:  # else the preset's own rules (email, age range) would be lost
-            raise BadDialect(f"the preset table {name} reads the default CSV dialect; the CSV "
-                             "options are for tables read from the catalog ([schema.]name)")
-        return TABLES[name]
+def load_target(name: str, dialect: CsvDialect | None) -> TableCsv:
+    """A preset (``users``, ``requests``: flaskstream's own, in its schema, with the
+    extra rules of ``presets.py``) or any table the catalog describes and the
+    connected role may INSERT into; its shape is read once, here, for the whole
+    load. The CSV options apply to both."""
+    preset = PRESETS.get(name)
     con = db.get_database().new_connection()
     try:
-        table = describe_table(con, name)
+        table = describe_table(con, f"{schema.of(con).quoted}.{quote_ident(name)}"
+                               if preset is not None else name)
     finally:
         db.close_quietly(con)
     if not table.can_insert:
         raise ApiError(403, "TABLE_NOT_WRITABLE",
                        f"the connected role may not INSERT into {table.schema}.{table.name}")
-    return TableCsv(table, dialect)
+    return TableCsv(table, dialect, preset)
 
 
 def dialect_from(flags: dict[str, Any]) -> CsvDialect | None:

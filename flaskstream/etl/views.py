@@ -25,7 +25,6 @@ from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.bounds import InputError, InputTooLarge, bounds_from_config, text_codec
 from flaskstream.etl.jobs import LoadJob, get_job, new_job_id, recent_jobs, valid_job_id
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def _load_options(cfg: Any) -> LoadOptions:
         dry_run=request.args.get("dry_run", "").lower() in ("1", "true", "yes"))
 
 
-def _load_table(name: str) -> Table | TableCsv:
+def _load_table(name: str) -> TableCsv:
     """The target of ``POST /etl/jobs``: only a table of ``ETL_TABLES`` (else 403);
     dialect options as query arguments, named as the CLI's flags."""
     if name not in exporting.allowed_tables(current_app.config["ETL_TABLES"]):

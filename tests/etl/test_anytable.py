@@ -291,11 +291,24 @@ def test_export_over_http_only_listed_tables_with_columns(app, client, customers
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "UNKNOWN_COLUMN"
 
 
-def test_csv_options_are_refused_for_the_presets(runner, client, clean_db, tmp_path):
+def test_csv_options_work_for_the_presets_and_keep_their_rules(runner, client, clean_db,
+                                                                tmp_path):
+    """The presets are catalog tables with extra rules: a dialect option no longer
+    turns them away, and the rules (lower-cased plausible email, age 0..150, age
+    required) still judge every row, over the CLI and over HTTP."""
     src = tmp_path / "in.csv"
-    src.write_bytes(b"email;age\na@x.io;1\n")
-    result, _ = load(runner, src, "--delimiter", ";")
-    assert result.exit_code == 1 and "preset table users" in result.output
-    resp = post(client, src.read_bytes(), "table=users&delimiter=;")
+    src.write_bytes(b"junk line\nEMAIL;Age;shoe\n A@X.io ;1;9\nnope;2;9\nb@x.io;151;9\n"
+                    b"c@x.io;NA;9\n")
+    result, summary = load(runner, src, "--delimiter", ";", "--skip-lines", "1", "--null", "NA")
+    assert result.exit_code == 0, result.output
+    assert summary is not None and (summary["rows_loaded"], summary["rows_rejected"]) == (1, 3)
+    reasons = [r for [r] in query(clean_db, "SELECT reason FROM flaskstream.etl_rejects "
+                                            "ORDER BY line")]
+    assert reasons == ["email: not a plausible email address: 'nope'",
+                       "age: 151 out of range 0..150", "age: required"]
+    resp = post(client, b"d@x.io|3\n", "table=users&no_header=1&columns=email,age&delimiter=|")
+    assert resp.status_code == 201, resp.get_json()
+    assert query(clean_db, "SELECT email, age FROM flaskstream.users ORDER BY email") == \
+        [["a@x.io", 1], ["d@x.io", 3]]
+    resp = post(client, b"email\n", "table=users&delimiter=ab")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "BAD_DIALECT"
-    assert query(clean_db, "SELECT count(*) FROM flaskstream.users") == [[0]]

@@ -43,14 +43,14 @@ def test_valid_and_invalid_rows_are_loaded_and_rejected_with_reasons(runner, cle
     assert users(clean_db) == [["a@x.io", 1, "Ann"], ["c@x.io", 3, "multi\nline"]]
     assert rejects.read_text().splitlines() == [
         "line,reason,text",
-        "3,age: not an integer: 'abc',\"b@x.io,abc,Bob\"",
+        "3,age: not a valid integer: 'abc',\"b@x.io,abc,Bob\"",
         "6,email: not a plausible email address: 'nope',\"nope,4,D\"",
         '7,"duplicate key value violates unique constraint ""users_email_key"" '
         '(Key (email)=(a@x.io) already exists.)","a@x.io,5,dup of line 2"',
     ]
     stored = query(clean_db, "SELECT line, left(reason, 20) FROM flaskstream.etl_rejects WHERE job_id = :j "
                    "ORDER BY line", j=summary["job"])
-    assert stored == [[3, "age: not an integer:"], [6, "email: not a plausib"],
+    assert stored == [[3, "age: not a valid int"], [6, "email: not a plausib"],
                       [7, "duplicate key value "]]
     job = query(clean_db, "SELECT status, rows_read, rows_loaded, rows_rejected FROM flaskstream.etl_jobs")
     assert job == [["done", 5, 2, 3]]

@@ -31,7 +31,7 @@ def test_post_raw_csv_then_job_and_rejects(client, clean_db):
     assert rejects.headers["Content-Type"] == "text/csv; charset=utf-8"
     lines = rejects.get_data(as_text=True).splitlines()
     assert lines[0] == "line,reason,text"
-    assert lines[1] == "11,age: not an integer: 'x',\"user9@example.com,x,User 9\""
+    assert lines[1] == "11,age: not a valid integer: 'x',\"user9@example.com,x,User 9\""
     assert len(lines) == 6
     assert client.get("/etl/jobs").get_json()["jobs"][0]["id"] == "j-1"
     events = query(clean_db, "SELECT event, data FROM flaskstream.events WHERE channel = 'etl.j-1' "
