@@ -282,6 +282,15 @@ class TableCsv:
         for block in records:
             yield self.encode_block(block, progress)
 
+    def encode_records(self, blocks: Iterable[RecordBlock], names: Sequence[str],
+                       progress: Progress) -> Iterator[CopyBlock]:
+        """Records whose fields are named ``names`` → COPY text blocks: the CSV's
+        plan, rules and codecs for another parser too (the access-log pipeline,
+        ``logs.py``), so a table's rules are declared and judged in one place."""
+        self.plan = self._plan(names)
+        for block in blocks:
+            yield self.encode_block(block, progress)
+
     def _plan(self, names: Sequence[str]) -> LoadPlan:
         """``plan_load``; a preset skips extra fields and, as since 0.1, reports a
         missing required column as ``BAD_HEADER`` naming the header it found."""

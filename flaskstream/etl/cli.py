@@ -32,7 +32,7 @@ from flaskstream.etl.jobs import RejectsFile, get_job, recent_jobs, run_load, va
 from flaskstream.etl.logs import log_copy_blocks
 from flaskstream.etl.pipeline import read_chunks, resume_chunks
 from flaskstream.etl.sink import MODES, LoadOptions
-from flaskstream.etl.tables import REQUESTS, Table
+from flaskstream.etl.tables import Table
 
 
 class ProgressBar:
@@ -245,7 +245,11 @@ def logs_command(path: str, rejects: str | None, max_errors: int | None, encodin
     """Load a web server access log (Combined Log Format) into the requests table."""
     options = LoadOptions(batch_rows=int(current_app.config["ETL_BATCH_SIZE"]),
                           max_errors=max_errors, dry_run=dry_run)
-    _load(path, REQUESTS, options, rejects=rejects, encoding=encoding, as_json=as_json,
+    try:
+        table = targets.load_target("requests", None)  # the preset: its rules, from the catalog
+    except FlaskstreamError as exc:
+        raise click.ClickException(exc.message) from None
+    _load(path, table, options, rejects=rejects, encoding=encoding, as_json=as_json,
           job=None, parser=log_copy_blocks)
 
 

@@ -4,6 +4,12 @@ The same stages as the CSV load with the parser swapped: bytes → decode →
 ``parse_log_lines`` (a regex instead of ``csv``) → validate → batch → COPY. An
 unparsable line is a reject with its line number, like a bad CSV row.
 
+Validation is the ``requests`` preset's, as ``etl load --table requests`` does
+it: the catalog's ``requests`` table with ``presets.REQUESTS``' rules
+(``targets.load_target``), judged by ``anytable.TableCsv.encode_records``, so
+the table's rules are declared once (and ``time`` is checked as a timestamptz
+in the core, not first by the server).
+
     127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /a.gif HTTP/1.0" 200 2326 "http://x/" "Mozilla/4.08"
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from flaskstream.etl.anytable import TableCsv
 from flaskstream.etl.pipeline import (
     BLOCK_ROWS,
     CopyBlock,
@@ -22,7 +29,6 @@ from flaskstream.etl.pipeline import (
     decode,
     gunzip_if_needed,
 )
-from flaskstream.etl.tables import REQUESTS, Mapping, validate
 
 LINE_RE = re.compile(
     r'(?P<addr>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] '
@@ -31,7 +37,9 @@ LINE_RE = re.compile(
 TIME_RE = re.compile(r"(\d{2})/(\w{3})/(\d{4}):(\d{2}:\d{2}:\d{2}) ([+-]\d{2})(\d{2})")
 MONTHS = {m: f"{i:02d}" for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-MAPPING = Mapping(REQUESTS, tuple(range(len(REQUESTS.columns))), len(REQUESTS.columns))
+# What ``parse_line`` returns, in order: columns of the ``requests`` table.
+FIELDS = ("time", "remote_addr", "method", "path", "protocol", "status", "bytes", "referrer",
+          "agent")
 
 
 def iso_time(clf: str) -> str | None:
@@ -88,8 +96,10 @@ def parse_log_lines(texts: Iterable[str], block_rows: int = BLOCK_ROWS) -> Itera
         done = Position(done, text, len(text)).offset
 
 
-def log_copy_blocks(chunks: Iterable[bytes], table: object = REQUESTS, *, encoding: str = "utf-8",
+def log_copy_blocks(chunks: Iterable[bytes], table: TableCsv, *, encoding: str = "utf-8",
                     progress: Progress | None = None, **_: object) -> Iterator[CopyBlock]:
+    """Access-log bytes → COPY text blocks for ``table`` (the ``requests`` preset,
+    from ``targets.load_target``); the parser ``jobs.run_load`` drives for ``etl logs``."""
     progress = progress if progress is not None else Progress()
     texts = decode(gunzip_if_needed(chunks), encoding, progress)
-    return validate(parse_log_lines(texts), MAPPING, progress)
+    return table.encode_records(parse_log_lines(texts), FIELDS, progress)

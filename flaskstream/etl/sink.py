@@ -73,9 +73,9 @@ _PRESET_TYPES = {"int": "bigint", "text": "text", "email": "text"}
 
 
 def preset_target(table: Table, con: Any = None) -> CopyTarget:
-    """A hand-written table of ``tables.py`` (the access-log pipeline's ``REQUESTS``;
-    ``etl load`` reads the presets from the catalog): flaskstream's own, in
-    ``con``'s schema (no connection: a dry run, which sends nothing)."""
+    """A hand-written table of ``tables.py`` (``USERS``, for the benchmarks and
+    their tests; ``etl load`` and ``etl logs`` read the presets from the catalog):
+    flaskstream's own, in ``con``'s schema (no connection: a dry run, which sends nothing)."""
     relation = quote_ident(table.name) if con is None else schema.qualified(con, table.name)
     return CopyTarget(relation, tuple(table.column_names), table.key,
                       tuple(_PRESET_TYPES[c.type] for c in table.columns), table.name)

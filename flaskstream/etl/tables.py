@@ -2,9 +2,10 @@
 
 A table is a tuple of ``Column(name, type, required, normalise, ...)``. Loads
 (``etl load``, ``POST /etl/jobs``) read every table from the catalog, the
-presets included (``rules.py``); these hand-written descriptions remain for
-the access-log pipeline (``logs.py``: ``REQUESTS``), the naive and
-``pipeline-table`` benchmarks (``USERS``), and the helpers ``pgtypes`` shares.
+presets included (``rules.py``), and so does the access-log pipeline
+(``logs.py``: the ``requests`` preset); the hand-written ``USERS`` remains for
+the naive and ``pipeline-table`` benchmarks and their tests, with the helpers
+``pgtypes`` shares.
 
 Validation is columnar: for a block of records each column is converted with
 C-level ``map`` calls (``str.strip``, ``str.lower``, a compiled regex,
@@ -90,18 +91,6 @@ USERS = Table("users", (
     Column("age", "int", required=True, min=0, max=150),
     Column("name", "text", max_length=1000),
 ), key=("email",))
-
-REQUESTS = Table("requests", (
-    Column("time", "text", required=True),
-    Column("remote_addr", "text", max_length=255),
-    Column("method", "text", required=True, max_length=32),
-    Column("path", "text", required=True),
-    Column("protocol", "text", max_length=32),
-    Column("status", "int", required=True, min=100, max=999),
-    Column("bytes", "int", min=0),
-    Column("referrer", "text"),
-    Column("agent", "text"),
-))
 
 
 def _shorten(value: str, limit: int = 60) -> str:
