@@ -29,11 +29,12 @@ from flaskstream.etl import presets  # noqa: E402
 from flaskstream.etl.anytable import TableCsv  # noqa: E402
 from flaskstream.etl.jobs import run_load  # noqa: E402
 from flaskstream.etl.logs import log_copy_blocks, parse_log_lines  # noqa: E402
-from flaskstream.etl.mapping import TableColumn, TargetTable  # noqa: E402
-from flaskstream.etl.pgtypes import PgType  # noqa: E402
 from flaskstream.etl.pipeline import CopyBlock, Progress, decode, gunzip_if_needed  # noqa: E402
 from flaskstream.etl.sink import LoadOptions  # noqa: E402
 from flaskstream.etl.tables import Column, Mapping, Table, validate  # noqa: E402
+
+# flaskstream.requests as the catalog reads it (tests/etl/test_logs.py checks it against the server)
+from tests.etl.test_logs import REQUESTS_TABLE as CATALOG_REQUESTS  # noqa: E402
 
 HAND_WRITTEN_REQUESTS = Table("requests", (  # the old tables.REQUESTS, bench-only
     Column("time", "text", required=True),
@@ -47,18 +48,6 @@ HAND_WRITTEN_REQUESTS = Table("requests", (  # the old tables.REQUESTS, bench-on
     Column("agent", "text"),
 ))
 OLD_MAPPING = Mapping(HAND_WRITTEN_REQUESTS, tuple(range(9)), 9)
-CATALOG_REQUESTS = TargetTable("flaskstream", "requests", (  # tests/etl/test_logs.py checks it
-    TableColumn("id", PgType("int8"), "bigint", not_null=True, identity="always"),
-    TableColumn("time", PgType("timestamptz"), "timestamp with time zone", not_null=True),
-    TableColumn("remote_addr", PgType("text"), "text"),
-    TableColumn("method", PgType("text"), "text", not_null=True),
-    TableColumn("path", PgType("text"), "text", not_null=True),
-    TableColumn("protocol", PgType("text"), "text"),
-    TableColumn("status", PgType("int4"), "integer", not_null=True),
-    TableColumn("bytes", PgType("int8"), "bigint"),
-    TableColumn("referrer", PgType("text"), "text"),
-    TableColumn("agent", PgType("text"), "text"),
-), primary_key=("id",), unique_keys=(("id",),))
 
 
 def generate(lines: int, invalid: float = 0.02) -> bytes:
