@@ -18,17 +18,23 @@ from tests.uploads.conftest import app_config, storage_backend
 __all__ = ["app_config", "storage_backend"]
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    env = {
+def live_tus_env(**extra: str) -> dict[str, str]:
+    """The live tus server's settings (a token, 256 MiB, short leases), plus ``extra``:
+    one place for the local server below and the S3 one in test_live_s3.py."""
+    return {
         "FLASKSTREAM_API_TOKEN": TOKEN,
         "FLASKSTREAM_TUS_MAX_SIZE": str(256 * MiB),
         "FLASKSTREAM_TUS_LOCK_LEASE": "3",
         "FLASKSTREAM_TUS_LOCK_POLL": "0.2",
         "FLASKSTREAM_TUS_LOCK_WAIT": "8",
         "FLASKSTREAM_TUS_CHECKPOINT_BYTES": str(16 * MiB),
+        **extra,
     }
-    live = LiveServer(tmp_path_factory.mktemp("tus-live"), env=env, workers=2,
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("tus-live"), env=live_tus_env(), workers=2,
                       database_url=database_url)
     with live:
         yield live

@@ -21,7 +21,8 @@ import pytest
 
 from tests.live import LiveServer
 from tests.tus.backends import durable_bytes
-from tests.tus.live_support import TOKEN, MiB, stored, upload_id, uploader
+from tests.tus.conftest import live_tus_env
+from tests.tus.live_support import MiB, stored, upload_id, uploader
 from tests.tus.test_live import (
     RssSampler,
     test_frozen_worker_is_waited_out_and_cannot_write_after,
@@ -46,16 +47,8 @@ def storage_url(s3_bucket: Any) -> str:
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory, storage_url: str
            ) -> Iterator[LiveServer]:
-    env = {
-        "FLASKSTREAM_API_TOKEN": TOKEN,
-        "FLASKSTREAM_TUS_MAX_SIZE": str(256 * MiB),
-        "FLASKSTREAM_TUS_LOCK_LEASE": "3",
-        "FLASKSTREAM_TUS_LOCK_POLL": "0.2",
-        "FLASKSTREAM_TUS_LOCK_WAIT": "8",
-        "FLASKSTREAM_TUS_CHECKPOINT_BYTES": str(16 * MiB),
-        "FLASKSTREAM_STORAGE_URL": storage_url,
-        "FLASKSTREAM_STORAGE_PART_SIZE": str(5 * MiB),
-    }
+    env = live_tus_env(FLASKSTREAM_STORAGE_URL=storage_url,
+                       FLASKSTREAM_STORAGE_PART_SIZE=str(5 * MiB))
     live = LiveServer(tmp_path_factory.mktemp("tus-live-s3"), env=env, workers=2,
                       database_url=database_url)
     with live:
