@@ -10,7 +10,9 @@ ratios, not absolutes):
      (the same requests through the blueprint, fast path bypassed), "flask-ceiling", a route
      answering 64 KiB from memory in the same gunicorn (Flask + gunicorn alone), and
      "wsgi-ceiling", the same from a bare WSGI callable (gunicorn alone), and
-     "wsgi-pread", a bare callable doing one ``pread`` with a media answer's headers;
+     "wsgi-pread", a bare callable doing one ``pread`` with a media answer's headers,
+     and "wsgi-headers", ``wsgi-ceiling`` with the nine headers of a fast-path answer
+     (what sending those headers costs in gunicorn, before any file is read);
   2. MB/s for whole-file transfers of the 256 MiB file (2 concurrent clients);
   3. latency of ``bytes=-65536`` on a 1 GiB (sparse) file: median and p95.
 The Node column (``video-server.js`` copied outside the repo) serves one file at
@@ -64,6 +66,9 @@ def start_gunicorn(folder: Path, instance: Path,
         "FLASKSTREAM_MEDIA_DIR": str(folder),
         # Media routes never touch PostgreSQL; a dummy URL keeps the embedded one off.
         "FLASKSTREAM_DATABASE_URL": "postgresql://unused@127.0.0.1:9/unused",
+        # ... and no janitor asks it every few seconds (a traceback each, work in the loop).
+        "FLASKSTREAM_ETL_JANITOR_INTERVAL": "0", "FLASKSTREAM_TUS_JANITOR_INTERVAL": "0",
+        "FLASKSTREAM_UPLOAD_STAGING_SWEEP_INTERVAL": "0",
     })
     env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "conf/gunicorn.conf.py",
@@ -78,6 +83,10 @@ def start_node(script: str, video: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(["node", script], env=env, stdout=subprocess.DEVNULL)
     wait_ready(port, "/video", {"Range": "bytes=0-0"})
     return proc, port
+
+
+def _ratio_name(label: str) -> str:
+    return "fast path" if label == "flaskstream" else label
 
 
 def wait_ready(port: int, path: str, headers: dict[str, str] | None = None) -> None:
@@ -278,7 +287,7 @@ def main() -> None:
         # figure a loaded, shared machine cannot distort (req/s it can).
         pids: dict[str, list[int]] = {label: serving_pids(gunicorn) for label in (
             "flaskstream", "send_file", "flaskstream-via-flask", "flask-ceiling", "wsgi-pread",
-            "wsgi-ceiling", "pread-inner")}
+            "wsgi-ceiling", "pread-inner", "wsgi-headers")}
         if args.nginx:
             accel, aport = start_gunicorn(folder, base / "instance-accel",
                                           {"FLASKSTREAM_MEDIA_ACCEL": "/_accel/"})
@@ -305,6 +314,7 @@ def main() -> None:
             targets += [(label, port, f"/media/{name}", None) for label, port in proxies.items()]
             if size == 16 * MiB:  # the ceilings next to the fast path they bound
                 targets[1:1] = [("wsgi-ceiling", gport, "/bench/raw", None),
+                                ("wsgi-headers", gport, "/bench/raw-headers", None),
                                 ("wsgi-pread", gport, "/bench/raw-pread", None),
                                 ("pread-inner", gport, "/bench/raw-pread-inner", None)]
                 targets += [("flaskstream-via-flask", gport, f"/media/{name}", origin),
@@ -335,26 +345,17 @@ def main() -> None:
             if size == 16 * MiB:
                 summary = {label: statistics.median(v) for label, v in results.items()}
                 cpu_per_request = {label: statistics.median(v) for label, v in cpu.items()}
-        ratios = [f"fast path / wsgi-ceiling {summary['flaskstream'] / summary['wsgi-ceiling']:.2f}",
-                  f"fast path / wsgi-pread {summary['flaskstream'] / summary['wsgi-pread']:.2f}",
-                  f"fast path / pread-inner {summary['flaskstream'] / summary['pread-inner']:.2f}",
-                  f"wsgi-pread / wsgi-ceiling "
-                  f"{summary['wsgi-pread'] / summary['wsgi-ceiling']:.2f}"]
-        if "node" in summary and "accel-via-nginx" in summary:
-            ratios.append(f"accel-via-nginx / node {summary['accel-via-nginx'] / summary['node']:.2f}")
-        if "node" in summary:
-            ratios.append(f"fast path / node {summary['flaskstream'] / summary['node']:.2f}")
-        print("16 MiB ratios (req/s): " + " | ".join(ratios), flush=True)
-        c = cpu_per_request
-        ratios = [f"fast path / wsgi-ceiling {c['wsgi-ceiling'] / c['flaskstream']:.2f}",
-                  f"fast path / wsgi-pread {c['wsgi-pread'] / c['flaskstream']:.2f}",
-                  f"fast path / pread-inner {c['pread-inner'] / c['flaskstream']:.2f}",
-                  f"wsgi-pread / wsgi-ceiling {c['wsgi-ceiling'] / c['wsgi-pread']:.2f}"]
-        if "node" in c and "accel-via-nginx" in c:
-            ratios.append(f"accel-via-nginx / node {c['node'] / c['accel-via-nginx']:.2f}")
-        if "node" in c:
-            ratios.append(f"fast path / node {c['node'] / c['flaskstream']:.2f}")
-        print("16 MiB ratios (requests per server CPU-second): " + " | ".join(ratios), flush=True)
+        # (numerator, denominator): req/s ratios; CPU-per-request ratios are the inverse.
+        pairs = [("flaskstream", "wsgi-ceiling"), ("flaskstream", "wsgi-pread"),
+                 ("flaskstream", "pread-inner"), ("wsgi-pread", "wsgi-ceiling"),
+                 ("wsgi-headers", "wsgi-ceiling"), ("accel-via-nginx", "node"),
+                 ("flaskstream", "node")]
+        for view, figures, invert in (("req/s", summary, False),
+                                      ("requests per server CPU-second", cpu_per_request, True)):
+            ratios = [f"{_ratio_name(a)} / {_ratio_name(b)} "
+                      f"{(figures[b] / figures[a]) if invert else (figures[a] / figures[b]):.2f}"
+                      for a, b in pairs if a in figures and b in figures]
+            print(f"16 MiB ratios ({view}): " + " | ".join(ratios), flush=True)
         if args.ranges_only:
             return
 

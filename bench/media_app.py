@@ -34,6 +34,8 @@ def _raw_wsgi(flask_wsgi_app):  # noqa: ANN001, ANN202 - WSGI callables
         path = environ.get("PATH_INFO")
         if path == "/bench/raw-pread":
             return _raw_pread(environ, start_response)
+        if path == "/bench/raw-headers":
+            return _raw_headers(environ, start_response)
         if path != "/bench/raw":
             return flask_wsgi_app(environ, start_response)
         start_response("206 Partial Content", [("Content-Type", "application/octet-stream"),
@@ -46,21 +48,44 @@ def _raw_wsgi(flask_wsgi_app):  # noqa: ANN001, ANN202 - WSGI callables
 _PREAD_FD: list[int] = []
 
 
+def _media_headers(start: int, stop: int) -> list[tuple[str, str]]:
+    """The eight headers of a fast-path 206 before ``RequestContext`` adds X-Request-ID
+    (tests/media/test_fastpath.py pins the real ones), with fixed validators."""
+    return [
+        ("ETag", '"1-2-3"'), ("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ("Cache-Control", "public, max-age=3600"), ("Accept-Ranges", "bytes"),
+        ("X-Content-Type-Options", "nosniff"), ("Content-Type", "application/octet-stream"),
+        ("Content-Range", f"bytes {start}-{stop - 1}/{16 << 20}"),
+        ("Content-Length", str(stop - start))]
+
+
+def _requested(environ) -> tuple[int, int]:  # noqa: ANN001
+    first, _, last = environ["HTTP_RANGE"][6:].partition("-")
+    return int(first), int(last) + 1
+
+
 def _raw_pread(environ, start_response):  # noqa: ANN001, ANN202
     """``/bench/raw-pread``: the requested 64 KiB of MEDIA_DIR/m16.bin by one
     ``pread`` on a descriptor held open, with the eight headers a media answer
     carries, no check of anything: the floor of any Python file server here."""
     if not _PREAD_FD:
         _PREAD_FD.append(os.open(os.path.join(app.config["MEDIA_DIR"], "m16.bin"), os.O_RDONLY))
-    first, _, last = environ["HTTP_RANGE"][6:].partition("-")
-    start, stop = int(first), int(last) + 1
-    start_response("206 Partial Content", [
-        ("ETag", '"1-2-3"'), ("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT"),
-        ("Cache-Control", "public, max-age=3600"), ("Accept-Ranges", "bytes"),
-        ("X-Content-Type-Options", "nosniff"), ("Content-Type", "application/octet-stream"),
-        ("Content-Range", f"bytes {start}-{stop - 1}/{16 << 20}"),
-        ("Content-Length", str(stop - start))])
+    start, stop = _requested(environ)
+    start_response("206 Partial Content", _media_headers(start, stop))
     return [os.pread(_PREAD_FD[0], stop - start, start)]
+
+
+def _raw_headers(environ, start_response):  # noqa: ANN001, ANN202
+    """``/bench/raw-headers``: ``/bench/raw`` (64 KiB from memory, no file) with the
+    nine headers a fast-path 206 carries (the eight above and X-Request-ID): what
+    gunicorn alone costs to send a media answer's headers, each of which it checks
+    with two regexes. Its gap to ``/bench/raw`` is headers only; no file server,
+    however lean, can beat it."""
+    start, stop = _requested(environ)
+    headers = _media_headers(start, stop)
+    headers.append(("X-Request-ID", "0123456789abcdef-1"))
+    start_response("206 Partial Content", headers)
+    return [CEILING_BODY]
 
 
 def _inner_pread(next_app):  # noqa: ANN001, ANN202 - WSGI callables
