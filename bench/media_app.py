@@ -50,7 +50,7 @@ _PREAD_FD: list[int] = []
 
 def _media_headers(start: int, stop: int) -> list[tuple[str, str]]:
     """The eight headers of a fast-path 206 before ``RequestContext`` adds X-Request-ID
-    (tests/media/test_fastpath.py pins the real ones), with fixed validators."""
+    (tests/media/test_views.py checks the fast path answers what Flask does), with fixed validators."""
     return [
         ("ETag", '"1-2-3"'), ("Last-Modified", "Tue, 01 Dec 2026 00:00:00 GMT"),
         ("Cache-Control", "public, max-age=3600"), ("Accept-Ranges", "bytes"),
