@@ -83,7 +83,7 @@ def _raw_headers(environ, start_response):  # noqa: ANN001, ANN202
     however lean, can beat it."""
     start, stop = _requested(environ)
     headers = _media_headers(start, stop)
-    headers.append(("X-Request-ID", "0123456789abcdef-1"))
+    headers.append(("X-Request-ID", "c0bc8ac02420ddde00000000201a301b"))  # an id's shape
     start_response("206 Partial Content", headers)
     return [CEILING_BODY]
 
