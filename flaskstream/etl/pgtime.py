@@ -23,8 +23,11 @@ tests/etl/test_pgtypes.py checks it against the real server.
   ``[@] n unit [n unit ...] [ago]`` with signed integers of up to 6 digits,
   units microsecond(s)/us/usec(s), millisecond(s)/ms/msec(s), second(s)/s/sec(s),
   minute(s)/m/min(s), hour(s)/h/hr(s), day(s)/d, week(s)/w, month(s)/mon(s),
-  year(s)/y/yr(s), each unit once. Not accepted: ``1 day 02:00`` clock parts,
-  fractions in verbose form, decades/centuries/millennia.
+  year(s)/y/yr(s), each unit once. Parts may touch (``1d2h``) only where the
+  server reads them apart: after ``d``, ``h``, ``m``, ``mon``, ``s`` or ``y``
+  and before a digit or ``+`` (any other spelling, or a ``-``, makes the
+  server read ``w2d`` as a date and refuse it). Not accepted: ``1 day 02:00``
+  clock parts, fractions in verbose form, decades/centuries/millennia.
 
 Leading and trailing whitespace is allowed, as the server allows it.
 """
@@ -142,13 +145,24 @@ _ISO_INTERVAL = re.compile(r"P(?=[0-9]|T[0-9])(?:[0-9]{1,6}Y)?(?:[0-9]{1,6}M)?(?
                            r"(?:[0-9]{1,6}D)?(?:T(?=[0-9])(?:[0-9]{1,6}H)?(?:[0-9]{1,6}M)?(?:[0-9]{1,6}(?:\.[0-9]{1,6})?S)?)?")
 
 
+# Spellings the server's date tokenizer knows (datetktbl), so that a digit or ``+``
+# right after them starts a new field; after any other, ``w2d`` is read as one
+# (date-like) field and refused. Checked against PostgreSQL (tests/etl/test_pgtypes_server.py).
+_TOUCHING_UNITS = frozenset({"d", "h", "m", "mon", "s", "y"})
+
+
 def check_interval(value: str) -> str:
     text = value.strip(PG_SPACE)
     if _ISO_INTERVAL.fullmatch(text):
         return text
     if _VERBOSE.fullmatch(text):
-        units = [_UNIT_OF[m.group(2).lower()] for m in _VERBOSE_PART.finditer(text)]
-        if len(units) == len(set(units)):
-            return text
-        raise Invalid(f"interval names a unit twice: {value!r}")
+        parts = list(_VERBOSE_PART.finditer(text))
+        units = [_UNIT_OF[m.group(2).lower()] for m in parts]
+        if len(units) != len(set(units)):
+            raise Invalid(f"interval names a unit twice: {value!r}")
+        for part, following in zip(parts, parts[1:], strict=False):
+            if following.start() == part.end() and (
+                    part.group(2).lower() not in _TOUCHING_UNITS or text[part.end()] == "-"):
+                raise Invalid(f"interval parts need a space between them: {value!r}")
+        return text
     raise Invalid(f"not an interval (ISO 8601 P... or 'n unit ...'): {value!r}")

@@ -72,6 +72,8 @@ CASES = [
     ("interval", "P1Y2M3DT4H5M6.5S", "P1Y2M3DT4H5M6.5S"), ("interval", "1 day ago", "1 day ago"),
     ("interval", "2 hours 3 mins", "2 hours 3 mins"), ("interval", "1 day 2 days", REJECT),
     ("interval", "@ 1 day", "@ 1 day"), ("interval", "P", REJECT), ("interval", "3 MS 2 usec", "3 MS 2 usec"),
+    ("interval", "1d2h", "1d2h"), ("interval", "1mon+2d", "1mon+2d"), ("interval", "0W0D", REJECT),
+    ("interval", "1d-2h", REJECT), ("interval", "1 days2 hours", REJECT),
     # uuid, json, bytea
     ("uuid", "{a0eebc99-9c0b4ef8-bb6d-6bb9bd380a11}", "{a0eebc99-9c0b4ef8-bb6d-6bb9bd380a11}"),
     ("uuid", "A0EEBC999C0B4EF8BB6D6BB9BD380A11", "A0EEBC999C0B4EF8BB6D6BB9BD380A11"),
