@@ -41,8 +41,9 @@ tests/etl/test_pgtypes.py checks both directions against the real server):
   format is rejected.
 * enum: one of the labels, exactly (case and spaces matter). Exact.
 * inet/cidr: dotted-quad IPv4 (decimal octets) or IPv6, optional ``/bits``;
-  cidr refuses host bits. Not accepted: abbreviated cidr (``10/8``), octets
-  written in more than 3 digits or in hex, IPv6 zone ids.
+  cidr refuses host bits. Not accepted: abbreviated IPv4 (``10/8``, or as an
+  IPv6 tail: ``::1.2``), octets written in more than 3 digits or in hex, IPv6
+  zone ids.
 * arrays: ``{...}`` literals, nested and rectangular up to 6 dimensions,
   quoted elements with backslash escapes, unquoted NULL; each element checked
   with the element type. Not accepted: ``[1:2]=`` bounds decorations.

@@ -99,7 +99,8 @@ CASES = [
 ]
 # Accepted by PostgreSQL, refused here on purpose (pgtypes' docstring says why).
 STRICTER = [("interval", "PT"), ("interval", "1 day 02:00"), ("integer[]", "[1:2]={1,2}"),
-            ("date", "today"), ("date", "10000-01-01"), ("cidr", "10/8"), ("numeric", "1_000"),
+            ("date", "today"), ("date", "10000-01-01"), ("cidr", "10/8"), ("inet", "::1.2"),
+            ("numeric", "1_000"),
             ("double precision", "0x10"), ("bytea", "abc"), ("timestamp", "2020-01-01 12:00+02")]
 
 

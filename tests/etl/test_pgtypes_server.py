@@ -156,10 +156,15 @@ NOISE_ALPHABET = {
     "integer[]": '{}," \\1-NUL', "text[]": '{}," \\aNUL\t',
 }
 def _short_ipv4(value: str) -> bool:
-    """Abbreviated IPv4 (``10/8``) or an octet written in 4+ digits: PostgreSQL's
-    inet_net_pton reads them, the core does not."""
+    """Abbreviated IPv4 (``10/8``, or as an IPv6 address's tail: ``::1.2``, ``::.0``) or
+    an octet written in 4+ digits: PostgreSQL's inet_net_pton reads them, the core does not."""
     address = value.split("/")[0]
-    return ":" not in value and (address.count(".") < 3 or any(len(o) > 3 for o in address.split(".")))
+    if ":" in address:
+        address = address.rsplit(":", 1)[1]
+        if "." not in address:
+            return False
+    octets = address.split(".")
+    return len(octets) < 4 or any(not 1 <= len(o) <= 3 for o in octets)
 
 
 # What PostgreSQL takes and the core refuses on purpose (pgtypes' docstring, and pgtime's).
